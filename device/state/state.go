@@ -41,7 +41,7 @@ var ErrNoState = errors.New("state: nothing saved yet")
 var ErrCorrupt = errors.New("state: every saved copy is corrupt")
 
 const (
-	headerLen = 16         // magic u32, seq u64, crc u32 — then len u32 is folded into crc'd payload
+	headerLen = 16         // magic u32, seq u64, crc u32; then a u32 length and the record
 	magic     = 0x46534154 // "TASF"
 )
 
