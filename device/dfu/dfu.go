@@ -1,0 +1,125 @@
+// Package dfu is the device side of "write an image and make the device run
+// it": a Target receives an image in order, can resume from an offset, checks
+// what it holds, asks the bootloader (or the modem) to install it, and can be
+// reset so that a partial image is never booted. Identify tells image kinds
+// apart from their first bytes, as the seed's dfu_target does.
+//
+// Targets live in subpackages (mcubootslot: an application image in an
+// MCUboot secondary slot). The lifecycle follows nRF's dfu_target: init,
+// offset, write, done, schedule, reset.
+//
+// It imports only the standard library and device/flash; it must never import
+// cloud/* or sim/.
+package dfu
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// ImageType is the kind of image a file holds.
+type ImageType int
+
+// Image types.
+const (
+	TypeUnknown    ImageType = iota
+	TypeMCUboot              // application image for MCUboot: u32 0x96f3b83d at 0
+	TypeModemDelta           // nRF modem delta: u32 0x7544656d at 4
+	TypeModemFull            // nRF full modem image: u16 0x84d2 at 0
+)
+
+func (t ImageType) String() string {
+	switch t {
+	case TypeMCUboot:
+		return "mcuboot"
+	case TypeModemDelta:
+		return "modem-delta"
+	case TypeModemFull:
+		return "modem-full"
+	}
+	return "unknown"
+}
+
+// IdentifyLen is how many leading bytes Identify needs.
+const IdentifyLen = 8
+
+// Identify tells the image type from the first bytes of a file.
+func Identify(head []byte) ImageType {
+	if len(head) >= 4 && binary.LittleEndian.Uint32(head) == 0x96f3b83d {
+		return TypeMCUboot
+	}
+	if len(head) >= 8 && binary.LittleEndian.Uint32(head[4:]) == 0x7544656d {
+		return TypeModemDelta
+	}
+	if len(head) >= 2 && binary.LittleEndian.Uint16(head) == 0x84d2 {
+		return TypeModemFull
+	}
+	return TypeUnknown
+}
+
+// Image describes a complete image a Target holds, as checked by Done.
+type Image struct {
+	Type    ImageType
+	Size    int64
+	SHA256  []byte // digest of the whole file as downloaded
+	Version string // the version the image declares, "" if none
+	// BootHash identifies the image once it runs (for MCUboot the SHA-256 TLV),
+	// so that after a reboot the device can tell which image it runs.
+	BootHash []byte
+}
+
+// Target receives one image. Methods are called from one goroutine.
+type Target interface {
+	// Init prepares for an image of size bytes (0 when unknown) and resumes
+	// at offset: the bytes [0, offset) are already in place from an earlier
+	// session (offset is a value Checkpoint returned). Offset 0 starts over.
+	// A size the target cannot hold fails with ErrTooLarge before anything
+	// is written.
+	Init(size, offset int64) error
+	// Write appends p at the current offset.
+	Write(p []byte) error
+	// Offset returns how many bytes were written so far.
+	Offset() int64
+	// Checkpoint makes what was written durable and returns the offset that
+	// a later Init may resume from.
+	Checkpoint() (int64, error)
+	// Done checks the complete image and describes it. It fails with
+	// ErrInvalidImage (wrapped with the reason) when the image is damaged.
+	Done() (Image, error)
+	// Schedule asks for the image to be installed at the next reboot; a
+	// permanent request skips the bootloader's test phase.
+	Schedule(permanent bool) error
+	// Reset discards the image so that it can never be booted.
+	Reset() error
+}
+
+// Errors of targets.
+var (
+	// ErrTooLarge: the image does not fit the target.
+	ErrTooLarge = errors.New("dfu: image too large for the target")
+	// ErrInvalidImage: the image is damaged or of the wrong kind.
+	ErrInvalidImage = errors.New("dfu: invalid image")
+	// ErrNotInitialised: Write, Done or Schedule before Init.
+	ErrNotInitialised = errors.New("dfu: target not initialised")
+)
+
+// TooLargeError gives the sizes behind ErrTooLarge.
+type TooLargeError struct{ Size, Max int64 }
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("dfu: image of %d bytes does not fit: the target holds at most %d", e.Size, e.Max)
+}
+
+// Unwrap returns ErrTooLarge.
+func (e *TooLargeError) Unwrap() error { return ErrTooLarge }
+
+// Running describes the image a device runs now.
+type Running struct {
+	Version string
+	// BootHash is the image's identity, comparable with Image.BootHash.
+	BootHash []byte
+	// Confirmed is false while the image runs on trial: the bootloader will
+	// revert it at the next boot unless it is confirmed.
+	Confirmed bool
+}

@@ -1,0 +1,275 @@
+package mcubootslot
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/awsfota/awsfota/device/dfu"
+	"github.com/awsfota/awsfota/device/flash"
+	"github.com/awsfota/awsfota/mcuboot"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var geo = flash.Geometry{Size: 64 * 1024, SectorSize: 4096, WriteAlign: 4}
+
+func makeImage(t *testing.T, n int, ver string) []byte {
+	t.Helper()
+	payload := make([]byte, n)
+	r := rand.New(rand.NewPCG(uint64(n), 1))
+	for i := range payload {
+		payload[i] = byte(r.Uint32())
+	}
+	v, err := mcuboot.ParseVersion(ver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if _, err := mcuboot.Create(&b, bytes.NewReader(payload), int64(n), mcuboot.CreateOptions{Version: v, PadHeader: true}); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func newSlot(t *testing.T) *flash.Mem {
+	t.Helper()
+	m, err := flash.NewMem(geo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func writeChunks(t *testing.T, tg *Target, img []byte, chunk int) {
+	t.Helper()
+	for p := img; len(p) > 0; {
+		n := min(chunk, len(p))
+		if err := tg.Write(p[:n]); err != nil {
+			t.Fatal(err)
+		}
+		p = p[n:]
+	}
+}
+
+func TestWriteDoneSchedule(t *testing.T) {
+	img := makeImage(t, 20001, "1.0.1")
+	slot := newSlot(t)
+	// Leave junk from an earlier image and an old swap request behind.
+	slot.WriteAt(bytes.Repeat([]byte{0}, 100), 30000)
+	l := mcuboot.Layout{SlotSize: geo.Size}
+	_, blk := l.MagicBlock()
+	slot.WriteAt(blk, geo.Size-16)
+
+	tg := NewTarget(slot, Options{})
+	if err := tg.Init(int64(len(img)), 0); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := mcuboot.ReadTrailer(slot, l); st.Magic != mcuboot.MagicUnset {
+		t.Fatal("Init left an old swap request in place")
+	}
+	writeChunks(t, tg, img, 777)
+	if tg.Offset() != int64(len(img)) {
+		t.Fatalf("Offset = %d", tg.Offset())
+	}
+	got, err := tg.Done()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(img)
+	if got.Type != dfu.TypeMCUboot || got.Size != int64(len(img)) || !bytes.Equal(got.SHA256, sum[:]) || got.Version != "1.0.1" || len(got.BootHash) != 32 {
+		t.Fatalf("Done = %+v", got)
+	}
+	if !bytes.Equal(slot.Bytes()[:len(img)], img) {
+		t.Fatal("slot contents differ from the image")
+	}
+	if err := tg.Schedule(false); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := mcuboot.ReadTrailer(slot, l)
+	if st.Magic != mcuboot.MagicGood || st.ImageOK != mcuboot.FlagUnset || st.SwapInfo != byte(mcuboot.SwapTest) {
+		t.Fatalf("trailer after Schedule: %+v", st)
+	}
+	if mcuboot.DecideSwap(mcuboot.TrailerState{}, st) != mcuboot.SwapTest {
+		t.Fatal("bootloader would not test-swap")
+	}
+	if err := tg.Schedule(false); err != nil {
+		t.Fatalf("second Schedule: %v", err)
+	}
+}
+
+func TestSchedulePermanent(t *testing.T) {
+	img := makeImage(t, 1000, "2.0.0")
+	slot := newSlot(t)
+	tg := NewTarget(slot, Options{})
+	tg.Init(0, 0)
+	writeChunks(t, tg, img, 4096)
+	if _, err := tg.Done(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tg.Schedule(true); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := mcuboot.ReadTrailer(slot, mcuboot.Layout{SlotSize: geo.Size})
+	if mcuboot.DecideSwap(mcuboot.TrailerState{}, st) != mcuboot.SwapPerm || st.SwapInfo != byte(mcuboot.SwapPerm) {
+		t.Fatalf("trailer %+v", st)
+	}
+}
+
+func TestResumeFromCheckpoint(t *testing.T) {
+	img := makeImage(t, 30000, "1.2.3+4")
+	slot := newSlot(t)
+	tg := NewTarget(slot, Options{})
+	if err := tg.Init(int64(len(img)), 0); err != nil {
+		t.Fatal(err)
+	}
+	writeChunks(t, tg, img[:12345], 1000)
+	off, err := tg.Checkpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off%4 != 0 || off > 12345 || off < 12345-3 {
+		t.Fatalf("checkpoint %d", off)
+	}
+	// A new session (after a reboot) resumes from the checkpoint; bytes past
+	// it that reached flash are written again, identically.
+	tg2 := NewTarget(slot, Options{})
+	if err := tg2.Init(int64(len(img)), off); err != nil {
+		t.Fatal(err)
+	}
+	writeChunks(t, tg2, img[off:], 999)
+	got, err := tg2.Done()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Version != "1.2.3+4" || !bytes.Equal(slot.Bytes()[:len(img)], img) {
+		t.Fatal("resumed image differs")
+	}
+	if err := tg2.Init(int64(len(img)), 3); err == nil {
+		t.Fatal("unaligned resume accepted")
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	slot := newSlot(t)
+	tg := NewTarget(slot, Options{})
+	if err := tg.Write([]byte{1}); !errors.Is(err, dfu.ErrNotInitialised) {
+		t.Fatalf("Write before Init: %v", err)
+	}
+	if _, err := tg.Done(); !errors.Is(err, dfu.ErrNotInitialised) {
+		t.Fatalf("Done before Init: %v", err)
+	}
+	if err := tg.Init(geo.Size, 0); !errors.Is(err, dfu.ErrTooLarge) {
+		t.Fatalf("oversized Init: %v", err)
+	}
+	if tg.MaxImageSize() != geo.Size-4096 {
+		t.Fatalf("MaxImageSize = %d", tg.MaxImageSize())
+	}
+	// Unknown size: the limit still holds while writing.
+	tg.Init(0, 0)
+	big := make([]byte, tg.MaxImageSize()+1)
+	if err := tg.Write(big); !errors.Is(err, dfu.ErrTooLarge) {
+		t.Fatalf("oversized Write: %v", err)
+	}
+	// More bytes than announced.
+	tg.Init(10, 0)
+	if err := tg.Write(make([]byte, 11)); !errors.Is(err, dfu.ErrInvalidImage) {
+		t.Fatalf("overlong Write: %v", err)
+	}
+	// A damaged image is refused by Done.
+	img := makeImage(t, 5000, "1.0.0")
+	img[600] ^= 0x80
+	tg.Init(int64(len(img)), 0)
+	writeChunks(t, tg, img, 512)
+	if _, err := tg.Done(); !errors.Is(err, dfu.ErrInvalidImage) || !errors.Is(err, mcuboot.ErrHashMismatch) {
+		t.Fatalf("damaged image: %v", err)
+	}
+	// Short image.
+	img = makeImage(t, 5000, "1.0.0")
+	tg.Init(int64(len(img)), 0)
+	writeChunks(t, tg, img[:4000], 512)
+	if _, err := tg.Done(); !errors.Is(err, dfu.ErrInvalidImage) {
+		t.Fatalf("short image: %v", err)
+	}
+	// Not an MCUboot image at all.
+	tg.Init(100, 0)
+	tg.Write(bytes.Repeat([]byte{9}, 100))
+	if _, err := tg.Done(); !errors.Is(err, mcuboot.ErrNotImage) {
+		t.Fatalf("junk: %v", err)
+	}
+}
+
+func TestResetMakesUnbootable(t *testing.T) {
+	img := makeImage(t, 5000, "1.0.0")
+	slot := newSlot(t)
+	tg := NewTarget(slot, Options{})
+	tg.Init(int64(len(img)), 0)
+	writeChunks(t, tg, img, 5000)
+	tg.Done()
+	tg.Schedule(false)
+	if err := tg.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mcuboot.Parse(slot, geo.Size); !errors.Is(err, mcuboot.ErrNotImage) {
+		t.Fatalf("after Reset the slot still parses: %v", err)
+	}
+	st, _ := mcuboot.ReadTrailer(slot, mcuboot.Layout{SlotSize: geo.Size})
+	if st.Magic != mcuboot.MagicUnset {
+		t.Fatal("Reset left the swap request")
+	}
+	if err := tg.Write([]byte{1}); !errors.Is(err, dfu.ErrNotInitialised) {
+		t.Fatal("Write after Reset accepted")
+	}
+}
+
+func TestPrimaryRunningAndConfirm(t *testing.T) {
+	img := makeImage(t, 5000, "1.0.0+7")
+	slot := newSlot(t)
+	p := NewPrimary(slot, Options{})
+	if _, err := p.Running(); !errors.Is(err, ErrNoImage) {
+		t.Fatalf("empty primary: %v", err)
+	}
+	slot.WriteAt(img, 0)
+	r, err := p.Running()
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, hash, _ := mcuboot.VerifyHash(bytes.NewReader(img), int64(len(img)))
+	if r.Version != im.Header.Version.String() || !bytes.Equal(r.BootHash, hash) || !r.Confirmed {
+		t.Fatalf("Running = %+v", r)
+	}
+	// Confirm with no trailer magic does nothing.
+	if err := p.Confirm(); err != nil {
+		t.Fatal(err)
+	}
+	// As after a test swap: magic good, copy_done set, image_ok unset.
+	l := mcuboot.Layout{SlotSize: geo.Size}
+	off, blk := l.MagicBlock()
+	slot.WriteAt(blk, off)
+	slot.WriteAt(l.FlagBlock(1, 4), l.CopyDoneOffset())
+	if r, _ := p.Running(); r.Confirmed {
+		t.Fatal("image on trial reported confirmed")
+	}
+	if err := p.Confirm(); err != nil {
+		t.Fatal(err)
+	}
+	r, _ = p.Running()
+	if !r.Confirmed {
+		t.Fatal("Confirm did not confirm")
+	}
+	st, _ := mcuboot.ReadTrailer(slot, l)
+	if mcuboot.DecideSwap(st, mcuboot.TrailerState{}) != mcuboot.SwapNone {
+		t.Fatal("confirmed image would revert")
+	}
+	if err := p.Confirm(); err != nil {
+		t.Fatalf("second Confirm: %v", err)
+	}
+	slot.Erase(geo.Size-4096, 4096)
+	slot.WriteAt([]byte{1, 2, 3}, l.MagicOffset())
+	if err := p.Confirm(); err == nil {
+		t.Fatal("Confirm with a damaged trailer succeeded")
+	}
+}
