@@ -1,0 +1,308 @@
+// Package mqttconn keeps a device connected to AWS IoT Core (or any MQTT
+// broker, such as the local cloud's): MQTT 5 over mutual TLS through
+// autopaho, on port 8883 or on 443 with ALPN "x-amzn-mqtt-ca" as AWS
+// requires there, with reconnection and backoff, re-subscription after every
+// reconnect, and connection errors translated into what to check.
+//
+// It knows nothing of jobs: it delivers messages and up/down transitions to
+// callbacks and publishes what it is given.
+//
+// It imports the standard library and paho.golang; it must never import
+// cloud/*, sim/ or other device/* packages.
+package mqttconn
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/packets"
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// ALPNProtocol is the protocol name AWS IoT Core expects for MQTT with a
+// client certificate on port 443.
+const ALPNProtocol = "x-amzn-mqtt-ca"
+
+// Config configures a connection.
+type Config struct {
+	// Endpoint is host:port (port 8883 when omitted). On port 443 ALPN is
+	// turned on automatically.
+	Endpoint string
+	// ClientID is the MQTT client id; AWS IoT policies usually require the
+	// thing name.
+	ClientID string
+	// Certificate is the device's certificate and key.
+	Certificate tls.Certificate
+	// RootCAs verify the broker; nil means the system roots.
+	RootCAs *x509.CertPool
+	// ServerName overrides the name checked in the broker's certificate (and
+	// sent as SNI); default: the endpoint's host.
+	ServerName string
+	// ALPN forces the x-amzn-mqtt-ca ALPN protocol on any port.
+	ALPN bool
+	// KeepAlive (default 60s; AWS accepts 30s–1200s).
+	KeepAlive time.Duration
+	// CleanStart discards the broker's session at the first connection;
+	// otherwise the session (subscriptions and queued QoS 1 messages) is
+	// resumed, for SessionExpiry.
+	CleanStart    bool
+	SessionExpiry time.Duration
+	// Filters are subscribed (QoS 1) after every connection, before OnUp.
+	Filters []string
+	// OnMessage receives every message. It must not block for long.
+	OnMessage func(topic string, payload []byte)
+	// OnUp is called once the connection is up and Filters are subscribed;
+	// OnDown when it is lost. Neither may block.
+	OnUp   func()
+	OnDown func()
+	// OnError receives connection errors, already explained.
+	OnError func(error)
+	// BackoffMin and BackoffMax bound the reconnect delay (1s, 2m).
+	BackoffMin, BackoffMax time.Duration
+	// Dialer dials TCP (for tests: a fault-injecting proxy's address works
+	// through Endpoint; this is for custom networks). nil: net.Dialer.
+	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
+	Logger *slog.Logger
+}
+
+// Conn is a managed connection. Publish is safe for concurrent use.
+type Conn struct {
+	cm     *autopaho.ConnectionManager
+	cfg    Config
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// ErrNotConnected is returned by Publish while the connection is down.
+var ErrNotConnected = errors.New("mqttconn: not connected")
+
+// Dial starts connecting and returns at once; the connection is made, and
+// remade after every loss, in the background until Close.
+func Dial(ctx context.Context, cfg Config) (*Conn, error) {
+	if cfg.ClientID == "" {
+		return nil, errors.New("mqttconn: a client id is required")
+	}
+	host, port, err := net.SplitHostPort(cfg.Endpoint)
+	if err != nil {
+		host, port = cfg.Endpoint, "8883"
+	}
+	if host == "" {
+		return nil, fmt.Errorf("mqttconn: endpoint %q has no host", cfg.Endpoint)
+	}
+	if cfg.KeepAlive <= 0 {
+		cfg.KeepAlive = 60 * time.Second
+	}
+	if cfg.BackoffMin <= 0 {
+		cfg.BackoffMin = time.Second
+	}
+	if cfg.BackoffMax <= 0 {
+		cfg.BackoffMax = 2 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	addr := net.JoinHostPort(host, port)
+	u := &url.URL{Scheme: "mqtts", Host: addr}
+	serverName := cfg.ServerName
+	if serverName == "" {
+		serverName = host
+	}
+	tlsCfg := &tls.Config{
+		Certificates: []tls.Certificate{cfg.Certificate},
+		RootCAs:      cfg.RootCAs,
+		ServerName:   serverName,
+		MinVersion:   tls.VersionTLS12,
+	}
+	if cfg.ALPN || port == "443" {
+		tlsCfg.NextProtos = []string{ALPNProtocol}
+	}
+	dial := cfg.Dialer
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	c := &Conn{cfg: cfg}
+	ctx, c.cancel = context.WithCancel(ctx)
+	jitter := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0))
+	var jmu sync.Mutex
+	pc := autopaho.ClientConfig{
+		ServerUrls:                    []*url.URL{u},
+		KeepAlive:                     uint16(cfg.KeepAlive / time.Second),
+		CleanStartOnInitialConnection: cfg.CleanStart,
+		SessionExpiryInterval:         uint32(cfg.SessionExpiry / time.Second),
+		ConnectTimeout:                20 * time.Second,
+		ReconnectBackoff: func(attempt int) time.Duration {
+			if attempt == 0 {
+				return 0
+			}
+			d := cfg.BackoffMin
+			for i := 1; i < attempt && d < cfg.BackoffMax; i++ {
+				d *= 2
+			}
+			d = min(d, cfg.BackoffMax)
+			jmu.Lock()
+			defer jmu.Unlock()
+			return d/2 + time.Duration(jitter.Int64N(int64(d/2)+1))
+		},
+		AttemptConnection: func(ctx context.Context, _ autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
+			raw, err := dial(ctx, "tcp", u.Host)
+			if err != nil {
+				return nil, err
+			}
+			tc := tls.Client(raw, tlsCfg)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				raw.Close()
+				return nil, err
+			}
+			return packets.NewThreadSafeConn(tc), nil
+		},
+		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
+			c.wg.Add(1)
+			go func() {
+				defer c.wg.Done()
+				c.subscribe(ctx, cm)
+			}()
+		},
+		OnConnectionDown: func() bool {
+			if cfg.OnDown != nil {
+				cfg.OnDown()
+			}
+			return true
+		},
+		OnConnectError: func(err error) {
+			var ce *autopaho.ConnackError
+			if errors.As(err, &ce) {
+				err = fmt.Errorf("the broker at %s refused the connection (%v): check that the client id %q is the thing the certificate is attached to, and that the certificate is ACTIVE and its policy allows iot:Connect", addr, ce, cfg.ClientID)
+			} else {
+				err = explain(addr, err)
+			}
+			cfg.Logger.Warn("mqtt connection failed", "err", err)
+			if cfg.OnError != nil {
+				cfg.OnError(err)
+			}
+		},
+		ClientConfig: paho.ClientConfig{
+			ClientID: cfg.ClientID,
+			OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+				func(pr paho.PublishReceived) (bool, error) {
+					if cfg.OnMessage != nil {
+						cfg.OnMessage(pr.Packet.Topic, pr.Packet.Payload)
+					}
+					return true, nil
+				},
+			},
+		},
+	}
+	cm, err := autopaho.NewConnection(ctx, pc)
+	if err != nil {
+		c.cancel()
+		return nil, fmt.Errorf("mqttconn: %w", err)
+	}
+	c.cm = cm
+	return c, nil
+}
+
+func (c *Conn) subscribe(ctx context.Context, cm *autopaho.ConnectionManager) {
+	if len(c.cfg.Filters) > 0 {
+		subs := make([]paho.SubscribeOptions, len(c.cfg.Filters))
+		for i, f := range c.cfg.Filters {
+			subs[i] = paho.SubscribeOptions{Topic: f, QoS: 1}
+		}
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		ack, err := cm.Subscribe(sctx, &paho.Subscribe{Subscriptions: subs})
+		if err == nil {
+			for i, rc := range ack.Reasons {
+				if rc >= 0x80 && i < len(c.cfg.Filters) {
+					err = fmt.Errorf("the broker refused the subscription to %s (reason %#x): check the thing's policy allows iot:Subscribe and iot:Receive on it", c.cfg.Filters[i], rc)
+					break
+				}
+			}
+		}
+		if err != nil {
+			if ctx.Err() == nil && c.cfg.OnError != nil {
+				c.cfg.OnError(fmt.Errorf("mqttconn: subscribing: %w", err))
+			}
+			return
+		}
+	}
+	if c.cfg.OnUp != nil {
+		c.cfg.OnUp()
+	}
+}
+
+// Publish sends payload to topic at QoS 1 and waits for the broker's ack.
+func (c *Conn) Publish(ctx context.Context, topic string, payload []byte) error {
+	resp, err := c.cm.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: payload})
+	if err != nil {
+		if errors.Is(err, autopaho.ConnectionDownError) {
+			return ErrNotConnected
+		}
+		return fmt.Errorf("mqttconn: publishing to %s: %w", topic, err)
+	}
+	if resp != nil && resp.ReasonCode >= 0x80 {
+		return fmt.Errorf("mqttconn: the broker refused the publish to %s (reason %#x): check the thing's policy allows iot:Publish on it", topic, resp.ReasonCode)
+	}
+	return nil
+}
+
+// AwaitConnection waits until the connection is up or ctx ends.
+func (c *Conn) AwaitConnection(ctx context.Context) error { return c.cm.AwaitConnection(ctx) }
+
+// Close disconnects and stops reconnecting; it returns when every goroutine
+// of the connection has ended.
+func (c *Conn) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := c.cm.Disconnect(ctx)
+	c.cancel()
+	<-c.cm.Done()
+	c.wg.Wait()
+	if errors.Is(err, autopaho.ConnectionDownError) {
+		err = nil
+	}
+	return err
+}
+
+// explain turns a dial or TLS error into one that says what to check (the
+// seed's troubleshooting table, as error messages).
+func explain(addr string, err error) error {
+	var (
+		unknownCA x509.UnknownAuthorityError
+		hostErr   x509.HostnameError
+		certInv   x509.CertificateInvalidError
+		opErr     *net.OpError
+		dnsErr    *net.DNSError
+	)
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("nothing accepts connections at %s: check the endpoint and port (%w)", addr, err)
+	case errors.As(err, &dnsErr):
+		return fmt.Errorf("the endpoint host of %s does not resolve: check the endpoint (%w)", addr, err)
+	case errors.As(err, &unknownCA):
+		return fmt.Errorf("the broker at %s presented a certificate not signed by the trusted CA: check the endpoint and the CA file (%w)", addr, err)
+	case errors.As(err, &hostErr):
+		return fmt.Errorf("the broker's certificate is not valid for the name used to reach %s: check the endpoint or set the server name (%w)", addr, err)
+	case errors.As(err, &certInv):
+		return fmt.Errorf("the broker's certificate at %s is invalid (%w)", addr, err)
+	case errors.As(err, &opErr) && opErr.Op == "remote error":
+		return fmt.Errorf("the broker at %s refused the TLS handshake: check the device certificate and key, that the certificate is registered and ACTIVE (%w)", addr, err)
+	case errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF):
+		// With TLS 1.3 a refused client certificate shows up after the
+		// handshake, often as a reset rather than the alert itself.
+		return fmt.Errorf("the broker at %s closed the connection during setup: it usually means it refused the device: check the device certificate and key, that the certificate is registered and ACTIVE, and the client id (%w)", addr, err)
+	}
+	return fmt.Errorf("connecting to %s: %w", addr, err)
+}

@@ -1,0 +1,235 @@
+package mqttconn
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"log/slog"
+	"math/big"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type pki struct {
+	ca     *x509.Certificate
+	caKey  *ecdsa.PrivateKey
+	pool   *x509.CertPool
+	server tls.Certificate
+	client tls.Certificate
+}
+
+func issue(t *testing.T, cn string, ca *x509.Certificate, caKey *ecdsa.PrivateKey, server bool) (tls.Certificate, *x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+	}
+	if ca == nil {
+		tpl.IsCA, tpl.BasicConstraintsValid = true, true
+		ca, caKey = tpl, key
+	} else if server {
+		tpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		tpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
+		tpl.DNSNames = []string{"localhost"}
+	} else {
+		tpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}, cert, key
+}
+
+func newPKI(t *testing.T) *pki {
+	_, ca, caKey := issue(t, "test CA", nil, nil, false)
+	p := &pki{ca: ca, caKey: caKey, pool: x509.NewCertPool()}
+	p.pool.AddCert(ca)
+	p.server, _, _ = issue(t, "localhost", ca, caKey, true)
+	p.client, _, _ = issue(t, "dev-1", ca, caKey, false)
+	return p
+}
+
+// broker starts a mochi broker on TLS that requires client certificates.
+func broker(t *testing.T, p *pki) (*mqtt.Server, string) {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+		Certificates: []tls.Certificate{p.server},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    p.pool,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
+	if err := s.AddHook(new(allowAll), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddListener(listeners.NewNet("tls", ln)); err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve()
+	t.Cleanup(func() { s.Close() })
+	return s, ln.Addr().String()
+}
+
+func TestConnectSubscribePublish(t *testing.T) {
+	p := newPKI(t)
+	srv, addr := broker(t, p)
+	up := make(chan struct{}, 4)
+	down := make(chan struct{}, 4)
+	msgs := make(chan string, 4)
+	ctx := context.Background()
+	c, err := Dial(ctx, Config{
+		Endpoint: addr, ClientID: "dev-1", Certificate: p.client, RootCAs: p.pool, ServerName: "localhost",
+		Filters:    []string{"$aws/things/dev-1/jobs/#"},
+		OnMessage:  func(topic string, payload []byte) { msgs <- topic + " " + string(payload) },
+		OnUp:       func() { up <- struct{}{} },
+		OnDown:     func() { down <- struct{}{} },
+		BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitFor(t, up, "connection up")
+
+	// The broker delivers to the subscription.
+	if err := srv.Publish("$aws/things/dev-1/jobs/notify-next", []byte(`{"timestamp":1}`), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitFor(t, msgs, "message"); got != `$aws/things/dev-1/jobs/notify-next {"timestamp":1}` {
+		t.Fatalf("got %q", got)
+	}
+	// Our publish reaches the broker.
+	seen := make(chan string, 1)
+	if err := srv.Subscribe("probe/#", 2, func(cl *mqtt.Client, sub packets.Subscription, pk packets.Packet) {
+		seen <- string(pk.Payload)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Publish(ctx, "probe/x", []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitFor(t, seen, "publish"); got != "hello" {
+		t.Fatal(got)
+	}
+
+	// The broker drops us: we reconnect and subscribe again.
+	cl, ok := srv.Clients.Get("dev-1")
+	if !ok {
+		t.Fatal("client not registered")
+	}
+	srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+	waitFor(t, down, "connection down")
+	waitFor(t, up, "reconnected")
+	if err := srv.Publish("$aws/things/dev-1/jobs/notify", []byte(`{}`), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitFor(t, msgs, "message after reconnect"); !strings.HasPrefix(got, "$aws/things/dev-1/jobs/notify ") {
+		t.Fatal(got)
+	}
+}
+
+func waitFor[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+	}
+	var zero T
+	return zero
+}
+
+func TestExplainedErrors(t *testing.T) {
+	p := newPKI(t)
+	_, addr := broker(t, p)
+	other := newPKI(t)
+
+	// Refused port.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	closed := ln.Addr().String()
+	ln.Close()
+
+	cases := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"wrong CA", Config{Endpoint: addr, ClientID: "dev-1", Certificate: p.client, RootCAs: other.pool, ServerName: "localhost"}, "not signed by the trusted CA"},
+		{"foreign client cert", Config{Endpoint: addr, ClientID: "dev-1", Certificate: other.client, RootCAs: p.pool, ServerName: "localhost"}, "check the device certificate and key"},
+		{"wrong name", Config{Endpoint: addr, ClientID: "dev-1", Certificate: p.client, RootCAs: p.pool, ServerName: "example.com"}, "not valid for the name"},
+		{"nothing listening", Config{Endpoint: closed, ClientID: "dev-1", Certificate: p.client, RootCAs: p.pool}, "check the endpoint and port"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			errs := make(chan error, 16)
+			c.cfg.OnError = func(err error) {
+				select {
+				case errs <- err:
+				default:
+				}
+			}
+			c.cfg.BackoffMin, c.cfg.BackoffMax = time.Hour, time.Hour
+			conn, err := Dial(context.Background(), c.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := waitFor(t, errs, "connection error")
+			conn.Close()
+			if !strings.Contains(got.Error(), c.want) {
+				t.Fatalf("error %q lacks %q", got, c.want)
+			}
+		})
+	}
+}
+
+func TestPublishWhileDown(t *testing.T) {
+	p := newPKI(t)
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	c, err := Dial(context.Background(), Config{Endpoint: addr, ClientID: "dev-1", Certificate: p.client, RootCAs: p.pool,
+		BackoffMin: time.Hour, BackoffMax: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Publish(context.Background(), "a/b", nil); !errors.Is(err, ErrNotConnected) {
+		t.Fatalf("Publish = %v", err)
+	}
+	if _, err := Dial(context.Background(), Config{}); err == nil {
+		t.Fatal("no client id accepted")
+	}
+}
+
+// allowAll lets every client in: TLS already checked the certificate.
+type allowAll struct{ mqtt.HookBase }
+
+func (h *allowAll) ID() string { return "allow-all" }
+func (h *allowAll) Provides(b byte) bool {
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+}
+func (h *allowAll) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
+func (h *allowAll) OnACLCheck(*mqtt.Client, string, bool) bool             { return true }
