@@ -49,10 +49,13 @@
 // failure in a row waits a random time in [0, min(BackoffMax,
 // BackoffMin·2ⁿ⁻¹)), measured on Config.Clock. Config.Retries bounds the
 // failures in a row that made no progress; an attempt after which the sink
-// holds more bytes than ever before in this Fetch refills the budget. A
+// holds more bytes than ever before in this Fetch refills the budget (and
+// the next wait is again drawn below BackoffMin). A "restart from 0" is
+// retried at once but, unless it made progress, spends the budget too, so a
+// server that never serves the object consistently cannot loop forever. A
 // server that answers an open range with part of the object is asked for the
-// rest at once. When the budget is spent Fetch returns ErrRetriesExhausted
-// wrapping the last cause.
+// rest at once, without spending budget. When the budget is spent Fetch
+// returns ErrRetriesExhausted wrapping the last cause.
 //
 // # Errors
 //

@@ -42,7 +42,8 @@ type Sink interface {
 // a default.
 type Config struct {
 	// Client makes the requests. Nil: a client of the Downloader's own,
-	// whose transport trusts RootCAs (never http.DefaultClient). A given
+	// whose transport trusts RootCAs and uses no HTTP proxy (never
+	// http.DefaultClient; HTTPS_PROXY and the like are not read). A given
 	// client is copied, not modified; its CheckRedirect, if any, is called
 	// after the MaxRedirects check. Its Timeout, if set, bounds a whole
 	// attempt including the body: leave it 0 and rely on ReadTimeout.
@@ -133,8 +134,10 @@ type Result struct {
 	// Size is the number of bytes the sink holds: on success, the object's
 	// size.
 	Size int64
-	// ETag is the object's entity tag as last sent by the server, or the
-	// Request's if the server sent none.
+	// ETag is the entity tag of the object whose bytes the sink holds: the
+	// one of the last response that carried an ETag, the Request's if no
+	// response did, "" if the object was taken from its start from a
+	// response without one. Persist it with Size to resume later.
 	ETag string
 	// Fetched counts the body bytes read off the network in all attempts.
 	Fetched int64
@@ -216,6 +219,7 @@ func New(cfg Config) *Downloader {
 		c = *cfg.Client
 	} else {
 		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.Proxy = nil // no environment read deep in a library: pass a Client to use a proxy
 		t.TLSClientConfig = &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12}
 		c.Transport = t
 	}
@@ -248,24 +252,23 @@ func (d *Downloader) CloseIdleConnections() { d.client.CloseIdleConnections() }
 // offset to resume from.
 func (d *Downloader) Fetch(ctx context.Context, req Request, sink Sink) (Result, error) {
 	f := &fetch{d: d, req: req, sink: sink, offset: req.Offset, etag: req.ETag, total: -1}
-	f.res.ETag = req.ETag
 	u, err := url.Parse(req.URL)
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err // url.Error repeats the whole URL, query included
 		}
-		return f.result(), fmt.Errorf("%w: cannot parse the URL: %w; check the job document", ErrInvalidRequest, err)
+		return f.result(), fmt.Errorf("download: %w: cannot parse the URL: %w; check the job document", ErrInvalidRequest, err)
 	}
 	f.url = u
 	f.where = redact(u)
 	switch {
 	case u.Scheme != "http" && u.Scheme != "https":
-		return f.result(), fmt.Errorf("%w: URL %s: scheme must be http or https", ErrInvalidRequest, f.where)
+		return f.result(), fmt.Errorf("download of %s: %w: the scheme must be http or https; check the job document", f.where, ErrInvalidRequest)
 	case u.Host == "":
-		return f.result(), fmt.Errorf("%w: URL %s has no host", ErrInvalidRequest, f.where)
+		return f.result(), fmt.Errorf("download of %s: %w: the URL has no host; check the job document", f.where, ErrInvalidRequest)
 	case req.Offset < 0 || req.Size < 0:
-		return f.result(), fmt.Errorf("%w: negative offset %d or size %d", ErrInvalidRequest, req.Offset, req.Size)
+		return f.result(), fmt.Errorf("download of %s: %w: negative offset %d or size %d", f.where, ErrInvalidRequest, req.Offset, req.Size)
 	}
 	if req.Size > 0 {
 		f.total = req.Size

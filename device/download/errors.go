@@ -18,39 +18,39 @@ var (
 	// an expired or wrongly signed presigned URL gets: the caller should
 	// re-read the job execution for a fresh URL and call Fetch again with the
 	// same offset and ETag.
-	ErrURLRejected = errors.New("download URL rejected by the server")
+	ErrURLRejected = errors.New("URL rejected by the server")
 
 	// ErrNotFound is returned, without retrying, when the server answers
 	// 404 Not Found or 410 Gone: the object named by the job does not exist.
-	ErrNotFound = errors.New("download object not found")
+	ErrNotFound = errors.New("object not found")
 
 	// ErrRetriesExhausted is returned when the retry budget (Config.Retries)
 	// was spent on failed attempts that made no progress. The error also
 	// wraps the cause of the last failure (a *StatusError, a network error,
 	// io.ErrUnexpectedEOF, ErrStalled, ...). The sink keeps the bytes already
 	// written; a later Fetch resumes from them.
-	ErrRetriesExhausted = errors.New("download retries exhausted")
+	ErrRetriesExhausted = errors.New("retries exhausted")
 
 	// ErrSizeMismatch is returned, without retrying, when Request.Size was
 	// given and the server serves the object from its start with a different
 	// size, or sends more bytes than Request.Size: the object is not the one
 	// the caller expects.
-	ErrSizeMismatch = errors.New("download size differs from the expected size")
+	ErrSizeMismatch = errors.New("size mismatch")
 
 	// ErrTooManyRedirects is returned, without retrying, when the server
 	// redirects more than Config.MaxRedirects times (a redirect loop, or a
 	// chain longer than allowed).
-	ErrTooManyRedirects = errors.New("download stopped after too many redirects")
+	ErrTooManyRedirects = errors.New("too many redirects")
 
 	// ErrStalled is the cause of a failed attempt during which no byte arrived
 	// for Config.ReadTimeout. Such an attempt is retried; Fetch returns it
 	// only wrapped in ErrRetriesExhausted.
-	ErrStalled = errors.New("download stalled")
+	ErrStalled = errors.New("stalled")
 
 	// ErrInvalidRequest is returned, without any request being made, when the
 	// Request is unusable: a URL that does not parse or is not http(s), or a
 	// negative offset or size.
-	ErrInvalidRequest = errors.New("invalid download request")
+	ErrInvalidRequest = errors.New("invalid request")
 )
 
 // StatusError is an HTTP reply that ended an attempt: a status the downloader
@@ -94,7 +94,7 @@ func (e *StatusError) advice() string {
 	case c == http.StatusNotFound || c == http.StatusGone:
 		return "the object does not exist; check that the image was uploaded and that the job document's URL names it"
 	case e.retryable():
-		return "the server is failing or overloaded; the download is retried from the current offset"
+		return "the server is failing or overloaded; try again later, the download resumes from its offset"
 	case c == http.StatusRequestedRangeNotSatisfiable:
 		return "the server refused a request that asked for no range; check the server"
 	default:

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -43,10 +44,7 @@ const (
 
 func (f *fetch) result() Result {
 	r := f.res
-	r.Size = f.offset
-	if f.etag != "" {
-		r.ETag = f.etag
-	}
+	r.Size, r.ETag = f.offset, f.etag
 	return r
 }
 
@@ -66,7 +64,10 @@ func (f *fetch) run(ctx context.Context) error {
 		case actDone:
 			return nil
 		case actFail:
-			return err
+			if ctx.Err() != nil {
+				return f.canceled(ctx.Err())
+			}
+			return f.fail(err)
 		}
 		if ctx.Err() != nil {
 			return f.canceled(ctx.Err())
@@ -84,8 +85,8 @@ func (f *fetch) run(ctx context.Context) error {
 			failures++
 		}
 		if failures > f.d.retries {
-			return fmt.Errorf("%w: download of %s gave up after %d attempts (%d in a row without progress) at offset %d%s: %w",
-				ErrRetriesExhausted, f.where, f.res.Attempts, failures, f.offset, f.ofTotal(), err)
+			return fmt.Errorf("download of %s: %w after %d attempts, %d in a row without progress, at offset %d%s (a later Fetch resumes there); last error: %w",
+				f.where, ErrRetriesExhausted, f.res.Attempts, failures, f.offset, f.ofTotal(), err)
 		}
 		if act == actRetry {
 			wait := backoff(failures, f.d.backoffMin, f.d.backoffMax, f.d.jitter())
@@ -94,6 +95,15 @@ func (f *fetch) run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// fail gives a fatal error its context.
+func (f *fetch) fail(err error) error {
+	var se *StatusError
+	if errors.As(err, &se) {
+		return fmt.Errorf("download at offset %d%s: %w", f.offset, f.ofTotal(), err) // se names the URL
+	}
+	return fmt.Errorf("download of %s at offset %d%s: %w", f.where, f.offset, f.ofTotal(), err)
 }
 
 func (f *fetch) canceled(err error) error {
@@ -116,7 +126,7 @@ func (f *fetch) attempt(ctx context.Context) (action, error) {
 
 	req, err := http.NewRequestWithContext(actx, http.MethodGet, f.req.URL, nil)
 	if err != nil {
-		return actFail, fmt.Errorf("%w: %s: %w", ErrInvalidRequest, f.where, unwrapURLError(err))
+		return actFail, fmt.Errorf("%w: %w", ErrInvalidRequest, unwrapURLError(err))
 	}
 	// Offsets are in bytes of the stored object: never let a transport
 	// compress the body.
@@ -145,17 +155,26 @@ func (f *fetch) attempt(ctx context.Context) (action, error) {
 	}
 	if b.start == 0 && f.offset > 0 {
 		if err := f.sink.Restart(); err != nil {
-			return actFail, fmt.Errorf("download of %s: restarting the sink (the server sent the object from its start): %w", f.where, err)
+			return actFail, fmt.Errorf("restarting the sink (the server sent the object from its start): %w", err)
 		}
 		f.offset = 0
 		f.res.Restarts++
 	}
 	f.fromZero = false
-	if b.etag != "" {
-		f.etag = b.etag
-	}
-	if b.total >= 0 {
-		f.total = b.total
+	switch {
+	case b.start == 0:
+		// A new beginning: what was known of the object no longer holds.
+		f.etag, f.total = b.etag, b.total
+		if f.total < 0 && f.req.Size > 0 {
+			f.total = f.req.Size
+		}
+	default:
+		if b.etag != "" {
+			f.etag = b.etag
+		}
+		if b.total >= 0 {
+			f.total = b.total
+		}
 	}
 	if b.end >= 0 && b.end == b.start {
 		// An empty body: "bytes X-Y" cannot say so, only 200 with length 0.
@@ -167,7 +186,7 @@ func (f *fetch) attempt(ctx context.Context) (action, error) {
 		return actFail, ferr
 	}
 	if rerr != nil {
-		return f.netError(ctx, actx, rerr)
+		return f.netError(ctx, actx, fmt.Errorf("reading the response body: %w", rerr))
 	}
 	return f.finish(b, f.offset > b.start)
 }
@@ -195,7 +214,7 @@ func (f *fetch) describe(resp *http.Response, ranged bool) (body, action, error)
 			b.start, b.end, b.total = first, last+1, total
 		case cr != "" && ranged:
 			f.fromZero = true
-			return b, actAgain, fmt.Errorf("download of %s: server answered 206 with an unusable Content-Range (%w); restarting from 0", f.where, err)
+			return b, actAgain, fmt.Errorf("server answered 206 with an unusable Content-Range (%w); restarting from 0", err)
 		default:
 			// No Content-Range (tolerated): the body is what was asked for.
 			if ranged {
@@ -227,25 +246,25 @@ func (f *fetch) describe(resp *http.Response, ranged bool) (body, action, error)
 	}
 	if b.start != f.offset {
 		f.fromZero = true
-		return b, actAgain, fmt.Errorf("download of %s: server sent bytes from offset %d when asked for offset %d; restarting from 0",
-			f.where, b.start, f.offset)
+		return b, actAgain, fmt.Errorf("server sent bytes from offset %d when asked for offset %d; restarting from 0",
+			b.start, f.offset)
 	}
 	// A resumed body: is it still the same object?
 	if f.etag != "" && b.etag != "" && !etagMatch(f.etag, b.etag) {
 		f.fromZero = true
-		return b, actAgain, fmt.Errorf("download of %s: the object changed (ETag %s, was %s) and the server ignored If-Range; restarting from 0",
-			f.where, b.etag, f.etag)
+		return b, actAgain, fmt.Errorf("the object changed (ETag %s, was %s) and the server ignored If-Range; restarting from 0",
+			b.etag, f.etag)
 	}
 	if f.total >= 0 && b.total >= 0 && b.total != f.total {
 		f.fromZero = true
-		return b, actAgain, fmt.Errorf("download of %s: the object changed (size %d, was %d); restarting from 0", f.where, b.total, f.total)
+		return b, actAgain, fmt.Errorf("the object changed (size %d, was %d); restarting from 0", b.total, f.total)
 	}
 	return b, actBody, nil
 }
 
 func (f *fetch) sizeMismatch(got int64) error {
-	return fmt.Errorf("%w: %s holds %d bytes but %d were expected; it is not the image the job describes: check the upload and the job document",
-		ErrSizeMismatch, f.where, got, f.req.Size)
+	return fmt.Errorf("%w: the server has %d bytes but %d were expected; it is not the image the job describes: check the upload and the job document",
+		ErrSizeMismatch, got, f.req.Size)
 }
 
 // unsatisfiable handles a 416 to a ranged request: the offset is at (or
@@ -267,8 +286,8 @@ func (f *fetch) unsatisfiable(resp *http.Response) (action, error) {
 	if size >= 0 {
 		what = "size " + strconv.FormatInt(size, 10)
 	}
-	return actAgain, fmt.Errorf("download of %s: server answered 416 to a request from offset %d and reports %s; restarting from 0",
-		f.where, f.offset, what)
+	return actAgain, fmt.Errorf("server answered 416 to a request from offset %d and reports %s; restarting from 0",
+		f.offset, what)
 }
 
 // statusAction turns a status the downloader does not use into an error.
@@ -277,25 +296,25 @@ func (f *fetch) statusAction(resp *http.Response) (action, error) {
 	if se.retryable() {
 		return actRetry, se
 	}
-	return actFail, fmt.Errorf("download of %s: %w", f.where, se)
+	return actFail, se
 }
 
 // finish decides what follows a body that ended cleanly.
 func (f *fetch) finish(b body, progressed bool) (action, error) {
 	if b.end >= 0 && f.offset < b.end {
-		return actRetry, fmt.Errorf("download of %s: body ended at offset %d, before the announced %d: %w", f.where, f.offset, b.end, io.ErrUnexpectedEOF)
+		return actRetry, fmt.Errorf("body ended at offset %d, before the announced %d: %w", f.offset, b.end, io.ErrUnexpectedEOF)
 	}
 	switch {
 	case f.total >= 0 && f.offset >= f.total:
 		return actDone, nil
 	case f.total >= 0 && progressed:
 		// A server may answer an open range with a part of it.
-		return actAgain, fmt.Errorf("download of %s: server sent a part of the object, up to offset %d of %d", f.where, f.offset, f.total)
+		return actAgain, fmt.Errorf("server sent a part of the object, up to offset %d of %d", f.offset, f.total)
 	case f.total >= 0:
-		return actRetry, fmt.Errorf("download of %s: server sent no bytes from offset %d of %d", f.where, f.offset, f.total)
+		return actRetry, fmt.Errorf("server sent no bytes from offset %d of %d", f.offset, f.total)
 	case f.req.Size > 0 && f.offset < f.req.Size:
-		return actRetry, fmt.Errorf("download of %s: body of unknown length ended at offset %d, before the expected %d: %w",
-			f.where, f.offset, f.req.Size, io.ErrUnexpectedEOF)
+		return actRetry, fmt.Errorf("body of unknown length ended at offset %d, before the expected %d: %w",
+			f.offset, f.req.Size, io.ErrUnexpectedEOF)
 	}
 	f.total = f.offset // an object of unknown length ends with its body
 	return actDone, nil
@@ -331,8 +350,8 @@ func (f *fetch) stream(r io.Reader, wd *watchdog) (rerr, ferr error) {
 // write passes p to the sink and reports progress.
 func (f *fetch) write(p []byte) error {
 	if f.req.Size > 0 && f.offset+int64(len(p)) > f.req.Size {
-		return fmt.Errorf("%w: %s sends more than the expected %d bytes; it is not the image the job describes: check the upload and the job document",
-			ErrSizeMismatch, f.where, f.req.Size)
+		return fmt.Errorf("%w: the server sends more than the expected %d bytes; it is not the image the job describes: check the upload and the job document",
+			ErrSizeMismatch, f.req.Size)
 	}
 	n, err := f.sink.Write(p)
 	if n > 0 {
@@ -342,7 +361,7 @@ func (f *fetch) write(p []byte) error {
 		err = io.ErrShortWrite
 	}
 	if err != nil {
-		return fmt.Errorf("download of %s: writing to the sink at offset %d: %w", f.where, f.offset, err)
+		return fmt.Errorf("writing to the sink: %w", err)
 	}
 	if f.req.OnProgress != nil {
 		f.req.OnProgress(Progress{Offset: f.offset, Total: max(f.total, 0), ETag: f.etag})
@@ -353,14 +372,14 @@ func (f *fetch) write(p []byte) error {
 // netError classifies an error of client.Do or of a body read.
 func (f *fetch) netError(ctx, actx context.Context, err error) (action, error) {
 	if ctx.Err() != nil {
-		return actFail, f.canceled(ctx.Err())
+		return actFail, ctx.Err() // run reports it
 	}
 	if cause := context.Cause(actx); errors.Is(cause, ErrStalled) {
-		return actRetry, fmt.Errorf("download of %s at offset %d: %w", f.where, f.offset, cause)
+		return actRetry, cause
 	}
 	err = unwrapURLError(err)
 	if errors.Is(err, ErrTooManyRedirects) {
-		return actFail, fmt.Errorf("download of %s: %w", f.where, err)
+		return actFail, err
 	}
 	var (
 		unknownCA x509.UnknownAuthorityError
@@ -369,9 +388,13 @@ func (f *fetch) netError(ctx, actx context.Context, err error) (action, error) {
 		verifyErr *tls.CertificateVerificationError
 	)
 	if errors.As(err, &unknownCA) || errors.As(err, &hostErr) || errors.As(err, &certErr) || errors.As(err, &verifyErr) {
-		return actFail, fmt.Errorf("download of %s: the server's TLS certificate is not trusted: %w; check the URL's host and the configured root CAs", f.where, err)
+		return actFail, fmt.Errorf("the server's TLS certificate is not trusted: %w; check the URL's host and the configured root CAs", err)
 	}
-	return actRetry, fmt.Errorf("download of %s at offset %d: %w", f.where, f.offset, err)
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "dial" {
+		return actRetry, fmt.Errorf("cannot reach the server: %w; check the network and the host in the job document's URL", err)
+	}
+	return actRetry, err
 }
 
 // unwrapURLError drops the *url.Error layer of a client error: its text
