@@ -100,6 +100,9 @@ var (
 	ErrTooLarge = errors.New("dfu: image too large for the target")
 	// ErrInvalidImage: the image is damaged or of the wrong kind.
 	ErrInvalidImage = errors.New("dfu: invalid image")
+	// ErrHashMismatch: the image's content does not match its own hash.
+	// Errors that wrap it also wrap ErrInvalidImage.
+	ErrHashMismatch = errors.New("dfu: image hash mismatch")
 	// ErrNotInitialised: Write, Done or Schedule before Init.
 	ErrNotInitialised = errors.New("dfu: target not initialised")
 )

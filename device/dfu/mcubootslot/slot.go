@@ -67,7 +67,8 @@ func (t *Target) Init(size, offset int64) error {
 	if size > t.max {
 		return &dfu.TooLargeError{Size: size, Max: t.max}
 	}
-	if offset < 0 || offset > t.max || offset%int64(t.geo.WriteAlign) != 0 || (size > 0 && offset > size) {
+	complete := size > 0 && offset == size // resuming only to check the image (Done)
+	if offset < 0 || offset > t.max || (offset%int64(t.geo.WriteAlign) != 0 && !complete) || (size > 0 && offset > size) {
 		return fmt.Errorf("mcubootslot: cannot resume at offset %d (image size %d, slot holds %d, write alignment %d)",
 			offset, size, t.max, t.geo.WriteAlign)
 	}
@@ -182,6 +183,9 @@ func (t *Target) Done() (dfu.Image, error) {
 		return dfu.Image{}, fmt.Errorf("mcubootslot: reading back the image: %w", err)
 	}
 	im, bootHash, err := mcuboot.VerifyHash(t.f, t.off)
+	if errors.Is(err, mcuboot.ErrHashMismatch) {
+		return dfu.Image{}, fmt.Errorf("%w: %w: %w", dfu.ErrInvalidImage, dfu.ErrHashMismatch, err)
+	}
 	if err != nil {
 		return dfu.Image{}, fmt.Errorf("%w: %w", dfu.ErrInvalidImage, err)
 	}

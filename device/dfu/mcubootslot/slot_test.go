@@ -184,7 +184,7 @@ func TestRefusals(t *testing.T) {
 	img[600] ^= 0x80
 	tg.Init(int64(len(img)), 0)
 	writeChunks(t, tg, img, 512)
-	if _, err := tg.Done(); !errors.Is(err, dfu.ErrInvalidImage) || !errors.Is(err, mcuboot.ErrHashMismatch) {
+	if _, err := tg.Done(); !errors.Is(err, dfu.ErrInvalidImage) || !errors.Is(err, dfu.ErrHashMismatch) {
 		t.Fatalf("damaged image: %v", err)
 	}
 	// Short image.
@@ -271,5 +271,24 @@ func TestPrimaryRunningAndConfirm(t *testing.T) {
 	slot.WriteAt([]byte{1, 2, 3}, l.MagicOffset())
 	if err := p.Confirm(); err == nil {
 		t.Fatal("Confirm with a damaged trailer succeeded")
+	}
+}
+
+func TestInitCompleteForRecheck(t *testing.T) {
+	img := makeImage(t, 4001, "1.0.0")
+	slot := newSlot(t)
+	tg := NewTarget(slot, Options{})
+	tg.Init(int64(len(img)), 0)
+	writeChunks(t, tg, img, 1000)
+	if _, err := tg.Done(); err != nil {
+		t.Fatal(err)
+	}
+	// After a reboot the agent re-checks the complete image.
+	tg2 := NewTarget(slot, Options{})
+	if err := tg2.Init(int64(len(img)), int64(len(img))); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := tg2.Done(); err != nil || got.Size != int64(len(img)) {
+		t.Fatalf("re-check: %+v %v", got, err)
 	}
 }
