@@ -217,9 +217,9 @@ const (
 	EventProgress     AppEventKind = "progress"      // Percent and Bytes of Total are in
 	EventErasePending AppEventKind = "erase_pending" // a target erases a large area: keep the link quiet
 	EventEraseDone    AppEventKind = "erase_done"
-	EventDone         AppEventKind = "done"     // the image is installed on reboot; RebootRequired says whether to reboot
-	EventError        AppEventKind = "error"    // the job failed: Reason and Message say why
-	EventCanceled     AppEventKind = "canceled" // the cloud canceled, removed or timed out the job
+	EventDone         AppEventKind = "done"      // the image is installed on reboot; RebootRequired says whether to reboot
+	EventError        AppEventKind = "error"     // the job failed: Reason and Message say why
+	EventCanceled     AppEventKind = "canceled"  // the cloud canceled, removed or timed out the job
 	EventCompleted    AppEventKind = "completed" // the cloud accepted the job's terminal status (Status)
 )
 

@@ -232,4 +232,4 @@ func (h *allowAll) Provides(b byte) bool {
 	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
 }
 func (h *allowAll) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
-func (h *allowAll) OnACLCheck(*mqtt.Client, string, bool) bool             { return true }
+func (h *allowAll) OnACLCheck(*mqtt.Client, string, bool) bool              { return true }
