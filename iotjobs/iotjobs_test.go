@@ -360,3 +360,38 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestDeviceFiltersCoverReplies(t *testing.T) {
+	match := func(filter, topic string) bool {
+		f, tp := strings.Split(filter, "/"), strings.Split(topic, "/")
+		for i, p := range f {
+			if p == "#" {
+				return true
+			}
+			if i >= len(tp) || (p != "+" && p != tp[i]) {
+				return false
+			}
+		}
+		return len(f) == len(tp)
+	}
+	covered := func(topic string) bool {
+		for _, f := range DeviceFilters("d") {
+			if match(f, topic) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, tp := range []Topic{NotifyTopic("d"), NotifyNextTopic("d"), DescribeTopic("d", NextJobID).Accepted(),
+		DescribeTopic("d", "j").Rejected(), UpdateTopic("d", "j").Accepted(), UpdateTopic("d", "j").Rejected(),
+		GetPendingTopic("d").Accepted(), StartNextTopic("d").Rejected()} {
+		if !covered(tp.String()) {
+			t.Errorf("%s not covered", tp)
+		}
+	}
+	for _, tp := range []Topic{UpdateTopic("d", "j"), DescribeTopic("d", "j"), GetPendingTopic("d"), StartNextTopic("d")} {
+		if covered(tp.String()) {
+			t.Errorf("request topic %s covered: the device would hear its own requests", tp)
+		}
+	}
+}

@@ -167,3 +167,12 @@ func ParseTopic(name string) (Topic, error) {
 	}
 	return t, nil
 }
+
+// DeviceFilters are the subscriptions a device needs for the Jobs API: its
+// notifications and the replies to every request it makes. (On AWS replies
+// reach the requester even without them; other brokers route by
+// subscription.)
+func DeviceFilters(thing string) []string {
+	p := thingsPrefix + thing + "/jobs/"
+	return []string{p + "notify", p + "notify-next", p + "+/get/+", p + "+/update/+", p + "get/+", p + "start-next/+"}
+}
