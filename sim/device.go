@@ -1,0 +1,241 @@
+package sim
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/awsfota/awsfota/device/agent"
+	"github.com/awsfota/awsfota/device/dfu"
+	"github.com/awsfota/awsfota/device/dfu/mcubootslot"
+	"github.com/awsfota/awsfota/device/download"
+	"github.com/awsfota/awsfota/device/flash"
+	"github.com/awsfota/awsfota/device/mqttconn"
+	"github.com/awsfota/awsfota/device/runner"
+	"github.com/awsfota/awsfota/device/state"
+	"github.com/awsfota/awsfota/iotjobs"
+)
+
+// DefaultGeometry is the slot geometry of simulated devices: 1 MiB slots of
+// 4 KiB sectors, programmed in 4-byte words (an nRF91-like part).
+var DefaultGeometry = flash.Geometry{Size: 1 << 20, SectorSize: 4096, WriteAlign: 4}
+
+// DeviceConfig describes a simulated device.
+type DeviceConfig struct {
+	// Dir keeps the device's flash (primary.bin, secondary.bin) and state.
+	Dir   string
+	Thing string
+	// Geometry of each slot (DefaultGeometry).
+	Geometry flash.Geometry
+
+	// MQTT endpoint (host:port), the device certificate and the CA that
+	// signed the broker's certificate.
+	Endpoint    string
+	Certificate tls.Certificate
+	RootCAs     *x509.CertPool
+	ServerName  string
+
+	// Agent settings (Thing is filled in).
+	Agent agent.Config
+	// Download settings (RootCAs defaults to the device's).
+	Download download.Config
+	// CheckpointBytes is how often download progress is made durable.
+	CheckpointBytes int64
+	// SelfTest runs after booting a new image; nil passes.
+	SelfTest func(ctx context.Context) error
+	// OnEvent receives the agent's application events.
+	OnEvent func(agent.AppEvent)
+	// OnBoot is told about every boot.
+	OnBoot func(BootResult, dfu.Running)
+	Logger *slog.Logger
+}
+
+// Device is a simulated device: two flash slots in files, a bootloader and
+// the device library.
+type Device struct {
+	cfg       DeviceConfig
+	primary   *flash.File
+	secondary *flash.File
+	store     *state.Dir
+	boot      Bootloader
+	fetch     *download.Downloader
+	reboots   atomic.Int64
+	mu        sync.Mutex
+	closed    bool
+}
+
+// OpenDevice opens (creating if needed) the device kept in cfg.Dir.
+func OpenDevice(cfg DeviceConfig) (*Device, error) {
+	if cfg.Thing == "" {
+		return nil, errors.New("sim: the device needs a thing name")
+	}
+	if cfg.Geometry == (flash.Geometry{}) {
+		cfg.Geometry = DefaultGeometry
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("sim: %w", err)
+	}
+	p, err := flash.OpenFile(filepath.Join(cfg.Dir, "primary.bin"), cfg.Geometry)
+	if err != nil {
+		return nil, err
+	}
+	s, err := flash.OpenFile(filepath.Join(cfg.Dir, "secondary.bin"), cfg.Geometry)
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	st, err := state.OpenDir(filepath.Join(cfg.Dir, "state"))
+	if err != nil {
+		p.Close()
+		s.Close()
+		return nil, err
+	}
+	dl := cfg.Download
+	if dl.RootCAs == nil {
+		dl.RootCAs = cfg.RootCAs
+	}
+	d := &Device{cfg: cfg, primary: p, secondary: s, store: st, fetch: download.New(dl)}
+	d.boot = Bootloader{Primary: p, Secondary: s}
+	return d, nil
+}
+
+// Thing returns the device's thing name.
+func (d *Device) Thing() string { return d.cfg.Thing }
+
+// Install programs an image into the primary slot, as a factory would: the
+// image runs confirmed at the next boot.
+func (d *Device) Install(image []byte) error {
+	g := d.cfg.Geometry
+	if int64(len(image)) > g.Size-mcubootslot.Reserved(g, mcubootslot.Options{}) {
+		return fmt.Errorf("sim: image of %d bytes does not fit the %d-byte slot", len(image), g.Size)
+	}
+	for _, f := range []*flash.File{d.primary, d.secondary} {
+		if err := f.Erase(0, g.Size); err != nil {
+			return err
+		}
+	}
+	if _, err := d.primary.WriteAt(image, 0); err != nil {
+		return err
+	}
+	return d.primary.Sync()
+}
+
+// Running describes the image in the primary slot.
+func (d *Device) Running() (dfu.Running, error) {
+	return mcubootslot.NewPrimary(d.primary, mcubootslot.Options{}).Running()
+}
+
+// Primary returns the primary slot's image area (for tests and checks).
+func (d *Device) Primary() io.ReaderAt { return d.primary }
+
+// Secondary returns the secondary slot.
+func (d *Device) Secondary() io.ReaderAt { return d.secondary }
+
+// Reboots counts the reboots the agent asked for.
+func (d *Device) Reboots() int { return int(d.reboots.Load()) }
+
+// Boot runs the bootloader once without starting the agent.
+func (d *Device) Boot() (BootResult, error) { return d.boot.Boot() }
+
+// Run boots the device and runs the agent until ctx ends; every reboot the
+// agent asks for goes through the bootloader again. It returns ctx's error,
+// or ErrNoBootableImage if the device bricked.
+func (d *Device) Run(ctx context.Context) error {
+	for {
+		res, err := d.boot.Boot()
+		if err != nil {
+			return err
+		}
+		run, err := d.Running()
+		if err != nil {
+			return err
+		}
+		d.cfg.Logger.Info("booted", "thing", d.cfg.Thing, "swap", res.Swap, "version", run.Version, "confirmed", run.Confirmed, "refused", res.Refused)
+		if d.cfg.OnBoot != nil {
+			d.cfg.OnBoot(res, run)
+		}
+		err = d.runOnce(ctx)
+		if errors.Is(err, runner.ErrReboot) {
+			d.reboots.Add(1)
+			d.fetch.CloseIdleConnections()
+			continue
+		}
+		return err
+	}
+}
+
+func (d *Device) runOnce(ctx context.Context) error {
+	ac := d.cfg.Agent
+	ac.Thing = d.cfg.Thing
+	r, err := runner.New(runner.Config{
+		Agent:           ac,
+		Store:           d.store,
+		Target:          mcubootslot.NewTarget(d.secondary, mcubootslot.Options{}),
+		Boot:            mcubootslot.NewPrimary(d.primary, mcubootslot.Options{}),
+		Fetcher:         d.fetch,
+		SelfTest:        d.cfg.SelfTest,
+		OnEvent:         d.cfg.OnEvent,
+		CheckpointBytes: d.cfg.CheckpointBytes,
+		Logger:          d.cfg.Logger.With("thing", d.cfg.Thing),
+	})
+	if err != nil {
+		return err
+	}
+	conn, err := mqttconn.Dial(ctx, mqttconn.Config{
+		Endpoint:    d.cfg.Endpoint,
+		ClientID:    d.cfg.Thing,
+		Certificate: d.cfg.Certificate,
+		RootCAs:     d.cfg.RootCAs,
+		ServerName:  d.cfg.ServerName,
+		CleanStart:  true,
+		Filters:     iotjobs.DeviceFilters(d.cfg.Thing),
+		OnMessage:   r.Deliver,
+		OnUp:        r.Connected,
+		OnDown:      r.Disconnected,
+		OnError:     func(err error) { d.cfg.Logger.Warn("mqtt", "thing", d.cfg.Thing, "err", err) },
+		BackoffMin:  100 * time.Millisecond,
+		Logger:      d.cfg.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	err = r.Run(ctx, conn)
+	if cerr := conn.Close(); cerr != nil {
+		d.cfg.Logger.Debug("closing mqtt", "err", cerr)
+	}
+	return err
+}
+
+// Close releases the device's files.
+func (d *Device) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	d.fetch.CloseIdleConnections()
+	return errors.Join(d.primary.Close(), d.secondary.Close())
+}
+
+// SlotImage returns the first n bytes of the primary slot.
+func (d *Device) SlotImage(n int64) ([]byte, error) {
+	b := make([]byte, n)
+	if _, err := d.primary.ReadAt(b, 0); err != nil {
+		return nil, err
+	}
+	return bytes.Clone(b), nil
+}

@@ -1,0 +1,32 @@
+package sim
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+
+	"github.com/awsfota/awsfota/mcuboot"
+)
+
+// AppImage builds an unsigned MCUboot application image of about size bytes
+// whose body is pseudo-random, seeded by the version so that every version
+// has different contents.
+func AppImage(version string, size int) ([]byte, error) {
+	v, err := mcuboot.ParseVersion(version)
+	if err != nil {
+		return nil, err
+	}
+	if size < 1 {
+		return nil, fmt.Errorf("sim: image size %d", size)
+	}
+	body := make([]byte, size)
+	r := rand.New(rand.NewPCG(uint64(v.Major)<<40|uint64(v.Minor)<<32|uint64(v.Revision)<<16, uint64(v.Build)))
+	for i := range body {
+		body[i] = byte(r.Uint32())
+	}
+	var out bytes.Buffer
+	if _, err := mcuboot.Create(&out, bytes.NewReader(body), int64(size), mcuboot.CreateOptions{Version: v, PadHeader: true}); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
