@@ -1,0 +1,300 @@
+// Package emu wires the whole local cloud in one process: the CA, the
+// registry of things and certificates, the Jobs service, the MQTT broker on
+// mutual TLS and the object store on HTTP, all kept under one data directory
+// so that they survive a restart. `awsfota cloud serve`, the demo and the
+// tests start it; the endpoints it listens on are written to
+// <data>/endpoints.json for other tools.
+//
+// It imports the standard library, bbolt and the other cloud/* packages;
+// cloud/* must never import device/* or sim/.
+package emu
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/awsfota/awsfota/clock"
+	"github.com/awsfota/awsfota/cloud/broker"
+	"github.com/awsfota/awsfota/cloud/jobsvc"
+	"github.com/awsfota/awsfota/cloud/objstore"
+	"github.com/awsfota/awsfota/cloud/pki"
+	"github.com/awsfota/awsfota/cloud/registry"
+	"github.com/awsfota/awsfota/cloud/sigv4"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Defaults.
+const (
+	DefaultMQTTAddr  = "127.0.0.1:8883"
+	DefaultHTTPAddr  = "127.0.0.1:4566"
+	DefaultRegion    = "us-east-1"
+	DefaultAccountID = "000000000000"
+	EndpointsFile    = "endpoints.json"
+)
+
+// Config configures the local cloud.
+type Config struct {
+	// DataDir keeps all state (created if missing).
+	DataDir string
+	// MQTTAddr and HTTPAddr to listen on; port 0 picks a free port.
+	MQTTAddr, HTTPAddr string
+	// ServerNames are extra names (or IPs) the broker's certificate is valid
+	// for, besides localhost and 127.0.0.1.
+	ServerNames []string
+	Region      string
+	AccountID   string
+	Clock       clock.Clock
+	Logger      *slog.Logger
+	// NoSync skips fsync in the database: faster, for tests and demos whose
+	// data is thrown away.
+	NoSync bool
+}
+
+// Endpoints tell clients where the cloud is and how to sign in;
+// <data>/endpoints.json holds the same.
+type Endpoints struct {
+	MQTT            string `json:"mqtt"` // host:port of the broker (mutual TLS)
+	HTTP            string `json:"http"` // base URL of the S3 and IoT APIs
+	Region          string `json:"region"`
+	AccountID       string `json:"accountId"`
+	AccessKeyID     string `json:"accessKeyId"`
+	SecretAccessKey string `json:"secretAccessKey"`
+	CAFile          string `json:"caFile"` // PEM of the CA that signs the broker and the devices
+}
+
+// Cloud is a running local cloud.
+type Cloud struct {
+	cfg      Config
+	db       *bolt.DB
+	CA       *pki.CA
+	Registry *registry.Registry
+	Jobs     *jobsvc.Service
+	Objects  *objstore.Store
+	broker   *broker.Broker
+	httpSrv  *http.Server
+	httpLn   net.Listener
+	httpDone chan struct{}
+	creds    sigv4.Credentials
+}
+
+// Start opens the data directory and starts serving.
+func Start(cfg Config) (c *Cloud, err error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("emu: a data directory is required")
+	}
+	if cfg.MQTTAddr == "" {
+		cfg.MQTTAddr = DefaultMQTTAddr
+	}
+	if cfg.HTTPAddr == "" {
+		cfg.HTTPAddr = DefaultHTTPAddr
+	}
+	if cfg.Region == "" {
+		cfg.Region = DefaultRegion
+	}
+	if cfg.AccountID == "" {
+		cfg.AccountID = DefaultAccountID
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("emu: %w", err)
+	}
+	c = &Cloud{cfg: cfg}
+	defer func() {
+		if err != nil {
+			c.Close()
+		}
+	}()
+	if c.creds, err = loadCredentials(filepath.Join(cfg.DataDir, "credentials.json")); err != nil {
+		return nil, err
+	}
+	c.db, err = bolt.Open(filepath.Join(cfg.DataDir, "cloud.db"), 0o600, &bolt.Options{Timeout: 2 * time.Second, NoSync: cfg.NoSync})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("emu: %s is in use by another local cloud; stop it or use another --data directory", cfg.DataDir)
+		}
+		return nil, fmt.Errorf("emu: opening the database: %w", err)
+	}
+	if c.CA, err = pki.LoadOrCreate(filepath.Join(cfg.DataDir, "pki"), cfg.Clock.Now); err != nil {
+		return nil, err
+	}
+	if c.Registry, err = registry.Open(c.db, registry.Config{Region: cfg.Region, AccountID: cfg.AccountID, Clock: cfg.Clock}); err != nil {
+		return nil, err
+	}
+	if c.Jobs, err = jobsvc.Open(c.db, jobsvc.Config{Region: cfg.Region, AccountID: cfg.AccountID, Clock: cfg.Clock}); err != nil {
+		return nil, err
+	}
+	if c.Objects, err = objstore.Open(objstore.Config{Dir: filepath.Join(cfg.DataDir, "objects"), Region: cfg.Region,
+		Credentials: []sigv4.Credentials{c.creds}, Clock: cfg.Clock, Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
+	srvCert, err := c.CA.ServerCertificate(cfg.ServerNames...)
+	if err != nil {
+		return nil, err
+	}
+	if c.broker, err = broker.Start(broker.Config{Addr: cfg.MQTTAddr, Certificate: srvCert, ClientCAs: c.CA.Pool(),
+		Authorizer: c.Registry, Jobs: c.Jobs, Logger: cfg.Logger}); err != nil {
+		return nil, fmt.Errorf("emu: MQTT: %w", err)
+	}
+	c.Jobs.SetPublisher(c.broker)
+	if c.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("emu: HTTP: listening on %s: %w", cfg.HTTPAddr, err)
+	}
+	c.httpSrv = &http.Server{Handler: c.router(), ReadHeaderTimeout: 30 * time.Second}
+	c.httpDone = make(chan struct{})
+	go func() {
+		defer close(c.httpDone)
+		c.httpSrv.Serve(c.httpLn)
+	}()
+	if err := c.writeEndpoints(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// router sends each request to the API its SigV4 scope names, as LocalStack
+// does: "s3" (or none: anonymous and presigned GETs) to the object store.
+func (c *Cloud) router() http.Handler {
+	s3 := c.Objects.Handler()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		svc, _ := sigv4.ScopeService(r)
+		switch svc {
+		case "", "s3":
+			s3.ServeHTTP(w, r)
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotImplemented)
+			fmt.Fprintf(w, `{"__type":"NotImplementedException","message":"the local cloud does not serve the %q API yet"}`, svc)
+		}
+	})
+}
+
+// Endpoints returns where the cloud listens.
+func (c *Cloud) Endpoints() Endpoints {
+	return Endpoints{
+		MQTT:            c.broker.Addr(),
+		HTTP:            "http://" + c.httpLn.Addr().String(),
+		Region:          c.cfg.Region,
+		AccountID:       c.cfg.AccountID,
+		AccessKeyID:     c.creds.AccessKeyID,
+		SecretAccessKey: c.creds.SecretAccessKey,
+		CAFile:          c.CA.CertFile(),
+	}
+}
+
+func (c *Cloud) writeEndpoints() error {
+	b, _ := json.MarshalIndent(c.Endpoints(), "", "  ")
+	return writeFile(filepath.Join(c.cfg.DataDir, EndpointsFile), append(b, '\n'))
+}
+
+// ReadEndpoints reads <dir>/endpoints.json.
+func ReadEndpoints(dir string) (Endpoints, error) {
+	var e Endpoints
+	b, err := os.ReadFile(filepath.Join(dir, EndpointsFile))
+	if err != nil {
+		return e, fmt.Errorf("emu: %w (is `awsfota cloud serve --data %s` running?)", err, dir)
+	}
+	if err := json.Unmarshal(b, &e); err != nil {
+		return e, fmt.Errorf("emu: %s: %w", filepath.Join(dir, EndpointsFile), err)
+	}
+	return e, nil
+}
+
+// ThingCredentials are what a device needs to connect as a thing.
+type ThingCredentials struct {
+	Thing         string
+	CertificateID string
+	CertPEM       []byte
+	KeyPEM        []byte
+	CAPEM         []byte
+}
+
+// ProvisionThing registers a thing with a new ACTIVE certificate attached, as
+// CreateThing + CreateKeysAndCertificate + AttachThingPrincipal do.
+func (c *Cloud) ProvisionThing(name string) (*ThingCredentials, error) {
+	if _, err := c.Registry.CreateThing(name, nil); err != nil {
+		return nil, err
+	}
+	iss, err := c.CA.IssueClient(name)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Registry.AddCertificate(iss.ID, string(iss.CertPEM), registry.StatusActive); err != nil {
+		return nil, err
+	}
+	if err := c.Registry.AttachThingPrincipal(name, iss.ID); err != nil {
+		return nil, err
+	}
+	return &ThingCredentials{Thing: name, CertificateID: iss.ID, CertPEM: iss.CertPEM, KeyPEM: iss.KeyPEM, CAPEM: c.CA.CertPEM()}, nil
+}
+
+// Close stops serving and closes the data directory.
+func (c *Cloud) Close() error {
+	var errs []error
+	if c.httpSrv != nil {
+		errs = append(errs, c.httpSrv.Close())
+		<-c.httpDone
+	} else if c.httpLn != nil {
+		c.httpLn.Close()
+	}
+	if c.broker != nil {
+		errs = append(errs, c.broker.Close())
+	}
+	if c.Objects != nil {
+		errs = append(errs, c.Objects.Close())
+	}
+	if c.db != nil {
+		errs = append(errs, c.db.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func loadCredentials(path string) (sigv4.Credentials, error) {
+	var cr sigv4.Credentials
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if err := json.Unmarshal(b, &cr); err != nil || cr.AccessKeyID == "" {
+			return cr, fmt.Errorf("emu: %s is damaged; delete it to get new credentials", path)
+		}
+		return cr, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return cr, fmt.Errorf("emu: %w", err)
+	}
+	cr = sigv4.Credentials{AccessKeyID: "AKIA" + randomString(16, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"),
+		SecretAccessKey: randomString(40, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
+	b, _ = json.Marshal(cr)
+	return cr, writeFile(path, b)
+}
+
+func randomString(n int, alphabet string) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}
+
+func writeFile(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return fmt.Errorf("emu: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("emu: %w", err)
+	}
+	return nil
+}
