@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/awsfota/awsfota/clock"
 	"github.com/awsfota/awsfota/device/agent"
 	"github.com/awsfota/awsfota/device/dfu"
 	"github.com/awsfota/awsfota/device/dfu/mcubootslot"
@@ -51,6 +52,9 @@ type DeviceConfig struct {
 	Download download.Config
 	// CheckpointBytes is how often download progress is made durable.
 	CheckpointBytes int64
+	// LinkRate limits downloads to this many bytes per second (0: no limit),
+	// to simulate a constrained link.
+	LinkRate int64
 	// SelfTest runs after booting a new image; nil passes.
 	SelfTest func(ctx context.Context) error
 	// OnEvent receives the agent's application events.
@@ -106,6 +110,9 @@ func OpenDevice(cfg DeviceConfig) (*Device, error) {
 	dl := cfg.Download
 	if dl.RootCAs == nil {
 		dl.RootCAs = cfg.RootCAs
+	}
+	if cfg.LinkRate > 0 && dl.Client == nil {
+		dl.Client = linkClient(cfg.LinkRate, dl.RootCAs, clock.Real())
 	}
 	d := &Device{cfg: cfg, primary: p, secondary: s, store: st, fetch: download.New(dl)}
 	d.boot = Bootloader{Primary: p, Secondary: s}

@@ -28,6 +28,7 @@ type FleetConfig struct {
 	// Agent, CheckpointBytes, SelfTest: as in DeviceConfig.
 	Agent           agent.Config
 	CheckpointBytes int64
+	LinkRate        int64
 	SelfTest        func(ctx context.Context) error
 	// OnEvent receives every device's application events.
 	OnEvent func(thing string, e agent.AppEvent)
@@ -65,7 +66,7 @@ func NewFleet(cfg FleetConfig) (*Fleet, error) {
 		th := th
 		d, err := OpenDevice(DeviceConfig{
 			Dir: dir, Thing: th, Endpoint: ep.MQTT, Certificate: cert, RootCAs: cfg.Cloud.CA.Pool(), ServerName: "localhost",
-			Agent: cfg.Agent, CheckpointBytes: cfg.CheckpointBytes, SelfTest: cfg.SelfTest, Logger: cfg.Logger,
+			Agent: cfg.Agent, CheckpointBytes: cfg.CheckpointBytes, LinkRate: cfg.LinkRate, SelfTest: cfg.SelfTest, Logger: cfg.Logger,
 			OnEvent: func(e agent.AppEvent) {
 				if cfg.OnEvent != nil {
 					cfg.OnEvent(th, e)

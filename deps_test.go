@@ -1,0 +1,220 @@
+package awsfota
+
+import (
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/awsfota/awsfota"
+
+// thirdParty are the modules DESIGN.md §6 chose; nothing else may be imported.
+var thirdParty = []string{
+	"github.com/eclipse/paho.golang",
+	"github.com/mochi-mqtt/server/v2",
+	"github.com/aws/aws-sdk-go-v2",
+	"github.com/aws/smithy-go",
+	"go.etcd.io/bbolt",
+	"github.com/spf13/cobra",
+	"github.com/schollz/progressbar/v3",
+	"go.uber.org/goleak",
+	"golang.org/x/term", // terminal detection; already required by progressbar
+}
+
+// formats are the packages shared by device and cloud: standard library only.
+var formats = []string{"iotjobs", "jobdoc", "mcuboot", "delta", "clock"}
+
+// pkgImports maps a package (relative path) to its imports, split into
+// production files and test files.
+type pkgImports struct {
+	prod, test map[string][]string // import path → files
+}
+
+func scan(t *testing.T) map[string]*pkgImports {
+	t.Helper()
+	out := map[string]*pkgImports{}
+	err := filepath.WalkDir(".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if n := d.Name(); p != "." && (strings.HasPrefix(n, ".") || n == "testdata" || strings.HasPrefix(n, "_")) {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(p, ".go") {
+			return nil
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), p, nil, parser.ImportsOnly)
+		if err != nil {
+			return err
+		}
+		dir := filepath.ToSlash(filepath.Dir(p))
+		pi := out[dir]
+		if pi == nil {
+			pi = &pkgImports{prod: map[string][]string{}, test: map[string][]string{}}
+			out[dir] = pi
+		}
+		m := pi.prod
+		if strings.HasSuffix(p, "_test.go") {
+			m = pi.test
+		}
+		for _, im := range f.Imports {
+			ip, _ := strconv.Unquote(im.Path.Value)
+			m[ip] = append(m[ip], filepath.Base(p))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func isStd(ip string) bool { return !strings.Contains(strings.Split(ip, "/")[0], ".") }
+
+func under(pkg, dir string) bool { return pkg == dir || strings.HasPrefix(pkg, dir+"/") }
+
+// check returns the rule each import of pkg (a path relative to the module)
+// breaks; test says whether the import is from a _test.go file.
+func check(pkg, ip string, test bool) string {
+	local, isLocal := strings.CutPrefix(ip, module+"/")
+	if !isLocal && ip == module {
+		local, isLocal = ".", true
+	}
+	switch {
+	case isStd(ip):
+		if pkg == "device/agent" && !test {
+			for _, banned := range []string{"os", "net", "syscall", "io/fs", "math/rand", "math/rand/v2", "crypto/rand"} {
+				if under(ip, banned) {
+					return "device/agent is pure: no I/O, no randomness of its own (" + ip + ")"
+				}
+			}
+		}
+		return ""
+	case !isLocal:
+		for _, m := range thirdParty {
+			if under(ip, m) {
+				if slicesContains(formats, pkg) && !test {
+					return "format packages import only the standard library"
+				}
+				if pkg == "device/agent" && !test {
+					return "device/agent imports only iotjobs and jobdoc"
+				}
+				return ""
+			}
+		}
+		return "module " + ip + " is not among DESIGN.md §6's dependencies"
+	}
+	switch {
+	case slicesContains(formats, pkg) && !test:
+		return "format packages import only the standard library"
+	case pkg == "device/agent" && !test && local != "iotjobs" && local != "jobdoc":
+		return "device/agent imports only iotjobs and jobdoc"
+	case under(pkg, "device") && (under(local, "cloud") || under(local, "sim")):
+		return "device/* never imports cloud/* or sim/"
+	case under(pkg, "cloud") && (under(local, "device") || under(local, "sim")):
+		return "cloud/* never imports device/* or sim/"
+	case under(local, "internal/cli") && pkg != "cmd/awsfota" && pkg != "internal/cli":
+		return "only cmd/awsfota imports internal/cli"
+	case under(local, "cmd"):
+		return "nothing imports a command"
+	case local == "internal/faultproxy" && !test:
+		return "internal/faultproxy is for tests only"
+	case local == ".":
+		return "nothing imports the root package"
+	}
+	return ""
+}
+
+func slicesContains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// TestImportRules fails when an import breaks DESIGN.md §3's layering.
+func TestImportRules(t *testing.T) {
+	pkgs := scan(t)
+	if len(pkgs) < 10 {
+		t.Fatalf("found only %d packages: is the test running at the module root?", len(pkgs))
+	}
+	names := make([]string, 0, len(pkgs))
+	for p := range pkgs {
+		names = append(names, p)
+	}
+	sort.Strings(names)
+	for _, p := range names {
+		for _, set := range []struct {
+			m    map[string][]string
+			test bool
+		}{{pkgs[p].prod, false}, {pkgs[p].test, true}} {
+			for ip, files := range set.m {
+				if rule := check(p, ip, set.test); rule != "" {
+					t.Errorf("%s imports %s (%s): %s", p, ip, strings.Join(files, ", "), rule)
+				}
+			}
+		}
+	}
+}
+
+// TestImportRulesCatchViolations proves the checker refuses what it must.
+func TestImportRulesCatchViolations(t *testing.T) {
+	bad := []struct {
+		pkg, ip string
+		test    bool
+	}{
+		{"iotjobs", "go.etcd.io/bbolt", false},
+		{"mcuboot", module + "/device/flash", false},
+		{"jobdoc", module + "/clock", false},
+		{"device/agent", "os", false},
+		{"device/agent", "net/http", false},
+		{"device/agent", module + "/device/state", false},
+		{"device/agent", module + "/clock", false},
+		{"device/runner", module + "/cloud/jobsvc", false},
+		{"device/runner", module + "/sim", false},
+		{"device/download", module + "/cloud/objstore", true},
+		{"cloud/broker", module + "/device/mqttconn", false},
+		{"cloud/emu", module + "/sim", false},
+		{"sim", module + "/internal/cli", false},
+		{"cloud/emu", "github.com/gorilla/mux", false},
+		{"sim", module + "/cmd/awsfota", false},
+		{"device/runner", module + "/internal/faultproxy", false},
+	}
+	for _, c := range bad {
+		if check(c.pkg, c.ip, c.test) == "" {
+			t.Errorf("%s importing %s (test=%v) passed", c.pkg, c.ip, c.test)
+		}
+	}
+	good := []struct {
+		pkg, ip string
+		test    bool
+	}{
+		{"iotjobs", "encoding/json", false},
+		{"device/agent", module + "/iotjobs", false},
+		{"device/agent", "time", false},
+		{"device/runner", module + "/device/agent", false},
+		{"device/runner", module + "/clock", false},
+		{"device/mqttconn", "github.com/eclipse/paho.golang/autopaho", false},
+		{"cloud/broker", module + "/cloud/jobsvc", false},
+		{"sim", module + "/cloud/emu", false},
+		{"sim", module + "/device/runner", false},
+		{"cmd/awsfota", module + "/internal/cli", false},
+		{"device/download", module + "/internal/faultproxy", true},
+		{"device/agent", "go.uber.org/goleak", true},
+	}
+	for _, c := range good {
+		if rule := check(c.pkg, c.ip, c.test); rule != "" {
+			t.Errorf("%s importing %s refused: %s", c.pkg, c.ip, rule)
+		}
+	}
+}

@@ -1,0 +1,103 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/awsfota/awsfota/cloud/emu"
+	"github.com/awsfota/awsfota/iotjobs"
+	"github.com/awsfota/awsfota/sim"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func run(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Run(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// TestDemo runs `awsfota demo` in-process, then opens what it left behind —
+// the cloud's database and the devices' flash — and checks the outcome
+// independently of the demo's own verdict.
+func TestDemo(t *testing.T) {
+	dir := t.TempDir()
+	code, out, errOut := run(t, "demo", "--devices", "2", "--data", dir, "--link-rate", "0")
+	if code != 0 {
+		t.Fatalf("demo exited %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	for _, want := range []string{"local cloud:", "provisioned 2 simulated devices running 1.0.0", "DEVICE", "demo-device-2", "all 2 devices updated"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+
+	cloud, err := emu.Start(emu.Config{DataDir: filepath.Join(dir, "cloud"), MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cloud.Close()
+	jobs, err := cloud.Jobs.ListJobs()
+	if err != nil || len(jobs) != 1 {
+		t.Fatalf("jobs %+v %v", jobs, err)
+	}
+	execs, err := cloud.Jobs.ListExecutionsForJob(jobs[0].ID)
+	if err != nil || len(execs) != 2 {
+		t.Fatalf("executions %+v %v", execs, err)
+	}
+	obj, info, err := cloud.Objects.Open("awsfota-demo", "app-1.0.1.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj.Close()
+	for _, x := range execs {
+		if x.Status != iotjobs.StatusSucceeded || x.StatusDetails["fwversion"] != "1.0.1" || x.VersionNumber < 4 {
+			t.Errorf("%s: %s %v version %d", x.Thing, x.Status, x.StatusDetails, x.VersionNumber)
+		}
+		d, err := sim.OpenDevice(sim.DeviceConfig{Dir: filepath.Join(dir, "devices", x.Thing), Thing: x.Thing})
+		if err != nil {
+			t.Fatal(err)
+		}
+		slot, err := d.SlotImage(info.Size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sha256.Sum256(slot) != info.SHA256 {
+			t.Errorf("%s: primary slot differs from the uploaded image", x.Thing)
+		}
+		if _, err := d.Boot(); err != nil {
+			t.Fatal(err)
+		}
+		if run, err := d.Running(); err != nil || run.Version != "1.0.1" || !run.Confirmed {
+			t.Errorf("%s: runs %+v %v after a further reboot", x.Thing, run, err)
+		}
+		d.Close()
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"demo", "--devices", "0"},
+		{"demo", "--image-size", "99999999"},
+		{"demo", "--link-rate", "-1"},
+		{"demo", "--bogus"},
+		{"demo", "extra"},
+	} {
+		code, _, errOut := run(t, args...)
+		if code != exitUsage || !strings.Contains(errOut, "awsfota:") {
+			t.Errorf("%v: exit %d, stderr %q", args, code, errOut)
+		}
+	}
+	if code, out, _ := run(t, "version"); code != 0 || !strings.HasPrefix(out, "awsfota ") {
+		t.Errorf("version: %d %q", code, out)
+	}
+	if code, out, _ := run(t, "--help"); code != 0 || !strings.Contains(out, "demo") {
+		t.Errorf("help: %d %q", code, out)
+	}
+}

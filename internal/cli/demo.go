@@ -1,0 +1,250 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/awsfota/awsfota/cloud/emu"
+	"github.com/awsfota/awsfota/cloud/jobsvc"
+	"github.com/awsfota/awsfota/cloud/objstore"
+	"github.com/awsfota/awsfota/device/agent"
+	"github.com/awsfota/awsfota/iotjobs"
+	"github.com/awsfota/awsfota/jobdoc"
+	"github.com/awsfota/awsfota/sim"
+	"github.com/spf13/cobra"
+)
+
+type demoFlags struct {
+	devices   int
+	data      string
+	imageSize int
+	linkRate  int
+	timeout   time.Duration
+}
+
+func demoCmd(e *env) *cobra.Command {
+	var f demoFlags
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Run a whole FOTA update on a local cloud with simulated devices",
+		Long: `demo starts the local cloud in this process (MQTT broker on mutual TLS, AWS IoT
+Jobs service, S3-compatible object store) on free loopback ports, provisions
+simulated devices running firmware 1.0.0, builds a 1.0.1 MCUboot image,
+uploads it, creates a job and follows the update: download, verification,
+test swap on reboot, self-test and confirmation, and the final report.
+
+It exits 0 only when every job execution SUCCEEDED and every device runs
+1.0.1 confirmed.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runDemo(e, f) },
+	}
+	cmd.Flags().IntVar(&f.devices, "devices", 3, "number of simulated devices (1-200)")
+	cmd.Flags().StringVar(&f.data, "data", "", "keep the cloud's and the devices' state in `DIR` (default: a temporary directory, removed afterwards)")
+	cmd.Flags().IntVar(&f.imageSize, "image-size", 256<<10, "size in bytes of the new firmware's body")
+	cmd.Flags().IntVar(&f.linkRate, "link-rate", 256<<10, "simulated link speed of each device in `bytes/s` (0: unlimited)")
+	cmd.Flags().DurationVar(&f.timeout, "timeout", 2*time.Minute, "give up after this long")
+	return cmd
+}
+
+const (
+	demoBucket  = "awsfota-demo"
+	demoFrom    = "1.0.0"
+	demoTo      = "1.0.1"
+	demoMaxSize = 900 << 10
+)
+
+func runDemo(e *env, f demoFlags) error {
+	if f.devices < 1 || f.devices > 200 {
+		return usagef("--devices %d: use 1 to 200", f.devices)
+	}
+	if f.linkRate < 0 {
+		return usagef("--link-rate %d: use 0 (unlimited) or a positive number of bytes per second", f.linkRate)
+	}
+	if f.imageSize < 1 || f.imageSize > demoMaxSize {
+		return usagef("--image-size %d: use 1 to %d (the simulated slots hold 1 MiB)", f.imageSize, demoMaxSize)
+	}
+	start := time.Now()
+	dir, temp := f.data, f.data == ""
+	if temp {
+		var err error
+		if dir, err = os.MkdirTemp("", "awsfota-demo-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+	}
+	log := e.logger()
+	cloud, err := emu.Start(emu.Config{DataDir: filepath.Join(dir, "cloud"), MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		NoSync: temp, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer cloud.Close()
+	ep := cloud.Endpoints()
+	fmt.Fprintf(e.out, "local cloud: MQTT (mutual TLS) on %s, S3 and HTTP on %s\n", ep.MQTT, ep.HTTP)
+
+	factory, err := sim.AppImage(demoFrom, 128<<10)
+	if err != nil {
+		return err
+	}
+	things := make([]string, f.devices)
+	for i := range things {
+		things[i] = fmt.Sprintf("demo-device-%d", i+1)
+	}
+	view := newFleetView(e.out, things)
+	fleet, err := sim.NewFleet(sim.FleetConfig{
+		Cloud: cloud, Dir: filepath.Join(dir, "devices"), Things: things, Factory: factory,
+		CheckpointBytes: 16 << 10, LinkRate: int64(f.linkRate), Logger: log,
+		Agent:   agent.Config{ProgressPercent: 25},
+		OnEvent: view.event,
+		OnBoot:  view.boot,
+	})
+	if err != nil {
+		return err
+	}
+	defer fleet.Close()
+	fmt.Fprintf(e.out, "provisioned %d simulated devices running %s (thing, certificate, policy)\n", len(things), demoFrom)
+
+	img, err := sim.AppImage(demoTo, f.imageSize)
+	if err != nil {
+		return err
+	}
+	if err := cloud.Objects.CreateBucket(demoBucket); err != nil && !errors.Is(err, objstore.ErrBucketExists) {
+		return err
+	}
+	// The seed's procedure: a bucket readable by anyone, and the host/path
+	// form of the job document.
+	if err := cloud.Objects.SetPublicRead(demoBucket, true); err != nil {
+		return err
+	}
+	key := "app-" + demoTo + ".bin"
+	if _, err := cloud.Objects.Put(e.ctx, demoBucket, key, bytes.NewReader(img)); err != nil {
+		return err
+	}
+	sum := sha256.Sum256(img)
+	doc, err := jobdoc.Marshal(jobdoc.Spec{FWVersion: demoTo, Size: int64(len(img)), SHA256: sum[:],
+		URL: ep.HTTP + "/" + demoBucket + "/" + key, SeedLocation: true})
+	if err != nil {
+		return err
+	}
+	jobID := fmt.Sprintf("demo-%s-%d", "1_0_1", time.Now().Unix())
+	if _, err := cloud.Jobs.CreateJob(jobsvc.JobSpec{JobID: jobID, Things: things, Document: doc,
+		Description: "awsfota demo: " + demoFrom + " to " + demoTo}); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.out, "uploaded %s (%d bytes, MCUboot image %s) and created job %s\n\n", key, len(img), demoTo, jobID)
+
+	ctx, cancel := context.WithTimeout(e.ctx, f.timeout)
+	defer cancel()
+	fleetCtx, stopFleet := context.WithCancel(context.Background())
+	fleetDone := make(chan error, 1)
+	go func() { fleetDone <- fleet.Run(fleetCtx) }()
+	view.start()
+
+	var fleetErr error
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	execs, waitErr := []jobsvc.Execution(nil), error(nil)
+wait:
+	for {
+		if execs, err = cloud.Jobs.ListExecutionsForJob(jobID); err != nil {
+			waitErr = err
+			break
+		}
+		view.cloud(execs)
+		if allTerminal(execs) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			waitErr = fmt.Errorf("the update did not finish within %v (--timeout)", f.timeout)
+			break wait
+		case fleetErr = <-fleetDone:
+			waitErr = fmt.Errorf("the simulated devices stopped: %w", fleetErr)
+			break wait
+		case <-tick.C:
+		}
+	}
+	stopFleet()
+	if waitErr == nil || fleetErr == nil {
+		fleetErr = <-fleetDone
+	}
+	view.stop()
+	if e.ctx.Err() != nil {
+		return e.ctx.Err()
+	}
+
+	ok := printSummary(e, fleet, execs, waitErr)
+	if fleetErr != nil && waitErr == nil {
+		fmt.Fprintf(e.errOut, "awsfota: %v\n", fleetErr)
+		ok = false
+	}
+	if !ok {
+		return errSilent
+	}
+	fmt.Fprintf(e.out, "\nall %d devices updated from %s to %s and reported SUCCEEDED in %.1fs\n", len(things), demoFrom, demoTo, time.Since(start).Seconds())
+	return nil
+}
+
+func allTerminal(execs []jobsvc.Execution) bool {
+	if len(execs) == 0 {
+		return false
+	}
+	for _, x := range execs {
+		if !x.Status.Terminal() {
+			return false
+		}
+	}
+	return true
+}
+
+// printSummary prints one row per device and reports whether every
+// execution SUCCEEDED and every device runs the new version, confirmed.
+func printSummary(e *env, fleet *sim.Fleet, execs []jobsvc.Execution, waitErr error) bool {
+	byThing := map[string]jobsvc.Execution{}
+	for _, x := range execs {
+		byThing[x.Thing] = x
+	}
+	ok := waitErr == nil
+	rows := [][]string{{"DEVICE", "JOB STATUS", "VERSION", "VERSION#", "REBOOTS", "DETAILS"}}
+	devs := fleet.Devices()
+	sort.Slice(devs, func(i, j int) bool { return devs[i].Thing() < devs[j].Thing() })
+	for _, d := range devs {
+		x := byThing[d.Thing()]
+		run, err := d.Running()
+		ver := run.Version
+		switch {
+		case err != nil:
+			ver = "unbootable"
+		case !run.Confirmed:
+			ver += " (on trial)"
+		}
+		detail := x.StatusDetails["reason"]
+		if m := x.StatusDetails["message"]; m != "" {
+			detail += ": " + m
+		}
+		if detail == "" && x.Status == iotjobs.StatusSucceeded {
+			detail = "from " + x.StatusDetails["from"] + " to " + x.StatusDetails["fwversion"]
+		}
+		status := string(x.Status)
+		if status == "" {
+			status = "-"
+		}
+		rows = append(rows, []string{d.Thing(), status, ver, fmt.Sprint(x.VersionNumber), fmt.Sprint(d.Reboots()), detail})
+		if x.Status != iotjobs.StatusSucceeded || err != nil || run.Version != demoTo || !run.Confirmed {
+			ok = false
+		}
+	}
+	fmt.Fprintln(e.out)
+	printTable(e.out, rows)
+	if waitErr != nil {
+		fmt.Fprintf(e.errOut, "awsfota: %v\n", waitErr)
+	}
+	return ok
+}
