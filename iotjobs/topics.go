@@ -14,12 +14,12 @@ type Operation string
 
 // The device-facing operations. The request topic of each is given next to it.
 const (
-	OpGetPending   Operation = "get"        // jobs/get
-	OpStartNext    Operation = "start-next" // jobs/start-next
-	OpDescribe     Operation = "describe"   // jobs/{jobId}/get
-	OpUpdate       Operation = "update"     // jobs/{jobId}/update
-	OpNotify       Operation = "notify"     // jobs/notify (service → device)
-	OpNotifyNext   Operation = "notify-next"
+	OpGetPending Operation = "get"        // jobs/get
+	OpStartNext  Operation = "start-next" // jobs/start-next
+	OpDescribe   Operation = "describe"   // jobs/{jobId}/get
+	OpUpdate     Operation = "update"     // jobs/{jobId}/update
+	OpNotify     Operation = "notify"     // jobs/notify (service → device)
+	OpNotifyNext Operation = "notify-next"
 )
 
 // Reply distinguishes a request topic from its accepted and rejected replies.
