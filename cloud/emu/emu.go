@@ -86,7 +86,7 @@ type Cloud struct {
 }
 
 // Start opens the data directory and starts serving.
-func Start(cfg Config) (c *Cloud, err error) {
+func Start(cfg Config) (_ *Cloud, err error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("emu: a data directory is required")
 	}
@@ -111,7 +111,7 @@ func Start(cfg Config) (c *Cloud, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("emu: %w", err)
 	}
-	c = &Cloud{cfg: cfg}
+	c := &Cloud{cfg: cfg}
 	defer func() {
 		if err != nil {
 			c.Close()
