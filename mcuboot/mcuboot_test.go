@@ -13,7 +13,8 @@ import (
 	"testing"
 )
 
-const vectors = "../../shared/testdata/mcuboot"
+// vectors are MCUboot imgtool's, copied unchanged from the shared test data.
+const vectors = "../testdata/mcuboot"
 
 type manifestImage struct {
 	File    string `json:"file"`
