@@ -243,6 +243,13 @@ func (a *Agent) afterReboot() {
 	a.emit(SelfTest{Timeout: a.cfg.SelfTestTimeout})
 }
 
+func counterText(c *uint32) string {
+	if c == nil {
+		return "(none)"
+	}
+	return strconv.FormatUint(uint64(*c), 10)
+}
+
 func orUnknown(s string) string {
 	if s == "" {
 		return "an unknown image"
@@ -686,6 +693,12 @@ func (a *Agent) onVerified(e Verified) {
 	case VerifyIO:
 		a.fail(ReasonFlashError, e.Message, true)
 		return
+	case VerifyBadSignature:
+		a.fail(ReasonBadSignature, e.Message, true)
+		return
+	case VerifyUnsigned:
+		a.fail(ReasonUnsigned, e.Message, true)
+		return
 	}
 	im, job := e.Image, a.st.Job
 	switch {
@@ -700,6 +713,10 @@ func (a *Agent) onVerified(e Verified) {
 		return
 	case !a.cfg.AllowDowngrade && !newer(im.Version, a.boot.Version):
 		a.fail(ReasonDowngrade, fmt.Sprintf("the image is version %s and the device runs %s: only newer images are installed (AllowDowngrade changes that)", im.Version, a.boot.Version), true)
+		return
+	case !a.cfg.AllowDowngrade && a.boot.SecurityCounter != nil && (im.SecurityCounter == nil || *im.SecurityCounter < *a.boot.SecurityCounter):
+		a.fail(ReasonDowngrade, fmt.Sprintf("the image's security counter %s is lower than the running image's %d: the bootloader would refuse it",
+			counterText(im.SecurityCounter), *a.boot.SecurityCounter), true)
 		return
 	}
 	a.st.Image = &im

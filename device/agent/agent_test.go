@@ -540,7 +540,8 @@ func TestImageChecks(t *testing.T) {
 		})
 	}
 	// The target's own refusals.
-	for f, reason := range map[VerifyFailure]string{VerifyHashMismatch: ReasonHashMismatch, VerifyInvalid: ReasonInvalidImage, VerifyIO: ReasonFlashError} {
+	for f, reason := range map[VerifyFailure]string{VerifyHashMismatch: ReasonHashMismatch, VerifyInvalid: ReasonInvalidImage, VerifyIO: ReasonFlashError,
+		VerifyBadSignature: ReasonBadSignature, VerifyUnsigned: ReasonUnsigned} {
 		x := toDownloading(t, defaultCfg())
 		x.step(DownloadDone{x.b(), 4096, ""})
 		x.step(Verified{Base: x.b(), Failure: f, Message: "boom"})
@@ -648,4 +649,46 @@ func TestIgnoresOtherThingsAndGarbage(t *testing.T) {
 	x.step(Message{x.b(), "some/other/topic", []byte(`{}`)})
 	x.noPublish()
 	x.not(StopDownload{})
+}
+
+func TestSecurityCounterDowngrade(t *testing.T) {
+	c := func(n uint32) *uint32 { return &n }
+	cases := []struct {
+		name    string
+		running *uint32
+		image   *uint32
+		allow   bool
+		reason  string
+	}{
+		{"higher", c(3), c(4), false, ""},
+		{"equal", c(3), c(3), false, ""},
+		{"lower", c(3), c(2), false, ReasonDowngrade},
+		{"missing", c(3), nil, false, ReasonDowngrade},
+		{"running has none", nil, c(1), false, ""},
+		{"allowed", c(3), c(2), true, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			x := newH(t, State{}, Config{AllowDowngrade: tc.allow})
+			x.start(Boot{Version: "1.0.0", BootHash: oldHash, Confirmed: true, SecurityCounter: tc.running})
+			x.connect()
+			x.answerNext(execution("fw-1", iotjobs.StatusQueued, 1, testDoc("")))
+			x.accept("fw-1", x.update("fw-1"))
+			x.step(DownloadDone{x.b(), 4096, ""})
+			img := newImg
+			img.SecurityCounter = tc.image
+			x.step(Verified{Base: x.b(), Image: img})
+			u := x.update("fw-1")
+			if tc.reason == "" {
+				if u.StatusDetails["state"] != "ready_to_reboot" {
+					t.Fatalf("report %+v", u)
+				}
+				return
+			}
+			if u.StatusDetails["reason"] != tc.reason || !strings.Contains(u.StatusDetails["message"], "security counter") {
+				t.Fatalf("report %+v", u)
+			}
+			x.want(ResetTarget{})
+		})
+	}
 }

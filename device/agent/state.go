@@ -44,6 +44,8 @@ type Image struct {
 	SHA256   []byte `json:"sha256"`
 	BootHash []byte `json:"bootHash"`
 	Version  string `json:"version"`
+	// SecurityCounter is the image's anti-rollback counter, nil if none.
+	SecurityCounter *uint32 `json:"securityCounter,omitempty"`
 }
 
 // Outcome is the terminal status the agent reports.

@@ -16,7 +16,9 @@ const (
 	ReasonHashMismatch         = "hash_mismatch"         // size or SHA-256 differ from the document or the image's own hash
 	ReasonInvalidImage         = "invalid_image"         // not an image this device can install
 	ReasonVersionMismatch      = "version_mismatch"      // the image's version is not the document's fwversion
-	ReasonDowngrade            = "downgrade"             // not newer than the running image and downgrades are not allowed
+	ReasonDowngrade            = "downgrade"             // not newer than the running image (version or security counter) and downgrades are not allowed
+	ReasonBadSignature         = "bad_signature"         // signed, but not by a trusted key, or the signature does not verify
+	ReasonUnsigned             = "unsigned"              // the device trusts keys and the image carries no signature
 	ReasonFlashError           = "flash_error"           // writing, scheduling or confirming failed on the device
 	ReasonRollback             = "rollback"              // after the reboot the old image runs: the bootloader refused or reverted the new one
 	ReasonSelfTestFailed       = "self_test_failed"      // the new image booted but its self-test failed or timed out
@@ -25,9 +27,10 @@ const (
 
 // Boot describes the image running after a (re)start.
 type Boot struct {
-	Version   string
-	BootHash  []byte
-	Confirmed bool
+	Version         string
+	BootHash        []byte
+	Confirmed       bool
+	SecurityCounter *uint32 // nil when the running image has none
 }
 
 // Event is an input to Step. Every event carries the time it happened.
@@ -101,6 +104,8 @@ const (
 	VerifyHashMismatch VerifyFailure = iota + 1 // the image's own hash is wrong
 	VerifyInvalid                               // not an image the target can install
 	VerifyIO                                    // the target could not be read
+	VerifyBadSignature                          // signed, but not by a trusted key
+	VerifyUnsigned                              // no signature, and keys are trusted
 )
 
 // Verified reports the target's check of the complete image.

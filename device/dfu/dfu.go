@@ -67,6 +67,9 @@ type Image struct {
 	// BootHash identifies the image once it runs (for MCUboot the SHA-256 TLV),
 	// so that after a reboot the device can tell which image it runs.
 	BootHash []byte
+	// SecurityCounter is the image's anti-rollback counter (MCUboot SEC_CNT),
+	// nil when it has none.
+	SecurityCounter *uint32
 }
 
 // Target receives one image. Methods are called from one goroutine.
@@ -103,6 +106,12 @@ var (
 	// ErrHashMismatch: the image's content does not match its own hash.
 	// Errors that wrap it also wrap ErrInvalidImage.
 	ErrHashMismatch = errors.New("dfu: image hash mismatch")
+	// ErrBadSignature: the image is signed, but not by a trusted key, or its
+	// signature does not verify. Errors that wrap it also wrap ErrInvalidImage.
+	ErrBadSignature = errors.New("dfu: image signature not valid for any trusted key")
+	// ErrUnsigned: trusted keys are configured and the image carries no
+	// signature. Errors that wrap it also wrap ErrInvalidImage.
+	ErrUnsigned = errors.New("dfu: image is not signed")
 	// ErrNotInitialised: Write, Done or Schedule before Init.
 	ErrNotInitialised = errors.New("dfu: target not initialised")
 )
@@ -125,4 +134,6 @@ type Running struct {
 	// Confirmed is false while the image runs on trial: the bootloader will
 	// revert it at the next boot unless it is confirmed.
 	Confirmed bool
+	// SecurityCounter of the running image, nil when it has none.
+	SecurityCounter *uint32
 }

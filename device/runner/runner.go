@@ -186,7 +186,7 @@ func (r *Runner) Run(ctx context.Context, tr Transport) (err error) {
 	if err != nil {
 		r.log.Warn("cannot tell which image runs", "err", err)
 	}
-	boot := agent.Boot{Version: run.Version, BootHash: run.BootHash, Confirmed: run.Confirmed}
+	boot := agent.Boot{Version: run.Version, BootHash: run.BootHash, Confirmed: run.Confirmed, SecurityCounter: run.SecurityCounter}
 	r.log.Info("agent starting", "phase", st.Phase, "running", run.Version, "confirmed", run.Confirmed)
 	if err := r.step(agent.Started{Base: r.base(), Boot: boot, Nonce: nonce()}); err != nil {
 		return err
@@ -467,6 +467,10 @@ func (r *Runner) startVerify(v agent.Verify) {
 		if err != nil {
 			f := agent.VerifyIO
 			switch {
+			case errors.Is(err, dfu.ErrBadSignature):
+				f = agent.VerifyBadSignature
+			case errors.Is(err, dfu.ErrUnsigned):
+				f = agent.VerifyUnsigned
 			case errors.Is(err, dfu.ErrHashMismatch):
 				f = agent.VerifyHashMismatch
 			case errors.Is(err, dfu.ErrInvalidImage):
@@ -475,6 +479,7 @@ func (r *Runner) startVerify(v agent.Verify) {
 			r.postWork(ctx, agent.Verified{Base: r.base(), Failure: f, Message: err.Error()})
 			return
 		}
-		r.postWork(ctx, agent.Verified{Base: r.base(), Image: agent.Image{Type: im.Type.String(), Size: im.Size, SHA256: im.SHA256, BootHash: im.BootHash, Version: im.Version}})
+		r.postWork(ctx, agent.Verified{Base: r.base(), Image: agent.Image{Type: im.Type.String(), Size: im.Size, SHA256: im.SHA256,
+			BootHash: im.BootHash, Version: im.Version, SecurityCounter: im.SecurityCounter}})
 	})
 }
