@@ -116,6 +116,7 @@ type Agent struct {
 
 	progressAt  time.Time
 	progressPct int
+	lastPct     int // last percent told to the application
 
 	out []Action
 }
@@ -609,7 +610,7 @@ func (a *Agent) startDownload() {
 		size = a.st.Job.Size
 	}
 	a.running = true
-	a.progressAt, a.progressPct = a.now, 0
+	a.progressAt, a.progressPct, a.lastPct = a.now, 0, -1
 	a.emit(StartDownload{URL: a.st.Job.URL, Offset: a.st.Offset, Size: size, ETag: a.st.ETag})
 }
 
@@ -628,6 +629,7 @@ func (a *Agent) onProgress(e DownloadProgress) {
 	if e.Total > 0 {
 		pct = int(e.Received * 100 / e.Total)
 	}
+	a.lastPct = pct
 	a.notify(AppEvent{Kind: EventProgress, Percent: pct, Bytes: e.Received, Total: e.Total})
 	if pct >= a.progressPct+a.cfg.ProgressPercent || a.now.Sub(a.progressAt) >= a.cfg.ProgressInterval {
 		a.progressPct, a.progressAt = pct, a.now
@@ -652,7 +654,9 @@ func (a *Agent) onDownloadDone(e DownloadDone) {
 		a.want = nil
 	}
 	a.persist()
-	a.notify(AppEvent{Kind: EventProgress, Percent: 100, Bytes: e.Total, Total: e.Total})
+	if a.lastPct != 100 {
+		a.notify(AppEvent{Kind: EventProgress, Percent: 100, Bytes: e.Total, Total: e.Total})
+	}
 	a.emit(Verify{Size: e.Total})
 }
 

@@ -125,9 +125,7 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 		ServerName:   serverName,
 		MinVersion:   tls.VersionTLS12,
 	}
-	if cfg.ALPN || port == "443" {
-		tlsCfg.NextProtos = []string{ALPNProtocol}
-	}
+	tlsCfg.NextProtos = alpn(port, cfg.ALPN)
 	dial := cfg.Dialer
 	if dial == nil {
 		var d net.Dialer
@@ -241,6 +239,15 @@ func (c *Conn) subscribe(ctx context.Context, cm *autopaho.ConnectionManager) {
 	if c.cfg.OnUp != nil {
 		c.cfg.OnUp()
 	}
+}
+
+// alpn returns the ALPN protocols to offer: AWS IoT Core accepts MQTT with a
+// client certificate on port 443 only with x-amzn-mqtt-ca.
+func alpn(port string, force bool) []string {
+	if force || port == "443" {
+		return []string{ALPNProtocol}
+	}
+	return nil
 }
 
 // Publish sends payload to topic at QoS 1 and waits for the broker's ack.

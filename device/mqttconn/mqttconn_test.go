@@ -233,3 +233,41 @@ func (h *allowAll) Provides(b byte) bool {
 }
 func (h *allowAll) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
 func (h *allowAll) OnACLCheck(*mqtt.Client, string, bool) bool              { return true }
+
+func TestALPNAndSNI(t *testing.T) {
+	if got := alpn("443", false); len(got) != 1 || got[0] != "x-amzn-mqtt-ca" {
+		t.Fatalf("port 443: %v", got)
+	}
+	if got := alpn("8883", false); got != nil {
+		t.Fatalf("port 8883: %v", got)
+	}
+	p := newPKI(t)
+	hellos := make(chan *tls.ClientHelloInfo, 4)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+		GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+			hellos <- h
+			return &tls.Config{Certificates: []tls.Certificate{p.server}, NextProtos: []string{"x-amzn-mqtt-ca"},
+				ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: p.pool}, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
+	s.AddHook(new(allowAll), nil)
+	s.AddListener(listeners.NewNet("alpn", ln))
+	go s.Serve()
+	defer s.Close()
+	up := make(chan struct{}, 1)
+	c, err := Dial(context.Background(), Config{Endpoint: ln.Addr().String(), ClientID: "dev-1", Certificate: p.client,
+		RootCAs: p.pool, ServerName: "localhost", ALPN: true, OnUp: func() { up <- struct{}{} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitFor(t, up, "connection over ALPN")
+	h := waitFor(t, hellos, "client hello")
+	if h.ServerName != "localhost" || len(h.SupportedProtos) != 1 || h.SupportedProtos[0] != "x-amzn-mqtt-ca" {
+		t.Fatalf("hello: SNI %q, ALPN %v", h.ServerName, h.SupportedProtos)
+	}
+}
