@@ -61,6 +61,9 @@ type DeviceConfig struct {
 	OnEvent func(agent.AppEvent)
 	// OnBoot is told about every boot.
 	OnBoot func(BootResult, dfu.Running)
+	// Power, when set, subjects the device library's flash, state and
+	// publishes to a simulated supply that may be cut (see Power).
+	Power  *Power
 	Logger *slog.Logger
 }
 
@@ -159,8 +162,15 @@ func (d *Device) Boot() (BootResult, error) { return d.boot.Boot() }
 
 // Run boots the device and runs the agent until ctx ends; every reboot the
 // agent asks for goes through the bootloader again. It returns ctx's error,
-// or ErrNoBootableImage if the device bricked.
+// ErrNoBootableImage if the device bricked, or ErrPowerCut when its Power was
+// cut.
 func (d *Device) Run(ctx context.Context) error {
+	if p := d.cfg.Power; p != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		p.whenCut(cancel)
+	}
 	for {
 		res, err := d.boot.Boot()
 		if err != nil {
@@ -175,6 +185,9 @@ func (d *Device) Run(ctx context.Context) error {
 			d.cfg.OnBoot(res, run)
 		}
 		err = d.runOnce(ctx)
+		if d.cfg.Power != nil && d.cfg.Power.Cut() {
+			return ErrPowerCut
+		}
 		if errors.Is(err, runner.ErrReboot) {
 			d.reboots.Add(1)
 			d.fetch.CloseIdleConnections()
@@ -187,11 +200,18 @@ func (d *Device) Run(ctx context.Context) error {
 func (d *Device) runOnce(ctx context.Context) error {
 	ac := d.cfg.Agent
 	ac.Thing = d.cfg.Thing
+	var (
+		primary, secondary flash.Flash = d.primary, d.secondary
+		store              state.Store = d.store
+	)
+	if p := d.cfg.Power; p != nil {
+		primary, secondary, store = &powerFlash{d.primary, p}, &powerFlash{d.secondary, p}, &powerStore{d.store, p}
+	}
 	r, err := runner.New(runner.Config{
 		Agent:           ac,
-		Store:           d.store,
-		Target:          mcubootslot.NewTarget(d.secondary, mcubootslot.Options{}),
-		Boot:            mcubootslot.NewPrimary(d.primary, mcubootslot.Options{}),
+		Store:           store,
+		Target:          mcubootslot.NewTarget(secondary, mcubootslot.Options{}),
+		Boot:            mcubootslot.NewPrimary(primary, mcubootslot.Options{}),
 		Fetcher:         d.fetch,
 		SelfTest:        d.cfg.SelfTest,
 		OnEvent:         d.cfg.OnEvent,
@@ -219,7 +239,11 @@ func (d *Device) runOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	err = r.Run(ctx, conn)
+	var tr runner.Transport = conn
+	if p := d.cfg.Power; p != nil {
+		tr = &powerTransport{conn, p}
+	}
+	err = r.Run(ctx, tr)
 	if cerr := conn.Close(); cerr != nil {
 		d.cfg.Logger.Debug("closing mqtt", "err", cerr)
 	}

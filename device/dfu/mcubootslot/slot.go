@@ -210,7 +210,11 @@ func (t *Target) Schedule(permanent bool) error {
 	case mcuboot.MagicGood:
 		return nil
 	case mcuboot.MagicBad:
-		return fmt.Errorf("mcubootslot: the secondary slot's trailer is damaged; reset the target and download again")
+		// A write of the magic was torn (a power cut): the trailer area is
+		// separate from the verified image, so write the request afresh.
+		if err := t.eraseTrailer(); err != nil {
+			return err
+		}
 	}
 	off, blk := t.layout.MagicBlock()
 	if _, err := t.f.WriteAt(blk, off); err != nil {

@@ -292,3 +292,30 @@ func TestInitCompleteForRecheck(t *testing.T) {
 		t.Fatalf("re-check: %+v %v", got, err)
 	}
 }
+
+func TestScheduleRepairsTornTrailer(t *testing.T) {
+	img := makeImage(t, 3000, "1.0.1")
+	slot := newSlot(t)
+	tg := NewTarget(slot, Options{})
+	tg.Init(int64(len(img)), 0)
+	writeChunks(t, tg, img, 1000)
+	if _, err := tg.Done(); err != nil {
+		t.Fatal(err)
+	}
+	l := mcuboot.Layout{SlotSize: geo.Size}
+	off, blk := l.MagicBlock()
+	slot.WriteAt(blk[:5], off) // a power cut tore the first attempt
+	if st, _ := mcuboot.ReadTrailer(slot, l); st.Magic != mcuboot.MagicBad {
+		t.Fatal("setup: magic not torn")
+	}
+	if err := tg.Schedule(false); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := mcuboot.ReadTrailer(slot, l)
+	if mcuboot.DecideSwap(mcuboot.TrailerState{}, st) != mcuboot.SwapTest {
+		t.Fatalf("trailer after repair %+v", st)
+	}
+	if !bytes.Equal(slot.Bytes()[:len(img)], img) {
+		t.Fatal("repairing the trailer touched the image")
+	}
+}
