@@ -84,7 +84,7 @@ Start with:  awsfota demo`,
 	root.SetArgs(args)
 	root.PersistentFlags().BoolVarP(&e.verbose, "verbose", "v", false, "log what happens to stderr")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(demoCmd(e), cloudCmd(e), versionCmd(e))
+	root.AddCommand(demoCmd(e), cloudCmd(e), versionCmd(e), deviceCmd(e), fetchCmd(e))
 
 	err := root.ExecuteContext(ctx)
 	switch {
@@ -95,6 +95,10 @@ Start with:  awsfota demo`,
 		return exitUsage
 	case errors.Is(err, errSilent):
 		return exitFailure
+	case errors.As(err, new(exitCode)):
+		var c exitCode
+		errors.As(err, &c)
+		return int(c)
 	default:
 		fmt.Fprintf(stderr, "awsfota: %v\n", err)
 		return exitFailure

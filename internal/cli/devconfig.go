@@ -1,0 +1,146 @@
+package cli
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/awsfota/awsfota/device/agent"
+	"github.com/awsfota/awsfota/device/download"
+	"github.com/awsfota/awsfota/device/flash"
+	"github.com/awsfota/awsfota/jobdoc"
+)
+
+// deviceFile is DEVICE.json: what `awsfota device run` needs to act as a
+// thing. `awsfota thing create` writes it. Paths are relative to the file.
+type deviceFile struct {
+	Thing      string `json:"thing"`
+	Endpoint   string `json:"endpoint"`             // MQTT host:port
+	ServerName string `json:"serverName,omitempty"` // name in the broker's certificate, if not the endpoint's host
+	ALPN       bool   `json:"alpn,omitempty"`       // x-amzn-mqtt-ca (automatic on port 443)
+	CertFile   string `json:"certFile"`
+	KeyFile    string `json:"keyFile"`
+	CAFile     string `json:"caFile,omitempty"` // broker CA; also trusted for HTTPS downloads. Empty: system roots
+	Slots      *struct {
+		Primary    string `json:"primary"`
+		Secondary  string `json:"secondary"`
+		Size       int64  `json:"size"`
+		SectorSize int64  `json:"sectorSize"`
+		WriteAlign int    `json:"writeAlign"`
+	} `json:"slots,omitempty"`
+	Agent    agentSettings    `json:"agent,omitempty"`
+	Download downloadSettings `json:"download,omitempty"`
+
+	dir string
+}
+
+type agentSettings struct {
+	ProgressPercent         int  `json:"progressPercent,omitempty"`
+	ProgressIntervalSeconds int  `json:"progressIntervalSeconds,omitempty"`
+	ReplyTimeoutSeconds     int  `json:"replyTimeoutSeconds,omitempty"`
+	SelfTestTimeoutSeconds  int  `json:"selfTestTimeoutSeconds,omitempty"`
+	MaxDocumentSize         int  `json:"maxDocumentSize,omitempty"`
+	MaxHostLen              int  `json:"maxHostLen,omitempty"`
+	MaxPathLen              int  `json:"maxPathLen,omitempty"`
+	AllowDowngrade          bool `json:"allowDowngrade,omitempty"`
+}
+
+type downloadSettings struct {
+	Retries            int `json:"retries,omitempty"`
+	ReadTimeoutSeconds int `json:"readTimeoutSeconds,omitempty"`
+	MaxRedirects       int `json:"maxRedirects,omitempty"`
+}
+
+func readDeviceFile(path string) (*deviceFile, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var f deviceFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	f.dir = filepath.Dir(path)
+	switch {
+	case f.Thing == "":
+		return nil, fmt.Errorf("%s: \"thing\" is missing", path)
+	case f.Endpoint == "":
+		return nil, fmt.Errorf("%s: \"endpoint\" is missing (the MQTT host:port)", path)
+	case f.CertFile == "" || f.KeyFile == "":
+		return nil, fmt.Errorf("%s: \"certFile\" and \"keyFile\" are required", path)
+	}
+	return &f, nil
+}
+
+func (f *deviceFile) path(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(f.dir, p)
+}
+
+func (f *deviceFile) certificate() (tls.Certificate, error) {
+	c, err := tls.LoadX509KeyPair(f.path(f.CertFile), f.path(f.KeyFile))
+	if err != nil {
+		return c, fmt.Errorf("loading the device certificate: %w (check certFile and keyFile)", err)
+	}
+	return c, nil
+}
+
+func (f *deviceFile) roots() (*x509.CertPool, error) {
+	if f.CAFile == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(f.path(f.CAFile))
+	if err != nil {
+		return nil, err
+	}
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", f.path(f.CAFile))
+	}
+	return p, nil
+}
+
+func secs(n int) time.Duration { return time.Duration(n) * time.Second }
+
+func (f *deviceFile) agentConfig() agent.Config {
+	a := f.Agent
+	lim := jobdoc.DefaultLimits()
+	if a.MaxDocumentSize > 0 {
+		lim.MaxDocumentSize = a.MaxDocumentSize
+	}
+	if a.MaxHostLen > 0 {
+		lim.MaxHostLen = a.MaxHostLen
+	}
+	if a.MaxPathLen > 0 {
+		lim.MaxPathLen = a.MaxPathLen
+	}
+	return agent.Config{Thing: f.Thing, Limits: lim, ProgressPercent: a.ProgressPercent,
+		ProgressInterval: secs(a.ProgressIntervalSeconds), ReplyTimeout: secs(a.ReplyTimeoutSeconds),
+		SelfTestTimeout: secs(a.SelfTestTimeoutSeconds), AllowDowngrade: a.AllowDowngrade}
+}
+
+func (f *deviceFile) downloadConfig(roots *x509.CertPool) download.Config {
+	return download.Config{RootCAs: roots, Retries: f.Download.Retries, ReadTimeout: secs(f.Download.ReadTimeoutSeconds),
+		MaxRedirects: f.Download.MaxRedirects, UserAgent: "awsfota/" + version()}
+}
+
+func (f *deviceFile) geometry() (flash.Geometry, error) {
+	s := f.Slots
+	if s == nil || s.Primary == "" || s.Secondary == "" || s.Size == 0 {
+		return flash.Geometry{}, fmt.Errorf("the device file has no \"slots\" (primary, secondary, size, sectorSize, writeAlign): give them, or use --sim")
+	}
+	g := flash.Geometry{Size: s.Size, SectorSize: s.SectorSize, WriteAlign: s.WriteAlign}
+	if g.SectorSize == 0 {
+		g.SectorSize = 4096
+	}
+	if g.WriteAlign == 0 {
+		g.WriteAlign = 4
+	}
+	return g, nil
+}

@@ -1,0 +1,208 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/awsfota/awsfota/device/agent"
+	"github.com/awsfota/awsfota/device/dfu"
+	"github.com/awsfota/awsfota/device/dfu/mcubootslot"
+	"github.com/awsfota/awsfota/device/download"
+	"github.com/awsfota/awsfota/device/flash"
+	"github.com/awsfota/awsfota/device/mqttconn"
+	"github.com/awsfota/awsfota/device/runner"
+	"github.com/awsfota/awsfota/device/state"
+	"github.com/awsfota/awsfota/iotjobs"
+	"github.com/awsfota/awsfota/sim"
+	"github.com/spf13/cobra"
+)
+
+// exitReboot is the exit code of `device run` when the device must reboot
+// into the image it has just scheduled.
+const exitReboot = 3
+
+func deviceCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "device", Short: "Run the device agent"}
+	var (
+		config, stateDir, endpoint, simVersion string
+		simulate                               bool
+	)
+	run := &cobra.Command{
+		Use:   "run --config DEVICE.json --state DIR",
+		Short: "Run the FOTA agent as a thing until interrupted",
+		Long: `run connects to AWS IoT (or the local cloud) as the thing DEVICE.json names and
+runs the FOTA agent: it takes the thing's jobs, downloads images into the
+secondary slot, verifies them, requests the swap, and after the reboot confirms
+the image and reports the outcome.
+
+With --sim the device is simulated in --state DIR: flash slots in files, an
+MCUboot-like bootloader that performs the swap, and reboots done in-process; a
+new device starts with firmware --sim-version.
+
+Without --sim the slots are the files DEVICE.json names ("slots"), and when the
+agent asks for a reboot the command exits with status 3: reboot the device (its
+bootloader then swaps), and run the command again to confirm and report.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if config == "" || stateDir == "" {
+				return usagef("device run needs --config DEVICE.json and --state DIR")
+			}
+			f, err := readDeviceFile(config)
+			if err != nil {
+				return err
+			}
+			if endpoint != "" {
+				f.Endpoint = endpoint
+			}
+			if simulate {
+				return runSimDevice(e, f, stateDir, simVersion)
+			}
+			return runRealDevice(e, f, stateDir)
+		},
+	}
+	run.Flags().StringVar(&config, "config", "", "the device file (`DEVICE.json`, as `awsfota thing create` writes it)")
+	run.Flags().StringVar(&stateDir, "state", "", "keep the agent's state (and with --sim the flash) in `DIR`")
+	run.Flags().StringVar(&endpoint, "endpoint", "", "MQTT `host:port`, overriding the device file")
+	run.Flags().BoolVar(&simulate, "sim", false, "simulate the device's flash and bootloader in --state")
+	run.Flags().StringVar(&simVersion, "sim-version", "1.0.0", "firmware `version` a new simulated device runs")
+	cmd.AddCommand(run)
+	return cmd
+}
+
+// eventPrinter prints the agent's events as log lines.
+func eventPrinter(e *env, thing string) func(agent.AppEvent) {
+	last := -1
+	return func(ev agent.AppEvent) {
+		switch ev.Kind {
+		case agent.EventProgress:
+			if ev.Percent/10 == last/10 && ev.Percent != 100 {
+				return
+			}
+			last = ev.Percent
+			fmt.Fprintf(e.out, "%s: job %s: %d%% (%d of %d bytes)\n", thing, ev.JobID, ev.Percent, ev.Bytes, ev.Total)
+		case agent.EventStart:
+			last = -1
+			fmt.Fprintf(e.out, "%s: job %s: started\n", thing, ev.JobID)
+		case agent.EventDone:
+			fmt.Fprintf(e.out, "%s: job %s: %s image %s verified, rebooting into it\n", thing, ev.JobID, ev.ImageType, ev.Version)
+		case agent.EventError:
+			fmt.Fprintf(e.out, "%s: job %s: failed: %s: %s\n", thing, ev.JobID, ev.Reason, ev.Message)
+		case agent.EventCanceled:
+			fmt.Fprintf(e.out, "%s: job %s: canceled by the cloud (%s)\n", thing, ev.JobID, ev.Message)
+		case agent.EventCompleted:
+			fmt.Fprintf(e.out, "%s: job %s: reported %s\n", thing, ev.JobID, ev.Status)
+		}
+	}
+}
+
+func runSimDevice(e *env, f *deviceFile, dir, version string) error {
+	cert, err := f.certificate()
+	if err != nil {
+		return err
+	}
+	roots, err := f.roots()
+	if err != nil {
+		return err
+	}
+	fresh := false
+	if _, err := os.Stat(filepath.Join(dir, "primary.bin")); errors.Is(err, os.ErrNotExist) {
+		fresh = true
+	}
+	d, err := sim.OpenDevice(sim.DeviceConfig{
+		Dir: dir, Thing: f.Thing, Endpoint: f.Endpoint, Certificate: cert, RootCAs: roots, ServerName: f.ServerName,
+		Agent: f.agentConfig(), Download: f.downloadConfig(roots), OnEvent: eventPrinter(e, f.Thing), Logger: e.logger(),
+		OnBoot: func(res sim.BootResult, run dfu.Running) {
+			state := "confirmed"
+			if !run.Confirmed {
+				state = "on trial"
+			}
+			fmt.Fprintf(e.out, "%s: booted %s (%s, swap %s)\n", f.Thing, run.Version, state, res.Swap)
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if fresh {
+		img, err := sim.AppImage(version, 64<<10)
+		if err != nil {
+			return usagef("--sim-version: %v", err)
+		}
+		if err := d.Install(img); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.out, "%s: new simulated device in %s running %s\n", f.Thing, dir, version)
+	}
+	err = d.Run(e.ctx)
+	if errors.Is(err, context.Canceled) && e.ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func runRealDevice(e *env, f *deviceFile, dir string) error {
+	g, err := f.geometry()
+	if err != nil {
+		return err
+	}
+	cert, err := f.certificate()
+	if err != nil {
+		return err
+	}
+	roots, err := f.roots()
+	if err != nil {
+		return err
+	}
+	primary, err := flash.OpenFile(f.path(f.Slots.Primary), g)
+	if err != nil {
+		return err
+	}
+	defer primary.Close()
+	secondary, err := flash.OpenFile(f.path(f.Slots.Secondary), g)
+	if err != nil {
+		return err
+	}
+	defer secondary.Close()
+	store, err := state.OpenDir(dir)
+	if err != nil {
+		return err
+	}
+	fetcher := download.New(f.downloadConfig(roots))
+	defer fetcher.CloseIdleConnections()
+	r, err := runner.New(runner.Config{
+		Agent: f.agentConfig(), Store: store, Fetcher: fetcher, Logger: e.logger(),
+		Target:  mcubootslot.NewTarget(secondary, mcubootslot.Options{}),
+		Boot:    mcubootslot.NewPrimary(primary, mcubootslot.Options{}),
+		OnEvent: eventPrinter(e, f.Thing),
+	})
+	if err != nil {
+		return err
+	}
+	conn, err := mqttconn.Dial(e.ctx, mqttconn.Config{
+		Endpoint: f.Endpoint, ClientID: f.Thing, Certificate: cert, RootCAs: roots, ServerName: f.ServerName, ALPN: f.ALPN,
+		Filters: iotjobs.DeviceFilters(f.Thing), OnMessage: r.Deliver, OnUp: r.Connected, OnDown: r.Disconnected,
+		OnError: func(err error) { fmt.Fprintf(e.errOut, "%s: %v\n", f.Thing, err) },
+		Logger:  e.logger(),
+	})
+	if err != nil {
+		return err
+	}
+	err = r.Run(e.ctx, conn)
+	conn.Close()
+	switch {
+	case errors.Is(err, runner.ErrReboot):
+		fmt.Fprintf(e.out, "%s: reboot the device now: the bootloader installs the new image, and the next run confirms and reports it\n", f.Thing)
+		return exitCode(exitReboot)
+	case errors.Is(err, context.Canceled) && e.ctx.Err() != nil:
+		return nil
+	}
+	return err
+}
+
+// exitCode ends a command with a specific exit status, silently.
+type exitCode int
+
+func (c exitCode) Error() string { return fmt.Sprintf("exit status %d", int(c)) }

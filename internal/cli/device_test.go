@@ -1,0 +1,198 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/awsfota/awsfota/cloud/emu"
+	"github.com/awsfota/awsfota/cloud/jobsvc"
+	"github.com/awsfota/awsfota/cloud/objstore"
+	"github.com/awsfota/awsfota/device/flash"
+	"github.com/awsfota/awsfota/iotjobs"
+	"github.com/awsfota/awsfota/jobdoc"
+	"github.com/awsfota/awsfota/sim"
+)
+
+// syncBuffer is a bytes.Buffer safe for a command writing while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// localThing starts a local cloud, provisions thing and writes its device
+// file into dir, as `awsfota thing create` does.
+func localThing(t *testing.T, dir, thing string, slots bool) (*emu.Cloud, string) {
+	t.Helper()
+	c, err := emu.Start(emu.Config{DataDir: filepath.Join(dir, "cloud"), MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	creds, err := c.ProvisionThing(thing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "cert.pem"), creds.CertPEM, 0o600)
+	os.WriteFile(filepath.Join(dir, "key.pem"), creds.KeyPEM, 0o600)
+	os.WriteFile(filepath.Join(dir, "ca.pem"), creds.CAPEM, 0o644)
+	f := map[string]any{"thing": thing, "endpoint": c.Endpoints().MQTT, "serverName": "localhost",
+		"certFile": "cert.pem", "keyFile": "key.pem", "caFile": "ca.pem"}
+	if slots {
+		f["slots"] = map[string]any{"primary": "primary.bin", "secondary": "secondary.bin", "size": sim.DefaultGeometry.Size,
+			"sectorSize": sim.DefaultGeometry.SectorSize, "writeAlign": sim.DefaultGeometry.WriteAlign}
+	}
+	b, _ := json.MarshalIndent(f, "", "  ")
+	path := filepath.Join(dir, "device.json")
+	os.WriteFile(path, b, 0o644)
+	return c, path
+}
+
+func createJob(t *testing.T, c *emu.Cloud, job, thing string, img []byte) {
+	t.Helper()
+	if err := c.Objects.CreateBucket("fw-bucket"); err != nil && !errors.Is(err, objstore.ErrBucketExists) {
+		t.Fatal(err)
+	}
+	c.Objects.SetPublicRead("fw-bucket", true)
+	if _, err := c.Objects.Put(context.Background(), "fw-bucket", job+".bin", bytes.NewReader(img)); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(img)
+	doc, _ := jobdoc.Marshal(jobdoc.Spec{URL: c.Endpoints().HTTP + "/fw-bucket/" + job + ".bin", Size: int64(len(img)), SHA256: sum[:]})
+	if _, err := c.Jobs.CreateJob(jobsvc.JobSpec{JobID: job, Things: []string{thing}, Document: doc}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitStatus(t *testing.T, c *emu.Cloud, job, thing string, done <-chan int) jobsvc.Execution {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(60 * time.Second)
+	for {
+		e, err := c.Jobs.DescribeExecution(job, thing)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Status.Terminal() {
+			return e
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("device run exited %d before the job ended", code)
+		case <-deadline:
+			t.Fatalf("job %s still %s", job, e.Status)
+		case <-tick.C:
+		}
+	}
+}
+
+func TestDeviceRunSim(t *testing.T) {
+	dir := t.TempDir()
+	c, cfg := localThing(t, dir, "cli-dev", false)
+	img, _ := sim.AppImage("1.2.0", 100_000)
+	createJob(t, c, "cli-job", "cli-dev", img)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errb syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- Run(ctx, []string{"device", "run", "--config", cfg, "--state", filepath.Join(dir, "state"), "--sim", "--sim-version", "1.1.0"}, &out, &errb)
+	}()
+	x := waitStatus(t, c, "cli-job", "cli-dev", done)
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, out.String(), errb.String())
+	}
+	if x.Status != iotjobs.StatusSucceeded || x.StatusDetails["from"] != "1.1.0" || x.StatusDetails["fwversion"] != "1.2.0" {
+		t.Fatalf("execution %s %v", x.Status, x.StatusDetails)
+	}
+	for _, want := range []string{"new simulated device", "running 1.1.0", "started", "100%", "booted 1.2.0 (on trial", "reported SUCCEEDED"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestDeviceRunRealSlotsExitsForReboot(t *testing.T) {
+	dir := t.TempDir()
+	c, cfg := localThing(t, dir, "real-dev", true)
+	g := sim.DefaultGeometry
+	primary, err := flash.OpenFile(filepath.Join(dir, "primary.bin"), g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, _ := sim.AppImage("2.0.0", 30_000)
+	primary.WriteAt(old, 0)
+	primary.Close()
+	img, _ := sim.AppImage("2.0.1", 80_000)
+	createJob(t, c, "real-job", "real-dev", img)
+
+	args := []string{"device", "run", "--config", cfg, "--state", filepath.Join(dir, "state")}
+	var out, errb syncBuffer
+	if code := Run(context.Background(), args, &out, &errb); code != exitReboot {
+		t.Fatalf("exit %d, want %d (reboot)\n%s\n%s", code, exitReboot, out.String(), errb.String())
+	}
+	if !strings.Contains(out.String(), "reboot the device now") {
+		t.Fatalf("output %s", out.String())
+	}
+	// The device's real bootloader would swap now; the simulated one does.
+	p, _ := flash.OpenFile(filepath.Join(dir, "primary.bin"), g)
+	s, _ := flash.OpenFile(filepath.Join(dir, "secondary.bin"), g)
+	if _, err := (&sim.Bootloader{Primary: p, Secondary: s}).Boot(); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	s.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() { done <- Run(ctx, args, &out, &errb) }()
+	x := waitStatus(t, c, "real-job", "real-dev", done)
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("second run exit %d\n%s", code, errb.String())
+	}
+	if x.Status != iotjobs.StatusSucceeded || x.StatusDetails["fwversion"] != "2.0.1" {
+		t.Fatalf("execution %s %v", x.Status, x.StatusDetails)
+	}
+}
+
+func TestDeviceRunErrors(t *testing.T) {
+	dir := t.TempDir()
+	if code, _, errOut := run(t, "device", "run"); code != exitUsage || !strings.Contains(errOut, "--config") {
+		t.Fatalf("%d %s", code, errOut)
+	}
+	bad := filepath.Join(dir, "bad.json")
+	os.WriteFile(bad, []byte(`{"thing":"x"}`), 0o644)
+	if code, _, errOut := run(t, "device", "run", "--config", bad, "--state", dir); code != exitFailure || !strings.Contains(errOut, "endpoint") {
+		t.Fatalf("%d %s", code, errOut)
+	}
+	os.WriteFile(bad, []byte(`{"thing":"x","endpoint":"127.0.0.1:1","certFile":"c.pem","keyFile":"k.pem"}`), 0o644)
+	if code, _, errOut := run(t, "device", "run", "--config", bad, "--state", dir, "--sim"); code != exitFailure || !strings.Contains(errOut, "certFile") {
+		t.Fatalf("%d %s", code, errOut)
+	}
+	if code, _, errOut := run(t, "device", "run", "--config", bad, "--state", dir); code != exitFailure || !strings.Contains(errOut, "slots") {
+		t.Fatalf("%d %s", code, errOut)
+	}
+}
