@@ -227,14 +227,16 @@ func (d *Device) runOnce(ctx context.Context) error {
 		Certificate: d.cfg.Certificate,
 		RootCAs:     d.cfg.RootCAs,
 		ServerName:  d.cfg.ServerName,
-		CleanStart:  true,
-		Filters:     iotjobs.DeviceFilters(d.cfg.Thing),
-		OnMessage:   r.Deliver,
-		OnUp:        r.Connected,
-		OnDown:      r.Disconnected,
-		OnError:     func(err error) { d.cfg.Logger.Warn("mqtt", "thing", d.cfg.Thing, "err", err) },
-		BackoffMin:  100 * time.Millisecond,
-		Logger:      d.cfg.Logger,
+		// A persistent session, as on AWS: QoS 1 messages sent while the
+		// device is away are delivered when it reconnects.
+		SessionExpiry: time.Hour,
+		Filters:       iotjobs.DeviceFilters(d.cfg.Thing),
+		OnMessage:     r.Deliver,
+		OnUp:          r.Connected,
+		OnDown:        r.Disconnected,
+		OnError:       func(err error) { d.cfg.Logger.Warn("mqtt", "thing", d.cfg.Thing, "err", err) },
+		BackoffMin:    100 * time.Millisecond,
+		Logger:        d.cfg.Logger,
 	})
 	if err != nil {
 		return err

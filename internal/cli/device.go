@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/awsfota/awsfota/device/agent"
 	"github.com/awsfota/awsfota/device/dfu"
@@ -183,7 +184,8 @@ func runRealDevice(e *env, f *deviceFile, dir string) error {
 	}
 	conn, err := mqttconn.Dial(e.ctx, mqttconn.Config{
 		Endpoint: f.Endpoint, ClientID: f.Thing, Certificate: cert, RootCAs: roots, ServerName: f.ServerName, ALPN: f.ALPN,
-		Filters: iotjobs.DeviceFilters(f.Thing), OnMessage: r.Deliver, OnUp: r.Connected, OnDown: r.Disconnected,
+		SessionExpiry: time.Hour, // persistent: notifications sent while away arrive on reconnect
+		Filters:       iotjobs.DeviceFilters(f.Thing), OnMessage: r.Deliver, OnUp: r.Connected, OnDown: r.Disconnected,
 		OnError: func(err error) { fmt.Fprintf(e.errOut, "%s: %v\n", f.Thing, err) },
 		Logger:  e.logger(),
 	})
