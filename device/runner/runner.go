@@ -62,7 +62,9 @@ type Config struct {
 	// SelfTest checks the new image after a reboot; it must return within the
 	// context's deadline (Agent.SelfTestTimeout). Nil: the image passes.
 	SelfTest func(ctx context.Context) error
-	// Custom handles custom jobs (Agent.CustomJobs must be set).
+	// Custom handles custom jobs: jobs whose document is not a firmware
+	// update. It returns the execution's final status (SUCCEEDED, FAILED or
+	// REJECTED) and statusDetails. Nil: such jobs are REJECTED.
 	Custom func(ctx context.Context, jobID string, document []byte) (iotjobs.Status, iotjobs.StatusDetails)
 	// OnEvent receives the application events; it must not block for long.
 	OnEvent func(agent.AppEvent)
@@ -111,6 +113,8 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.Real()
 	}
+	// Custom jobs go to the application exactly when it handles them.
+	cfg.Agent.CustomJobs = cfg.Custom != nil
 	if cfg.CheckpointBytes <= 0 {
 		cfg.CheckpointBytes = 64 << 10
 	}

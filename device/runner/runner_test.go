@@ -337,3 +337,42 @@ func TestNewChecksConfig(t *testing.T) {
 	}
 	_ = fmt.Sprint()
 }
+
+func TestCustomJobHandler(t *testing.T) {
+	j := &jobs{exec: iotjobs.JobExecution{JobID: "reboot-1", JobDocument: json.RawMessage(`{"operation":"reboot","delaySeconds":2}`),
+		Status: iotjobs.StatusQueued, VersionNumber: 1, ExecutionNumber: 1}}
+	d := newDevice(t, image(t, 1000, "1.0.0"))
+	events := make(chan agent.AppEvent, 100)
+	got := make(chan string, 1)
+	r, err := New(Config{
+		Agent: agent.Config{Thing: thing}, Store: d.store, Fetcher: download.New(download.Config{}),
+		Target: mcubootslot.NewTarget(d.secondary, mcubootslot.Options{}), Boot: mcubootslot.NewPrimary(d.primary, mcubootslot.Options{}),
+		OnEvent: func(e agent.AppEvent) { events <- e },
+		Custom: func(_ context.Context, jobID string, doc []byte) (iotjobs.Status, iotjobs.StatusDetails) {
+			got <- jobID + " " + string(doc)
+			return iotjobs.StatusSucceeded, iotjobs.StatusDetails{"rebooted": "later"}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.r = r
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx, j) }()
+	r.Connected()
+	if s := <-got; s != `reboot-1 {"operation":"reboot","delaySeconds":2}` {
+		t.Fatal(s)
+	}
+	for e := range events {
+		if e.Kind == agent.EventCompleted {
+			break
+		}
+	}
+	cancel()
+	wait(t, done)
+	exec, _ := j.snapshot()
+	if exec.Status != iotjobs.StatusSucceeded || exec.StatusDetails["rebooted"] != "later" {
+		t.Fatalf("cloud sees %s %v", exec.Status, exec.StatusDetails)
+	}
+}
