@@ -1,0 +1,293 @@
+package delta
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+)
+
+// Buffer sizes of Apply; with the model they are all the memory it uses.
+const (
+	patchBufSize  = 4 << 10
+	baseBufSize   = 16 << 10
+	resultBufSize = 16 << 10
+)
+
+// Apply rebuilds the result image from base, the image the patch was made
+// from, and writes it to w. It reads the patch once, from its header to the
+// end of its body and no further, and reads base at random positions within
+// its first Header.BaseSize bytes (a longer base, such as a flash slot, is
+// fine). Its memory use is fixed (about 190 KiB), whatever the images' sizes.
+//
+// Apply checks base's size and SHA-256 before it writes anything: a base
+// that is not the patch's returns a *MismatchError matching ErrBaseMismatch.
+// It never writes more than Header.ResultSize bytes, and checks the result's
+// SHA-256 at the end: a *MismatchError matching ErrResultMismatch means what
+// was written must not be used. Other errors wrap ErrNotPatch,
+// ErrUnsupported or ErrCorrupt, or are I/O errors of base, patch or w.
+func Apply(base io.ReaderAt, patch io.Reader, w io.Writer) (Info, error) {
+	h, err := ReadHeader(patch)
+	if err != nil {
+		return Info{}, err
+	}
+	a := &applier{info: Info{Header: h}, base: base, w: w, baseBuf: make([]byte, baseBufSize)}
+	if err := a.checkBase(); err != nil {
+		return a.info, err
+	}
+	a.out = make([]byte, 0, resultBufSize)
+	a.hash = sha256.New()
+	a.rd.reset(bufio.NewReaderSize(io.LimitReader(patch, h.BodySize), patchBufSize), h.BodySize)
+	a.m.init()
+	if err := a.decode(); err != nil {
+		return a.info, err
+	}
+	if err := a.flush(); err != nil {
+		return a.info, err
+	}
+	var sum [32]byte
+	a.hash.Sum(sum[:0])
+	if a.tp != h.ResultSize || sum != h.ResultSHA256 {
+		return a.info, &MismatchError{Result: true, Size: a.tp, SHA256: sum, Want: h.ResultSize, WantSum: h.ResultSHA256}
+	}
+	return a.info, nil
+}
+
+type applier struct {
+	info Info
+	rd   rangeDecoder
+	m    model
+	base io.ReaderAt
+	w    io.Writer
+	hash hash.Hash
+
+	baseBuf []byte // a window of base starting at baseOff
+	baseOff int64
+	baseLen int
+
+	out     []byte // result bytes not yet written
+	lastOut byte
+	bp, tp  int64 // positions in base and result
+}
+
+// checkBase hashes the first BaseSize bytes of base.
+func (a *applier) checkBase() error {
+	h := a.info.Header
+	sum := sha256.New()
+	var n int64
+	for n < h.BaseSize {
+		k, err := a.base.ReadAt(a.baseBuf[:min(int64(len(a.baseBuf)), h.BaseSize-n)], n)
+		sum.Write(a.baseBuf[:k])
+		n += int64(k)
+		if err != nil && (err != io.EOF || n < h.BaseSize) {
+			if errors.Is(err, io.EOF) {
+				return &MismatchError{Size: n, Want: h.BaseSize, WantSum: h.BaseSHA256}
+			}
+			return fmt.Errorf("delta: reading the base at %d: %w", n, err)
+		}
+	}
+	var got [32]byte
+	sum.Sum(got[:0])
+	if got != h.BaseSHA256 {
+		return &MismatchError{Size: n, SHA256: got, Want: h.BaseSize, WantSum: h.BaseSHA256}
+	}
+	return nil
+}
+
+func (a *applier) corrupt(format string, args ...any) error {
+	return fmt.Errorf("%w: record %d at result offset %d: %s", ErrCorrupt, a.info.Records, a.tp, fmt.Sprintf(format, args...))
+}
+
+func (a *applier) decode() error {
+	h := &a.info.Header
+	m, rd := &a.m, &a.rd
+	for a.tp < h.ResultSize {
+		if rd.err != nil {
+			return rd.err
+		}
+		// Seek.
+		if rd.bit(&m.seekNonZero) == 1 {
+			neg := rd.bit(&m.seekNeg) == 1
+			s, ok := m.seekLen.decode(rd)
+			if !ok || s > MaxImageSize {
+				return a.corrupt("seek out of range")
+			}
+			seek := int64(s)
+			if neg {
+				seek = -seek
+			}
+			if nb := a.bp + seek; nb < 0 || nb > h.BaseSize {
+				return a.corrupt("seek to %d, outside the base's %d bytes", nb, h.BaseSize)
+			}
+			a.bp += seek
+		}
+		// Copy with differences.
+		c, ok := m.copyLen.decode(rd)
+		if !ok || c > uint64(h.BaseSize-a.bp) || c > uint64(h.ResultSize-a.tp) {
+			return a.corrupt("copy of %d bytes from base offset %d does not fit", c, a.bp)
+		}
+		if err := a.copyRegion(int64(c)); err != nil {
+			return err
+		}
+		// Insert.
+		n, ok := m.insertLen.decode(rd)
+		if !ok || n > uint64(h.ResultSize-a.tp) {
+			return a.corrupt("insert of %d bytes goes past the result's %d bytes", n, h.ResultSize)
+		}
+		if c == 0 && n == 0 {
+			return a.corrupt("empty record")
+		}
+		for range n {
+			if rd.err != nil {
+				return rd.err
+			}
+			b := byte(rd.tree2(m.literal[m.prev>>4][:], m.literal1[m.prev][:], 8))
+			m.prev = b
+			if err := a.emit(b); err != nil {
+				return err
+			}
+		}
+		a.info.Inserted += int64(n)
+		a.info.Records++
+	}
+	if rd.err != nil {
+		return rd.err
+	}
+	if rd.n != h.BodySize {
+		return fmt.Errorf("%w: result complete after %d of the body's %d bytes", ErrCorrupt, rd.n, h.BodySize)
+	}
+	return nil
+}
+
+// copyRegion decodes a copy of n bytes: runs of unchanged base bytes, each
+// followed by one changed byte.
+func (a *applier) copyRegion(n int64) error {
+	m, rd := &a.m, &a.rd
+	state := gapStart
+	end := a.tp + n
+	for a.tp < end {
+		g, ok := m.gap[int(a.tp&3)*3+state].decode(rd)
+		if !ok || g > uint64(end-a.tp) {
+			return a.corrupt("run of %d unchanged bytes goes past the copy's end", g)
+		}
+		if rd.err != nil {
+			return rd.err
+		}
+		if err := a.copyBase(int64(g)); err != nil {
+			return err
+		}
+		if a.tp == end {
+			break
+		}
+		state = gapIsolated
+		if g == 0 {
+			state = gapRun
+		}
+		lane := int(a.tp & 3)
+		v := m.last[lane]
+		if rd.bit(&m.same[lane*3+state]) == 1 {
+			v = byte(rd.tree(m.value[lane][:], 8))
+			m.last[lane] = v
+		}
+		b, err := a.baseByte()
+		if err != nil {
+			return err
+		}
+		a.bp++
+		if err := a.emit(b + v); err != nil {
+			return err
+		}
+		a.info.Changed++
+	}
+	a.info.Copied += n
+	if n > 0 {
+		m.prev = a.lastOut
+	}
+	return nil
+}
+
+// window returns base bytes from a.bp on, at most to the end of the base.
+func (a *applier) window() ([]byte, error) {
+	if a.bp >= a.baseOff && a.bp < a.baseOff+int64(a.baseLen) {
+		return a.baseBuf[a.bp-a.baseOff : a.baseLen], nil
+	}
+	want := min(int64(len(a.baseBuf)), a.info.BaseSize-a.bp)
+	k, err := a.base.ReadAt(a.baseBuf[:want], a.bp)
+	if int64(k) < want {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, fmt.Errorf("delta: reading the base at %d: %w", a.bp, err)
+	}
+	a.baseOff, a.baseLen = a.bp, k
+	return a.baseBuf[:k], nil
+}
+
+func (a *applier) baseByte() (byte, error) {
+	b, err := a.window()
+	if err != nil {
+		return 0, err
+	}
+	return b[0], nil
+}
+
+// copyBase writes the next n base bytes to the result unchanged.
+func (a *applier) copyBase(n int64) error {
+	for n > 0 {
+		b, err := a.window()
+		if err != nil {
+			return err
+		}
+		b = b[:min(int64(len(b)), n)]
+		if err := a.emitBytes(b); err != nil {
+			return err
+		}
+		a.bp += int64(len(b))
+		n -= int64(len(b))
+	}
+	return nil
+}
+
+func (a *applier) emit(b byte) error {
+	a.out = append(a.out, b)
+	a.tp++
+	a.lastOut = b
+	if len(a.out) == cap(a.out) {
+		return a.flush()
+	}
+	return nil
+}
+
+func (a *applier) emitBytes(p []byte) error {
+	if len(p) == 0 {
+		return nil
+	}
+	a.lastOut = p[len(p)-1]
+	for len(p) > 0 {
+		k := min(len(p), cap(a.out)-len(a.out))
+		a.out = append(a.out, p[:k]...)
+		a.tp += int64(k)
+		p = p[k:]
+		if len(a.out) == cap(a.out) {
+			if err := a.flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (a *applier) flush() error {
+	if len(a.out) == 0 {
+		return nil
+	}
+	a.hash.Write(a.out)
+	_, err := a.w.Write(a.out)
+	a.out = a.out[:0]
+	if err != nil {
+		return fmt.Errorf("delta: writing the result: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,178 @@
+package delta
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io"
+)
+
+// Create writes a patch that turns base (its first baseSize bytes) into the
+// image read from target. Both images are held in memory while the patch is
+// made (about 10 bytes per base byte for the suffix array), which is the
+// cloud's side of the bargain: applying needs only a fixed, small amount.
+// Images larger than MaxImageSize are refused with ErrTooLarge.
+func Create(w io.Writer, base io.ReaderAt, baseSize int64, target io.Reader) (Info, error) {
+	if baseSize < 0 || baseSize > MaxImageSize {
+		return Info{}, fmt.Errorf("%w: base of %d bytes (the limit is %d)", ErrTooLarge, baseSize, MaxImageSize)
+	}
+	old := make([]byte, baseSize)
+	if n, err := base.ReadAt(old, 0); n < len(old) {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return Info{}, fmt.Errorf("delta: reading the base: %w", err)
+	}
+	var buf bytes.Buffer
+	n, err := buf.ReadFrom(io.LimitReader(target, MaxImageSize+1))
+	if err != nil {
+		return Info{}, fmt.Errorf("delta: reading the target: %w", err)
+	}
+	if n > MaxImageSize {
+		return Info{}, fmt.Errorf("%w: target larger than %d bytes", ErrTooLarge, MaxImageSize)
+	}
+	patch, info := encode(old, buf.Bytes(), diff(old, buf.Bytes()))
+	if _, err := w.Write(patch); err != nil {
+		return Info{}, fmt.Errorf("delta: writing the patch: %w", err)
+	}
+	return info, nil
+}
+
+// encode codes records that turn base into target as a whole patch.
+func encode(base, target []byte, recs []record) ([]byte, Info) {
+	e := newEncoder(base, target)
+	info := Info{Header: Header{Version: Version, Coding: CodingRange,
+		BaseSize: int64(len(base)), BaseSHA256: sha256.Sum256(base),
+		ResultSize: int64(len(target)), ResultSHA256: sha256.Sum256(target)}}
+	for _, r := range recs {
+		e.record(r)
+		info.Records++
+		info.Copied += r.copy
+		info.Inserted += r.insert
+	}
+	body := e.rc.finish()
+	info.BodySize = int64(len(body))
+	info.Changed = e.changed
+	return append(appendHeader(make([]byte, 0, HeaderSize+len(body)), info.Header), body...), info
+}
+
+// diff finds the records that turn old into new: bsdiff's scan (Colin
+// Percival, "Naive differences of executable code", 2003). It looks for
+// long exact matches of new's bytes in old with a suffix array and extends
+// each match forwards and backwards while at least half of the bytes agree,
+// so that a region whose addresses shifted becomes one copy with sparse
+// differences instead of many short matches.
+func diff(old, next []byte) []record {
+	sa := suffixSort(old)
+	oldSize, newSize := len(old), len(next)
+	var recs []record
+	var pendingSeek int64 // seek of records that produce nothing, carried forward
+	add := func(seek int64, copyLen, insert int) {
+		seek += pendingSeek
+		if copyLen == 0 && insert == 0 {
+			pendingSeek = seek
+			return
+		}
+		pendingSeek = 0
+		recs = append(recs, record{seek: seek, copy: int64(copyLen), insert: int64(insert)})
+	}
+	var scan, length, pos, lastScan, lastPos, lastOffset int
+	var nextSeek int64
+	for scan < newSize {
+		oldScore := 0
+		scan += length
+		for sc := scan; scan < newSize; scan++ {
+			length, pos = longestMatch(sa, old, next[scan:])
+			for ; sc < scan+length; sc++ {
+				if sc+lastOffset < oldSize && old[sc+lastOffset] == next[sc] {
+					oldScore++
+				}
+			}
+			if (length == oldScore && length != 0) || length > oldScore+8 {
+				break
+			}
+			if scan+lastOffset < oldSize && old[scan+lastOffset] == next[scan] {
+				oldScore--
+			}
+		}
+		if length == oldScore && scan != newSize {
+			continue
+		}
+		// Extend the previous match forwards ...
+		s, best, lenF := 0, 0, 0
+		for i := 0; lastScan+i < scan && lastPos+i < oldSize; {
+			if old[lastPos+i] == next[lastScan+i] {
+				s++
+			}
+			i++
+			if s*2-i > best*2-lenF {
+				best, lenF = s, i
+			}
+		}
+		// ... and the new one backwards ...
+		lenB := 0
+		if scan < newSize {
+			s, best := 0, 0
+			for i := 1; scan >= lastScan+i && pos >= i; i++ {
+				if old[pos-i] == next[scan-i] {
+					s++
+				}
+				if s*2-i > best*2-lenB {
+					best, lenB = s, i
+				}
+			}
+		}
+		// ... and split any overlap where it costs least.
+		if lastScan+lenF > scan-lenB {
+			overlap := (lastScan + lenF) - (scan - lenB)
+			s, best, lenS := 0, 0, 0
+			for i := 0; i < overlap; i++ {
+				if next[lastScan+lenF-overlap+i] == old[lastPos+lenF-overlap+i] {
+					s++
+				}
+				if next[scan-lenB+i] == old[pos-lenB+i] {
+					s--
+				}
+				if s > best {
+					best, lenS = s, i+1
+				}
+			}
+			lenF += lenS - overlap
+			lenB -= lenS
+		}
+		add(nextSeek, lenF, (scan-lenB)-(lastScan+lenF))
+		nextSeek = int64((pos - lenB) - (lastPos + lenF))
+		lastScan, lastPos, lastOffset = scan-lenB, pos-lenB, pos-scan
+	}
+	return recs
+}
+
+// longestMatch returns the length and position in old of the longest match
+// of a prefix of b, by binary search in old's suffix array.
+func longestMatch(sa []int32, old, b []byte) (length, pos int) {
+	lo, hi := 0, len(old)
+	for hi-lo >= 2 {
+		mid := lo + (hi-lo)/2
+		if bytes.Compare(old[sa[mid]:], b) < 0 {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	x := matchLen(old[sa[lo]:], b)
+	y := matchLen(old[sa[hi]:], b)
+	if x > y {
+		return x, int(sa[lo])
+	}
+	return y, int(sa[hi])
+}
+
+func matchLen(a, b []byte) int {
+	n := min(len(a), len(b))
+	for i := range n {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return n
+}
