@@ -15,6 +15,10 @@ type Spec struct {
 	Size      int64
 	SHA256    []byte
 	URL       string
+	// Component is "app" (default, not written) or "modem".
+	Component string
+	// Base makes the document a delta's: the running image it applies to.
+	Base *Base
 	// SeedLocation writes location as protocol/host/path, the form the seed's
 	// devices read, instead of location.url. It needs a URL without a query.
 	SeedLocation bool
@@ -27,11 +31,19 @@ type wireLocation struct {
 	URL      string `json:"url,omitempty"`
 }
 
+type wireBase struct {
+	SHA256    string `json:"sha256"`
+	Size      int64  `json:"size,omitempty"`
+	FWVersion string `json:"fwversion,omitempty"`
+}
+
 type wireOut struct {
 	Operation string       `json:"operation"`
 	FWVersion string       `json:"fwversion,omitempty"`
 	Size      int64        `json:"size,omitempty"`
 	SHA256    string       `json:"sha256,omitempty"`
+	Component string       `json:"component,omitempty"`
+	Base      *wireBase    `json:"base,omitempty"`
 	Location  wireLocation `json:"location"`
 }
 
@@ -49,6 +61,15 @@ func Marshal(s Spec) ([]byte, error) {
 	}
 	if s.URL == "" {
 		return nil, fmt.Errorf("jobdoc: the document needs the image URL")
+	}
+	if s.Component != "" && s.Component != ComponentApp {
+		out.Component = s.Component
+	}
+	if b := s.Base; b != nil {
+		if len(b.SHA256) != 32 {
+			return nil, fmt.Errorf("jobdoc: the base's SHA256 has %d bytes, want 32", len(b.SHA256))
+		}
+		out.Base = &wireBase{SHA256: hex.EncodeToString(b.SHA256), Size: b.Size, FWVersion: b.FWVersion}
 	}
 	if s.SeedLocation {
 		u, err := url.Parse(s.URL)

@@ -76,9 +76,28 @@ type Document struct {
 	FWVersion string
 	// Signature is afr_ota's "sig-sha256-ecdsa" (base64), kept for the caller.
 	Signature string
+	// Component is what the image updates: ComponentApp (the default) or
+	// ComponentModem.
+	Component string
+	// Base, when set, says the image is a delta that applies only to this
+	// running image: the device checks it before downloading anything.
+	Base *Base
 
 	// Raw is the document as received.
 	Raw json.RawMessage
+}
+
+// Components a job may name.
+const (
+	ComponentApp   = "app"
+	ComponentModem = "modem"
+)
+
+// Base identifies the image a delta applies to.
+type Base struct {
+	SHA256    []byte // of the whole base image
+	Size      int64
+	FWVersion string // informational
 }
 
 // Limits bound what a document may hold; they mirror the seed's settings so a
@@ -132,7 +151,13 @@ type wire struct {
 	FWVersion *json.RawMessage `json:"fwversion"`
 	Size      *json.RawMessage `json:"size"`
 	SHA256    *string          `json:"sha256"`
-	Location  *struct {
+	Component *string          `json:"component"`
+	Base      *struct {
+		SHA256    *string          `json:"sha256"`
+		Size      *json.RawMessage `json:"size"`
+		FWVersion *string          `json:"fwversion"`
+	} `json:"base"`
+	Location *struct {
 		Protocol *string `json:"protocol"`
 		Host     *string `json:"host"`
 		Path     *string `json:"path"`
@@ -226,6 +251,40 @@ func parseFirmware(w *wire, doc *Document) error {
 			return invalid("sha256", "must be 64 hexadecimal digits, got %q", truncate(*w.SHA256, 80))
 		}
 		doc.SHA256 = d
+	}
+	doc.Component = ComponentApp
+	if doc.Operation == "modem_fw_update" {
+		doc.Component = ComponentModem
+	}
+	if w.Component != nil {
+		switch c := strings.ToLower(strings.TrimSpace(*w.Component)); c {
+		case ComponentApp, ComponentModem:
+			doc.Component = c
+		default:
+			return &FieldError{Field: "component", Kind: ErrUnsupported,
+				Reason: fmt.Sprintf("%q: this device updates \"app\" or \"modem\"", *w.Component)}
+		}
+	}
+	if b := w.Base; b != nil {
+		doc.Base = &Base{}
+		if b.SHA256 == nil {
+			return invalid("base.sha256", "missing: a delta's base is identified by its SHA-256")
+		}
+		d, err := hex.DecodeString(*b.SHA256)
+		if err != nil || len(d) != 32 {
+			return invalid("base.sha256", "must be 64 hexadecimal digits, got %q", truncate(*b.SHA256, 80))
+		}
+		doc.Base.SHA256 = d
+		if b.Size != nil {
+			n, err := parseSize(*b.Size)
+			if err != nil {
+				return invalid("base.size", "%v", err)
+			}
+			doc.Base.Size = n
+		}
+		if b.FWVersion != nil {
+			doc.Base.FWVersion = *b.FWVersion
+		}
 	}
 	loc := w.Location
 	if loc == nil {

@@ -206,3 +206,41 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestComponentAndBase(t *testing.T) {
+	base := bytes.Repeat([]byte{0xcd}, 32)
+	b, err := Marshal(Spec{URL: "http://h/p.patch", Component: ComponentModem, Base: &Base{SHA256: base, Size: 1000, FWVersion: "1.3.1"}, FWVersion: "1.3.2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Parse(b, DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Component != ComponentModem || d.Base == nil || !bytes.Equal(d.Base.SHA256, base) || d.Base.Size != 1000 || d.Base.FWVersion != "1.3.1" {
+		t.Fatalf("parsed %+v base %+v", d, d.Base)
+	}
+	d, _ = Parse([]byte(`{"operation":"modem_fw_update","location":{"url":"http://h/m.bin"}}`), DefaultLimits())
+	if d.Component != ComponentModem {
+		t.Fatalf("modem_fw_update: component %q", d.Component)
+	}
+	d, _ = Parse([]byte(`{"location":{"url":"http://h/a.bin"}}`), DefaultLimits())
+	if d.Component != ComponentApp || d.Base != nil {
+		t.Fatalf("default: %+v", d)
+	}
+	for doc, field := range map[string]string{
+		`{"component":"gpu","location":{"url":"http://h/p"}}`:                            "component",
+		`{"base":{"size":3},"location":{"url":"http://h/p"}}`:                            "base.sha256",
+		`{"base":{"sha256":"zz"},"location":{"url":"http://h/p"}}`:                       "base.sha256",
+		`{"base":{"sha256":"` + digest + `","size":-4},"location":{"url":"http://h/p"}}`: "base.size",
+	} {
+		_, err := Parse([]byte(doc), DefaultLimits())
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != field {
+			t.Errorf("%s: %v, want field %s", doc, err, field)
+		}
+	}
+	if _, err := Marshal(Spec{URL: "http://h/p", Base: &Base{SHA256: []byte{1}}}); err == nil {
+		t.Fatal("short base hash accepted")
+	}
+}
