@@ -26,6 +26,32 @@ const (
 	FlagROMFixed        = 0x100
 )
 
+var flagNames = []struct {
+	bit  uint32
+	name string
+}{
+	{FlagPIC, "PIC"}, {FlagEncryptedAES128, "ENCRYPTED_AES128"}, {FlagEncryptedAES256, "ENCRYPTED_AES256"},
+	{FlagNonBootable, "NON_BOOTABLE"}, {FlagRAMLoad, "RAM_LOAD"}, {FlagROMFixed, "ROM_FIXED"},
+}
+
+// FlagNames names the header flags set in flags as imgtool does ("RAM_LOAD",
+// ...); unknown bits are named by their value ("0x4000").
+func FlagNames(flags uint32) []string {
+	names := []string{}
+	for _, f := range flagNames {
+		if flags&f.bit != 0 {
+			names = append(names, f.name)
+			flags &^= f.bit
+		}
+	}
+	for bit := uint32(1); bit != 0; bit <<= 1 {
+		if flags&bit != 0 {
+			names = append(names, fmt.Sprintf("%#x", bit))
+		}
+	}
+	return names
+}
+
 // TLV types.
 const (
 	TLVKeyHash     = 0x01
@@ -38,6 +64,7 @@ const (
 	TLVECDSASig    = 0x22
 	TLVRSA3072PSS  = 0x23
 	TLVED25519     = 0x24
+	TLVSigPure     = 0x25
 	TLVEncRSA2048  = 0x30
 	TLVEncKW       = 0x31
 	TLVEncEC256    = 0x32

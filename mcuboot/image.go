@@ -1,10 +1,8 @@
 package mcuboot
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 )
@@ -136,28 +134,12 @@ func HashRegion(r io.ReaderAt, h Header) ([]byte, error) {
 }
 
 // VerifyHash parses the image at the start of r (size bytes) and checks its
-// SHA-256 TLV against the image. It returns the image and the verified hash.
+// SHA-256 TLV against the image: Verify with no keys. It returns the image and
+// the verified hash.
 func VerifyHash(r io.ReaderAt, size int64) (*Image, []byte, error) {
-	im, err := Parse(r, size)
+	v, err := Verify(r, size, nil)
 	if err != nil {
 		return nil, nil, err
 	}
-	t, ok := im.Find(TLVSHA256)
-	if !ok {
-		return im, nil, ErrNoHash
-	}
-	if len(t.Value) != sha256.Size {
-		return im, nil, fmt.Errorf("%w: SHA-256 TLV holds %d bytes", ErrMalformed, len(t.Value))
-	}
-	sum, err := HashRegion(r, im.Header)
-	if err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return im, nil, fmt.Errorf("%w: %v", ErrTruncated, err)
-		}
-		return im, nil, err
-	}
-	if !bytes.Equal(sum, t.Value) {
-		return im, nil, fmt.Errorf("%w: computed %x, the image says %x", ErrHashMismatch, sum, t.Value)
-	}
-	return im, sum, nil
+	return v.Image, v.Hash, nil
 }

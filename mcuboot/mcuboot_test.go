@@ -2,133 +2,15 @@ package mcuboot
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 )
 
 // vectors are MCUboot imgtool's, copied unchanged from the shared test data.
 const vectors = "../testdata/mcuboot"
-
-type manifestImage struct {
-	File    string `json:"file"`
-	Payload string `json:"payload"`
-	Command string `json:"imgtool_command"`
-	Header  struct {
-		HdrSize        int    `json:"hdr_size"`
-		ProtectTLVSize int    `json:"protect_tlv_size"`
-		ImgSize        int64  `json:"img_size"`
-		Flags          string `json:"flags"`
-		Version        struct {
-			Major, Minor, Revision int
-			Build                  uint32
-		} `json:"version"`
-	} `json:"header"`
-	SHA256TLV    string `json:"sha256_tlv"`
-	ImageEnd     int64  `json:"image_end_offset"`
-	MustVerify   bool   `json:"must_verify"`
-	Padded       bool   `json:"padded"`
-	HeaderGapFil any    `json:"header_gap_fill"`
-}
-
-func loadManifest(t testing.TB) []manifestImage {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(vectors, "manifest.json"))
-	if err != nil {
-		t.Fatalf("reading the imgtool vectors: %v", err)
-	}
-	var m struct {
-		Images []manifestImage `json:"images"`
-	}
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatal(err)
-	}
-	return m.Images
-}
-
-func TestVectorsParseAndHash(t *testing.T) {
-	imgs := loadManifest(t)
-	if len(imgs) < 29 {
-		t.Fatalf("manifest lists %d images", len(imgs))
-	}
-	for _, v := range imgs {
-		t.Run(filepath.Base(v.File), func(t *testing.T) {
-			b, err := os.ReadFile(filepath.Join(vectors, v.File))
-			if err != nil {
-				t.Fatal(err)
-			}
-			im, sum, err := VerifyHash(bytes.NewReader(b), int64(len(b)))
-			if err != nil {
-				t.Fatalf("VerifyHash: %v", err)
-			}
-			h := im.Header
-			if int(h.HeaderSize) != v.Header.HdrSize || int(h.ProtectTLVSize) != v.Header.ProtectTLVSize ||
-				int64(h.ImageSize) != v.Header.ImgSize {
-				t.Errorf("header %+v, manifest %+v", h, v.Header)
-			}
-			flags, _ := strconv.ParseUint(strings.TrimPrefix(v.Header.Flags, "0x"), 16, 32)
-			if h.Flags != uint32(flags) {
-				t.Errorf("flags %#x, want %s", h.Flags, v.Header.Flags)
-			}
-			want := Version{uint8(v.Header.Version.Major), uint8(v.Header.Version.Minor), uint16(v.Header.Version.Revision), v.Header.Version.Build}
-			if h.Version != want {
-				t.Errorf("version %v, want %v", h.Version, want)
-			}
-			if hex.EncodeToString(sum) != v.SHA256TLV {
-				t.Errorf("hash %x, want %s", sum, v.SHA256TLV)
-			}
-			if im.Size != v.ImageEnd {
-				t.Errorf("image size %d, want %d", im.Size, v.ImageEnd)
-			}
-		})
-	}
-}
-
-// imgtool's unsigned images are deterministic, so Create must reproduce them.
-func TestCreateReproducesUnsignedVectors(t *testing.T) {
-	cases := []struct {
-		file, payload, version string
-		slot                   int64
-		confirm                bool
-	}{
-		{"images/unsigned_1k.bin", "payloads/payload-1k.bin", "0.0.1", 0x10000, false},
-		{"images/unsigned_100k.bin", "payloads/payload-100k.bin", "0.0.2+3", 0x20000, false},
-		{"images/unsigned_1k_confirm.bin", "payloads/payload-1k.bin", "0.0.3", 0x4000, true},
-	}
-	for _, c := range cases {
-		t.Run(filepath.Base(c.file), func(t *testing.T) {
-			want, err := os.ReadFile(filepath.Join(vectors, c.file))
-			if err != nil {
-				t.Fatal(err)
-			}
-			payload, err := os.ReadFile(filepath.Join(vectors, c.payload))
-			if err != nil {
-				t.Fatal(err)
-			}
-			ver, err := ParseVersion(c.version)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var out bytes.Buffer
-			_, err = Create(&out, bytes.NewReader(payload), int64(len(payload)), CreateOptions{
-				Version: ver, HeaderSize: 0x200, PadHeader: true, SlotSize: c.slot, Confirm: c.confirm, Align: 8,
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(out.Bytes(), want) {
-				t.Fatalf("output differs from imgtool's (%d vs %d bytes, sha %x vs %x)",
-					out.Len(), len(want), sha256.Sum256(out.Bytes()), sha256.Sum256(want))
-			}
-		})
-	}
-}
 
 func TestCreateWithoutPadHeader(t *testing.T) {
 	payload := append(make([]byte, 0x200), bytes.Repeat([]byte{7}, 100)...)

@@ -2,6 +2,7 @@ package mcuboot
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"io"
 )
@@ -160,7 +161,8 @@ type TrailerState struct {
 	Magic    MagicState
 	ImageOK  Flag
 	CopyDone Flag
-	SwapInfo byte // raw: low nibble swap type, high nibble image index
+	SwapInfo byte   // raw: low nibble swap type, high nibble image index
+	SwapSize uint32 // written by the bootloader when a swap starts; 0xffffffff when erased
 }
 
 // ReadTrailer decodes the trailer of the slot r under layout l.
@@ -192,7 +194,33 @@ func ReadTrailer(r io.ReaderAt, l Layout) (TrailerState, error) {
 		}
 		f.set(b[0])
 	}
+	var sz [4]byte
+	if _, err := r.ReadAt(sz[:], l.SwapSizeOffset()); err != nil {
+		return st, fmt.Errorf("mcuboot: reading the trailer's swap size: %w", err)
+	}
+	st.SwapSize = binary.LittleEndian.Uint32(sz[:])
 	return st, nil
+}
+
+// DetectLayout finds the BOOT_MAX_ALIGN a slot's trailer was written for,
+// from its magic: the standard magic means 8, the alternate one carries its
+// own (16 or 32). ok is false when the magic is neither (erased or damaged).
+func DetectLayout(r io.ReaderAt, slotSize int64) (l Layout, ok bool) {
+	l = Layout{SlotSize: slotSize, MaxAlign: 8}
+	if slotSize < 16 {
+		return l, false
+	}
+	m := make([]byte, 16)
+	if _, err := r.ReadAt(m, l.MagicOffset()); err != nil {
+		return l, false
+	}
+	if bytes.Equal(m, magic8) {
+		return l, true
+	}
+	if ma := int(binary.LittleEndian.Uint16(m)); (ma == 16 || ma == 32) && bytes.Equal(m[2:], magicTail) {
+		return Layout{SlotSize: slotSize, MaxAlign: ma}, true
+	}
+	return l, false
 }
 
 // DecideSwap applies bootutil's swap table (boot_swap_type_multi, for swap

@@ -1,6 +1,7 @@
 package mcuboot
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -14,6 +15,10 @@ type Version struct {
 	Build    uint32
 }
 
+// ErrInvalidVersion: a version string is not major.minor.revision+build
+// with numbers that fit their fields.
+var ErrInvalidVersion = errors.New("invalid image version")
+
 // The same grammar as imgtool: numbers without leading zeros, build optional.
 var versionRE = regexp.MustCompile(`^(0|[1-9][0-9]*)(?:\.(0|[1-9][0-9]*)(?:\.(0|[1-9][0-9]*)(?:\+(0|[1-9][0-9]*))?)?)?$`)
 
@@ -21,7 +26,7 @@ var versionRE = regexp.MustCompile(`^(0|[1-9][0-9]*)(?:\.(0|[1-9][0-9]*)(?:\.(0|
 func ParseVersion(s string) (Version, error) {
 	m := versionRE.FindStringSubmatch(s)
 	if m == nil {
-		return Version{}, fmt.Errorf("invalid image version %q: want major.minor.revision+build, e.g. 1.2.3+4", s)
+		return Version{}, fmt.Errorf("%w %q: want major.minor.revision+build with later parts optional, e.g. 1.2.3+4", ErrInvalidVersion, s)
 	}
 	field := func(i int, bits int, name string) (uint64, error) {
 		if m[i] == "" {
@@ -29,7 +34,7 @@ func ParseVersion(s string) (Version, error) {
 		}
 		v, err := strconv.ParseUint(m[i], 10, bits)
 		if err != nil {
-			return 0, fmt.Errorf("invalid image version %q: %s %s does not fit in %d bits", s, name, m[i], bits)
+			return 0, fmt.Errorf("%w %q: %s %s does not fit in %d bits", ErrInvalidVersion, s, name, m[i], bits)
 		}
 		return v, nil
 	}

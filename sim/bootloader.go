@@ -1,9 +1,9 @@
 // Package sim simulates devices that run the awsfota device library: flash
 // slots kept in files, a bootloader that decides and performs swaps as MCUboot
-// does (test, permanent, revert, refusing an image that does not verify), and
-// a Device that boots, runs the agent against a cloud and "reboots" through
-// its bootloader when the agent asks. The demo, the end-to-end tests and
-// `awsfota device run --sim` use it.
+// does (test, permanent, revert, refusing an image whose hash or signature
+// does not verify), and a Device that boots, runs the agent against a cloud
+// and "reboots" through its bootloader when the agent asks. The demo, the
+// end-to-end tests and `awsfota device run --sim` use it.
 //
 // It may import both device/* and cloud/*-free format packages; nothing in
 // device/* or cloud/* may import it.
@@ -24,8 +24,12 @@ type Bootloader struct {
 	Primary, Secondary flash.Flash
 	// MaxAlign is BOOT_MAX_ALIGN (8).
 	MaxAlign int
-	// Validate checks an image as MCUboot does before swapping it in
-	// (hash, and signature when keys are configured). Nil: VerifyHash.
+	// Keys are the public keys built into the bootloader. With keys an image
+	// boots only when signed by one of them; without, its SHA-256 is checked
+	// alone, as an MCUboot built without signatures.
+	Keys []*mcuboot.PublicKey
+	// Validate, when set, replaces the check MCUboot makes before swapping an
+	// image in and before booting it (mcuboot.Verify with Keys).
 	Validate func(r io.ReaderAt, size int64) error
 }
 
@@ -51,7 +55,7 @@ func (b *Bootloader) validate(f flash.Flash) error {
 	if b.Validate != nil {
 		return b.Validate(f, n)
 	}
-	_, _, err := mcuboot.VerifyHash(f, n)
+	_, err := mcuboot.Verify(f, n, b.Keys)
 	return err
 }
 
@@ -91,7 +95,7 @@ func (b *Bootloader) Boot() (BootResult, error) {
 		}
 	}
 	if err := b.validate(b.Primary); err != nil {
-		return res, fmt.Errorf("%w: %v", ErrNoBootableImage, err)
+		return res, fmt.Errorf("%w: %w", ErrNoBootableImage, err)
 	}
 	return res, b.Primary.Sync()
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/awsfota/awsfota/device/runner"
 	"github.com/awsfota/awsfota/device/state"
 	"github.com/awsfota/awsfota/iotjobs"
+	"github.com/awsfota/awsfota/mcuboot"
 )
 
 // DefaultGeometry is the slot geometry of simulated devices: 1 MiB slots of
@@ -38,6 +39,10 @@ type DeviceConfig struct {
 	Thing string
 	// Geometry of each slot (DefaultGeometry).
 	Geometry flash.Geometry
+	// Keys are the public keys the device trusts: its bootloader's built-in
+	// keys, which the agent's target checks too. Without keys images are
+	// checked by their SHA-256 alone.
+	Keys []*mcuboot.PublicKey
 
 	// MQTT endpoint (host:port), the device certificate and the CA that
 	// signed the broker's certificate.
@@ -118,7 +123,7 @@ func OpenDevice(cfg DeviceConfig) (*Device, error) {
 		dl.Client = linkClient(cfg.LinkRate, dl.RootCAs, clock.Real())
 	}
 	d := &Device{cfg: cfg, primary: p, secondary: s, store: st, fetch: download.New(dl)}
-	d.boot = Bootloader{Primary: p, Secondary: s}
+	d.boot = Bootloader{Primary: p, Secondary: s, Keys: cfg.Keys}
 	return d, nil
 }
 
@@ -210,7 +215,7 @@ func (d *Device) runOnce(ctx context.Context) error {
 	r, err := runner.New(runner.Config{
 		Agent:           ac,
 		Store:           store,
-		Target:          mcubootslot.NewTarget(secondary, mcubootslot.Options{}),
+		Target:          mcubootslot.NewTarget(secondary, mcubootslot.Options{Keys: d.cfg.Keys}),
 		Boot:            mcubootslot.NewPrimary(primary, mcubootslot.Options{}),
 		Fetcher:         d.fetch,
 		SelfTest:        d.cfg.SelfTest,

@@ -13,6 +13,7 @@ import (
 	"github.com/awsfota/awsfota/cloud/emu"
 	"github.com/awsfota/awsfota/device/agent"
 	"github.com/awsfota/awsfota/device/dfu"
+	"github.com/awsfota/awsfota/mcuboot"
 )
 
 // FleetConfig describes a fleet of simulated devices on a local cloud.
@@ -25,6 +26,8 @@ type FleetConfig struct {
 	Things []string
 	// Factory is the image every device runs at first.
 	Factory []byte
+	// Keys are the public keys every device trusts (see DeviceConfig.Keys).
+	Keys []*mcuboot.PublicKey
 	// Agent, CheckpointBytes, SelfTest: as in DeviceConfig.
 	Agent           agent.Config
 	CheckpointBytes int64
@@ -65,7 +68,7 @@ func NewFleet(cfg FleetConfig) (*Fleet, error) {
 		}
 		th := th
 		d, err := OpenDevice(DeviceConfig{
-			Dir: dir, Thing: th, Endpoint: ep.MQTT, Certificate: cert, RootCAs: cfg.Cloud.CA.Pool(), ServerName: "localhost",
+			Dir: dir, Thing: th, Keys: cfg.Keys, Endpoint: ep.MQTT, Certificate: cert, RootCAs: cfg.Cloud.CA.Pool(), ServerName: "localhost",
 			Agent: cfg.Agent, CheckpointBytes: cfg.CheckpointBytes, LinkRate: cfg.LinkRate, SelfTest: cfg.SelfTest, Logger: cfg.Logger,
 			OnEvent: func(e agent.AppEvent) {
 				if cfg.OnEvent != nil {

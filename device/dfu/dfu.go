@@ -8,14 +8,16 @@
 // MCUboot secondary slot). The lifecycle follows nRF's dfu_target: init,
 // offset, write, done, schedule, reset.
 //
-// It imports only the standard library and device/flash; it must never import
-// cloud/* or sim/.
+// It imports only the standard library and the delta format; it must never
+// import cloud/* or sim/.
 package dfu
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/awsfota/awsfota/delta"
 )
 
 // ImageType is the kind of image a file holds.
@@ -27,6 +29,7 @@ const (
 	TypeMCUboot              // application image for MCUboot: u32 0x96f3b83d at 0
 	TypeModemDelta           // nRF modem delta: u32 0x7544656d at 4
 	TypeModemFull            // nRF full modem image: u16 0x84d2 at 0
+	TypeDelta                // awsfota delta patch: "AFDP" at 0 (see package delta)
 )
 
 func (t ImageType) String() string {
@@ -37,6 +40,8 @@ func (t ImageType) String() string {
 		return "modem-delta"
 	case TypeModemFull:
 		return "modem-full"
+	case TypeDelta:
+		return "delta"
 	}
 	return "unknown"
 }
@@ -54,6 +59,9 @@ func Identify(head []byte) ImageType {
 	}
 	if len(head) >= 2 && binary.LittleEndian.Uint16(head) == 0x84d2 {
 		return TypeModemFull
+	}
+	if delta.IsPatch(head) {
+		return TypeDelta
 	}
 	return TypeUnknown
 }
@@ -112,6 +120,10 @@ var (
 	// ErrUnsigned: trusted keys are configured and the image carries no
 	// signature. Errors that wrap it also wrap ErrInvalidImage.
 	ErrUnsigned = errors.New("dfu: image is not signed")
+	// ErrBaseMismatch: a delta does not apply to the image the device runs.
+	ErrBaseMismatch = errors.New("dfu: the delta does not apply to the running image")
+	// ErrUnsupportedType: the target cannot install images of this type.
+	ErrUnsupportedType = errors.New("dfu: image type not supported here")
 	// ErrNotInitialised: Write, Done or Schedule before Init.
 	ErrNotInitialised = errors.New("dfu: target not initialised")
 )

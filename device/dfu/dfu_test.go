@@ -36,3 +36,9 @@ func TestTooLargeError(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestIdentifyDelta(t *testing.T) {
+	if got := Identify([]byte("AFDP\x01\x01\x00\x00")); got != TypeDelta || got.String() != "delta" {
+		t.Fatalf("Identify(delta) = %v", got)
+	}
+}

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/awsfota/awsfota/cloud/emu"
 	"github.com/awsfota/awsfota/iotjobs"
+	"github.com/awsfota/awsfota/mcuboot"
 	"github.com/awsfota/awsfota/sim"
 	"go.uber.org/goleak"
 )
@@ -56,11 +58,21 @@ func TestDemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	obj.Close()
+	// The images are signed with the demo's key, which the devices trust.
+	pub, err := os.ReadFile(filepath.Join(dir, demoKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	demoKey, err := mcuboot.ParsePublicKeyPEM(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, x := range execs {
 		if x.Status != iotjobs.StatusSucceeded || x.StatusDetails["fwversion"] != "1.0.1" || x.VersionNumber < 4 {
 			t.Errorf("%s: %s %v version %d", x.Thing, x.Status, x.StatusDetails, x.VersionNumber)
 		}
-		d, err := sim.OpenDevice(sim.DeviceConfig{Dir: filepath.Join(dir, "devices", x.Thing), Thing: x.Thing})
+		d, err := sim.OpenDevice(sim.DeviceConfig{Dir: filepath.Join(dir, "devices", x.Thing), Thing: x.Thing,
+			Keys: []*mcuboot.PublicKey{demoKey}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -70,6 +82,9 @@ func TestDemo(t *testing.T) {
 		}
 		if sha256.Sum256(slot) != info.SHA256 {
 			t.Errorf("%s: primary slot differs from the uploaded image", x.Thing)
+		}
+		if v, err := mcuboot.Verify(bytes.NewReader(slot), int64(len(slot)), []*mcuboot.PublicKey{demoKey}); err != nil || !v.Key.Equal(demoKey) {
+			t.Errorf("%s: the primary slot's image does not verify with the demo key: %v", x.Thing, err)
 		}
 		if _, err := d.Boot(); err != nil {
 			t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"github.com/awsfota/awsfota/device/agent"
 	"github.com/awsfota/awsfota/iotjobs"
 	"github.com/awsfota/awsfota/jobdoc"
+	"github.com/awsfota/awsfota/mcuboot"
 	"github.com/awsfota/awsfota/sim"
 	"github.com/spf13/cobra"
 )
@@ -36,8 +37,10 @@ func demoCmd(e *env) *cobra.Command {
 		Short: "Run a whole FOTA update on a local cloud with simulated devices",
 		Long: `demo starts the local cloud in this process (MQTT broker on mutual TLS, AWS IoT
 Jobs service, S3-compatible object store) on free loopback ports, provisions
-simulated devices running firmware 1.0.0, builds a 1.0.1 MCUboot image,
-uploads it, creates a job and follows the update: download, verification,
+simulated devices running firmware 1.0.0, builds a 1.0.1 MCUboot image
+signed with a key it makes (the only key the devices and their bootloader
+trust; with --data its public half is kept in DIR/image-key.pub.pem), uploads
+it, creates a job and follows the update: download, verification,
 test swap on reboot, self-test and confirmation, and the final report.
 
 It exits 0 only when every job execution SUCCEEDED and every device runs
@@ -54,6 +57,7 @@ It exits 0 only when every job execution SUCCEEDED and every device runs
 }
 
 const (
+	demoKeyFile = "image-key.pub.pem" // in --data: the public key the demo's images are signed with
 	demoBucket  = "awsfota-demo"
 	demoFrom    = "1.0.0"
 	demoTo      = "1.0.1"
@@ -89,7 +93,22 @@ func runDemo(e *env, f demoFlags) error {
 	ep := cloud.Endpoints()
 	fmt.Fprintf(e.out, "local cloud: MQTT (mutual TLS) on %s, S3 and HTTP on %s\n", ep.MQTT, ep.HTTP)
 
-	factory, err := sim.AppImage(demoFrom, 128<<10)
+	// Images are signed, and the devices (agent and bootloader) trust that
+	// key alone, so that the demo shows what production does.
+	signer, err := mcuboot.GenerateKey(mcuboot.KeyECDSAP256)
+	if err != nil {
+		return err
+	}
+	if !temp {
+		pub, err := signer.Public().MarshalPEM()
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, demoKeyFile), pub, 0o644); err != nil {
+			return err
+		}
+	}
+	factory, err := signedAppImage(demoFrom, 128<<10, signer)
 	if err != nil {
 		return err
 	}
@@ -100,6 +119,7 @@ func runDemo(e *env, f demoFlags) error {
 	view := newFleetView(e.out, things)
 	fleet, err := sim.NewFleet(sim.FleetConfig{
 		Cloud: cloud, Dir: filepath.Join(dir, "devices"), Things: things, Factory: factory,
+		Keys:            []*mcuboot.PublicKey{signer.Public()},
 		CheckpointBytes: 16 << 10, LinkRate: int64(f.linkRate), Logger: log,
 		Agent:   agent.Config{ProgressPercent: 25},
 		OnEvent: view.event,
@@ -111,7 +131,7 @@ func runDemo(e *env, f demoFlags) error {
 	defer fleet.Close()
 	fmt.Fprintf(e.out, "provisioned %d simulated devices running %s (thing, certificate, policy)\n", len(things), demoFrom)
 
-	img, err := sim.AppImage(demoTo, f.imageSize)
+	img, err := signedAppImage(demoTo, f.imageSize, signer)
 	if err != nil {
 		return err
 	}
@@ -138,7 +158,8 @@ func runDemo(e *env, f demoFlags) error {
 		Description: "awsfota demo: " + demoFrom + " to " + demoTo}); err != nil {
 		return err
 	}
-	fmt.Fprintf(e.out, "uploaded %s (%d bytes, MCUboot image %s) and created job %s\n\n", key, len(img), demoTo, jobID)
+	fmt.Fprintf(e.out, "uploaded %s (%d bytes, MCUboot image %s signed with ECDSA P-256 key %x, the only key the devices trust) and created job %s\n\n",
+		key, len(img), demoTo, signer.Public().Hash()[:8], jobID)
 
 	ctx, cancel := context.WithTimeout(e.ctx, f.timeout)
 	defer cancel()
@@ -190,6 +211,25 @@ wait:
 	}
 	fmt.Fprintf(e.out, "\nall %d devices updated from %s to %s and reported SUCCEEDED in %.1fs\n", len(things), demoFrom, demoTo, time.Since(start).Seconds())
 	return nil
+}
+
+// signedAppImage is sim.AppImage's image signed with key.
+func signedAppImage(version string, size int, key *mcuboot.PrivateKey) ([]byte, error) {
+	unsigned, err := sim.AppImage(version, size)
+	if err != nil {
+		return nil, err
+	}
+	im, err := mcuboot.Parse(bytes.NewReader(unsigned), int64(len(unsigned)))
+	if err != nil {
+		return nil, err
+	}
+	body := unsigned[im.Header.HeaderSize : int(im.Header.HeaderSize)+int(im.Header.ImageSize)]
+	var out bytes.Buffer
+	if _, err := mcuboot.Create(&out, bytes.NewReader(body), int64(len(body)), mcuboot.CreateOptions{
+		Version: im.Header.Version, HeaderSize: int(im.Header.HeaderSize), PadHeader: true, Key: key}); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
 }
 
 func allTerminal(execs []jobsvc.Execution) bool {

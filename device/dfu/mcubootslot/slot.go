@@ -1,5 +1,6 @@
 // Package mcubootslot is the DFU target for application images on MCUboot:
-// it streams an image into the secondary slot of a flash, checks it, and
+// it streams an image into the secondary slot of a flash, checks it as the
+// bootloader will (hash and, given the trusted keys, signature), and
 // writes the trailer that asks MCUboot for a test (or permanent) swap; and it
 // reads and confirms the image running from the primary slot.
 //
@@ -22,6 +23,13 @@ import (
 type Options struct {
 	// MaxAlign is MCUboot's BOOT_MAX_ALIGN (default 8).
 	MaxAlign int
+	// Keys are the public keys the bootloader trusts. With keys, Done accepts
+	// only an image signed by one of them, checked as MCUboot checks it (a
+	// signature counts only after a KEYHASH or PUBKEY naming a trusted key);
+	// without keys it checks the image's SHA-256 only, as an MCUboot built
+	// without signatures. Give the device the keys its bootloader has: an
+	// image the bootloader would refuse must never be scheduled.
+	Keys []*mcuboot.PublicKey
 }
 
 // Reserved returns the bytes at the end of a slot kept for the trailer: the
@@ -44,6 +52,7 @@ type Target struct {
 	tail     []byte // bytes received but not yet programmed (< WriteAlign)
 	erasedTo int64  // [0, erasedTo) was erased in this session
 	inited   bool
+	keys     []*mcuboot.PublicKey
 }
 
 var _ dfu.Target = (*Target)(nil)
@@ -56,6 +65,7 @@ func NewTarget(f flash.Flash, o Options) *Target {
 		geo:    g,
 		layout: mcuboot.Layout{SlotSize: g.Size, MaxAlign: o.MaxAlign},
 		max:    g.Size - Reserved(g, o),
+		keys:   o.Keys,
 	}
 }
 
@@ -153,7 +163,9 @@ func (t *Target) Checkpoint() (int64, error) {
 }
 
 // Done programs the last bytes and checks the image in the slot: size, then
-// the MCUboot header, TLVs and SHA-256.
+// the MCUboot header, TLVs, SHA-256 and, when keys are configured, the
+// signature. Its errors wrap dfu.ErrInvalidImage and, where it applies,
+// dfu.ErrHashMismatch, dfu.ErrBadSignature or dfu.ErrUnsigned.
 func (t *Target) Done() (dfu.Image, error) {
 	if !t.inited {
 		return dfu.Image{}, dfu.ErrNotInitialised
@@ -182,20 +194,35 @@ func (t *Target) Done() (dfu.Image, error) {
 	if _, err := io.Copy(whole, section); err != nil {
 		return dfu.Image{}, fmt.Errorf("mcubootslot: reading back the image: %w", err)
 	}
-	im, bootHash, err := mcuboot.VerifyHash(t.f, t.off)
-	if errors.Is(err, mcuboot.ErrHashMismatch) {
-		return dfu.Image{}, fmt.Errorf("%w: %w: %w", dfu.ErrInvalidImage, dfu.ErrHashMismatch, err)
-	}
+	v, err := mcuboot.Verify(t.f, t.off, t.keys)
 	if err != nil {
-		return dfu.Image{}, fmt.Errorf("%w: %w", dfu.ErrInvalidImage, err)
+		return dfu.Image{}, classify(err)
 	}
-	return dfu.Image{
+	im := dfu.Image{
 		Type:     dfu.TypeMCUboot,
 		Size:     t.off,
 		SHA256:   whole.Sum(nil),
-		Version:  im.Header.Version.String(),
-		BootHash: bootHash,
-	}, nil
+		Version:  v.Image.Header.Version.String(),
+		BootHash: v.Hash,
+	}
+	if n, ok := v.Image.SecurityCounter(); ok {
+		im.SecurityCounter = &n
+	}
+	return im, nil
+}
+
+// classify wraps a verification error with the dfu errors the runner maps
+// to job failure reasons.
+func classify(err error) error {
+	switch {
+	case errors.Is(err, mcuboot.ErrHashMismatch):
+		return fmt.Errorf("%w: %w: %w", dfu.ErrInvalidImage, dfu.ErrHashMismatch, err)
+	case errors.Is(err, mcuboot.ErrUnsigned):
+		return fmt.Errorf("%w: %w: %w", dfu.ErrInvalidImage, dfu.ErrUnsigned, err)
+	case errors.Is(err, mcuboot.ErrBadSignature):
+		return fmt.Errorf("%w: %w: %w", dfu.ErrInvalidImage, dfu.ErrBadSignature, err)
+	}
+	return fmt.Errorf("%w: %w", dfu.ErrInvalidImage, err)
 }
 
 // Schedule writes the secondary trailer requesting a test swap (or a
@@ -279,7 +306,11 @@ func (p *Primary) Running() (dfu.Running, error) {
 	// As Zephyr's boot_is_img_confirmed: an image without a trailer magic was
 	// never on trial.
 	confirmed := st.Magic == mcuboot.MagicUnset || st.ImageOK == mcuboot.FlagSet
-	return dfu.Running{Version: im.Header.Version.String(), BootHash: h.Value, Confirmed: confirmed}, nil
+	run := dfu.Running{Version: im.Header.Version.String(), BootHash: h.Value, Confirmed: confirmed}
+	if n, ok := im.SecurityCounter(); ok {
+		run.SecurityCounter = &n
+	}
+	return run, nil
 }
 
 // Confirm marks the running image good, as boot_write_img_confirmed: it sets

@@ -319,3 +319,103 @@ func TestScheduleRepairsTornTrailer(t *testing.T) {
 		t.Fatal("repairing the trailer touched the image")
 	}
 }
+
+func signedImage(t *testing.T, n int, ver string, key *mcuboot.PrivateKey, counter *uint32) []byte {
+	t.Helper()
+	v, err := mcuboot.ParseVersion(ver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := bytes.Repeat([]byte{0xa5, 0x17, 0x3c}, n/3+1)[:n]
+	var b bytes.Buffer
+	if _, err := mcuboot.Create(&b, bytes.NewReader(payload), int64(n), mcuboot.CreateOptions{
+		Version: v, PadHeader: true, Key: key, SecurityCounter: counter}); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func TestDoneVerifiesSignatures(t *testing.T) {
+	trusted, err := mcuboot.GenerateKey(mcuboot.KeyEd25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := mcuboot.GenerateKey(mcuboot.KeyECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seven := uint32(7)
+	good := signedImage(t, 9000, "1.2.3", trusted, &seven)
+	// An attacker who changes the body and fixes the hash cannot re-sign.
+	rehashed := bytes.Clone(good)
+	rehashed[0x300] ^= 0xff
+	im, err := mcuboot.Parse(bytes.NewReader(rehashed), int64(len(rehashed)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, _ := mcuboot.HashRegion(bytes.NewReader(rehashed), im.Header)
+	h, _ := im.Find(mcuboot.TLVSHA256)
+	copy(rehashed[h.Offset+4:], sum)
+	flipped := bytes.Clone(good)
+	flipped[0x300] ^= 0xff
+
+	cases := []struct {
+		name string
+		img  []byte
+		keys []*mcuboot.PublicKey
+		want error // besides dfu.ErrInvalidImage; nil: accepted
+	}{
+		{"signed by the trusted key", good, []*mcuboot.PublicKey{trusted.Public()}, nil},
+		{"trusted among others", good, []*mcuboot.PublicKey{other.Public(), trusted.Public()}, nil},
+		{"unsigned", makeImage(t, 9000, "1.2.3"), []*mcuboot.PublicKey{trusted.Public()}, dfu.ErrUnsigned},
+		{"signed by another key", signedImage(t, 9000, "1.2.3", other, nil), []*mcuboot.PublicKey{trusted.Public()}, dfu.ErrBadSignature},
+		{"body changed, hash fixed", rehashed, []*mcuboot.PublicKey{trusted.Public()}, dfu.ErrBadSignature},
+		{"body changed", flipped, []*mcuboot.PublicKey{trusted.Public()}, dfu.ErrHashMismatch},
+		// Without keys, as today: the hash only.
+		{"no keys, another key's signature", signedImage(t, 9000, "1.2.3", other, nil), nil, nil},
+		{"no keys, unsigned", makeImage(t, 9000, "1.2.3"), nil, nil},
+		{"no keys, body changed", flipped, nil, dfu.ErrHashMismatch},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			tg := NewTarget(newSlot(t), Options{Keys: c.keys})
+			if err := tg.Init(int64(len(c.img)), 0); err != nil {
+				t.Fatal(err)
+			}
+			writeChunks(t, tg, c.img, 1000)
+			got, err := tg.Done()
+			if c.want == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c.keys != nil && (got.SecurityCounter == nil || *got.SecurityCounter != 7) {
+					t.Fatalf("security counter %v", got.SecurityCounter)
+				}
+				return
+			}
+			if !errors.Is(err, dfu.ErrInvalidImage) || !errors.Is(err, c.want) {
+				t.Fatalf("err = %v, want %v", err, c.want)
+			}
+			for _, other := range []error{dfu.ErrHashMismatch, dfu.ErrBadSignature, dfu.ErrUnsigned} {
+				if other != c.want && errors.Is(err, other) {
+					t.Fatalf("err %v also wraps %v", err, other)
+				}
+			}
+		})
+	}
+}
+
+func TestRunningSecurityCounter(t *testing.T) {
+	slot := newSlot(t)
+	p := NewPrimary(slot, Options{})
+	slot.WriteAt(makeImage(t, 3000, "1.0.0"), 0)
+	if r, err := p.Running(); err != nil || r.SecurityCounter != nil {
+		t.Fatalf("no SEC_CNT: %+v %v", r, err)
+	}
+	n := uint32(0x01000005)
+	slot.Erase(0, geo.Size)
+	slot.WriteAt(signedImage(t, 3000, "1.0.5", nil, &n), 0)
+	if r, err := p.Running(); err != nil || r.SecurityCounter == nil || *r.SecurityCounter != n || r.Version != "1.0.5" {
+		t.Fatalf("SEC_CNT: %+v %v", r, err)
+	}
+}
