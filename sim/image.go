@@ -11,7 +11,10 @@ import (
 // AppImage builds an unsigned MCUboot application image of about size bytes
 // whose body is pseudo-random, seeded by the version so that every version
 // has different contents.
-func AppImage(version string, size int) ([]byte, error) {
+func AppImage(version string, size int) ([]byte, error) { return SignedAppImage(version, size, nil) }
+
+// SignedAppImage is AppImage signed with key (unsigned when key is nil).
+func SignedAppImage(version string, size int, key *mcuboot.PrivateKey) ([]byte, error) {
 	v, err := mcuboot.ParseVersion(version)
 	if err != nil {
 		return nil, err
@@ -25,7 +28,7 @@ func AppImage(version string, size int) ([]byte, error) {
 		body[i] = byte(r.Uint32())
 	}
 	var out bytes.Buffer
-	if _, err := mcuboot.Create(&out, bytes.NewReader(body), int64(size), mcuboot.CreateOptions{Version: v, PadHeader: true}); err != nil {
+	if _, err := mcuboot.Create(&out, bytes.NewReader(body), int64(size), mcuboot.CreateOptions{Version: v, PadHeader: true, Key: key}); err != nil {
 		return nil, err
 	}
 	return out.Bytes(), nil

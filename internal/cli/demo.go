@@ -108,7 +108,7 @@ func runDemo(e *env, f demoFlags) error {
 			return err
 		}
 	}
-	factory, err := signedAppImage(demoFrom, 128<<10, signer)
+	factory, err := sim.SignedAppImage(demoFrom, 128<<10, signer)
 	if err != nil {
 		return err
 	}
@@ -131,7 +131,7 @@ func runDemo(e *env, f demoFlags) error {
 	defer fleet.Close()
 	fmt.Fprintf(e.out, "provisioned %d simulated devices running %s (thing, certificate, policy)\n", len(things), demoFrom)
 
-	img, err := signedAppImage(demoTo, f.imageSize, signer)
+	img, err := sim.SignedAppImage(demoTo, f.imageSize, signer)
 	if err != nil {
 		return err
 	}
@@ -214,24 +214,6 @@ wait:
 }
 
 // signedAppImage is sim.AppImage's image signed with key.
-func signedAppImage(version string, size int, key *mcuboot.PrivateKey) ([]byte, error) {
-	unsigned, err := sim.AppImage(version, size)
-	if err != nil {
-		return nil, err
-	}
-	im, err := mcuboot.Parse(bytes.NewReader(unsigned), int64(len(unsigned)))
-	if err != nil {
-		return nil, err
-	}
-	body := unsigned[im.Header.HeaderSize : int(im.Header.HeaderSize)+int(im.Header.ImageSize)]
-	var out bytes.Buffer
-	if _, err := mcuboot.Create(&out, bytes.NewReader(body), int64(len(body)), mcuboot.CreateOptions{
-		Version: im.Header.Version, HeaderSize: int(im.Header.HeaderSize), PadHeader: true, Key: key}); err != nil {
-		return nil, err
-	}
-	return out.Bytes(), nil
-}
-
 func allTerminal(execs []jobsvc.Execution) bool {
 	if len(execs) == 0 {
 		return false

@@ -13,6 +13,7 @@ import (
 	"github.com/awsfota/awsfota/device/download"
 	"github.com/awsfota/awsfota/device/flash"
 	"github.com/awsfota/awsfota/jobdoc"
+	"github.com/awsfota/awsfota/mcuboot"
 )
 
 // deviceFile is DEVICE.json: what `awsfota device run` needs to act as a
@@ -32,8 +33,11 @@ type deviceFile struct {
 		SectorSize int64  `json:"sectorSize"`
 		WriteAlign int    `json:"writeAlign"`
 	} `json:"slots,omitempty"`
-	Agent    agentSettings    `json:"agent,omitempty"`
-	Download downloadSettings `json:"download,omitempty"`
+	// TrustedKeys are the public keys (PEM) of the device's bootloader: with
+	// any, only images signed by one of them are installed.
+	TrustedKeys []string         `json:"trustedKeys,omitempty"`
+	Agent       agentSettings    `json:"agent,omitempty"`
+	Download    downloadSettings `json:"download,omitempty"`
 
 	dir string
 }
@@ -104,6 +108,22 @@ func (f *deviceFile) roots() (*x509.CertPool, error) {
 		return nil, fmt.Errorf("%s holds no PEM certificate", f.path(f.CAFile))
 	}
 	return p, nil
+}
+
+func (f *deviceFile) keys() ([]*mcuboot.PublicKey, error) {
+	var out []*mcuboot.PublicKey
+	for _, k := range f.TrustedKeys {
+		b, err := os.ReadFile(f.path(k))
+		if err != nil {
+			return nil, fmt.Errorf("trustedKeys: %w", err)
+		}
+		pk, err := mcuboot.ParsePublicKeyPEM(b)
+		if err != nil {
+			return nil, fmt.Errorf("trustedKeys: %s: %w", f.path(k), err)
+		}
+		out = append(out, pk)
+	}
+	return out, nil
 }
 
 func secs(n int) time.Duration { return time.Duration(n) * time.Second }

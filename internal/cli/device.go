@@ -17,6 +17,7 @@ import (
 	"github.com/awsfota/awsfota/device/runner"
 	"github.com/awsfota/awsfota/device/state"
 	"github.com/awsfota/awsfota/iotjobs"
+	"github.com/awsfota/awsfota/mcuboot"
 	"github.com/awsfota/awsfota/sim"
 	"github.com/spf13/cobra"
 )
@@ -28,8 +29,8 @@ const exitReboot = 3
 func deviceCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "device", Short: "Run the device agent"}
 	var (
-		config, stateDir, endpoint, simVersion string
-		simulate                               bool
+		config, stateDir, endpoint, simVersion, simKey string
+		simulate                                       bool
 	)
 	run := &cobra.Command{
 		Use:   "run --config DEVICE.json --state DIR",
@@ -59,7 +60,7 @@ bootloader then swaps), and run the command again to confirm and report.`,
 				f.Endpoint = endpoint
 			}
 			if simulate {
-				return runSimDevice(e, f, stateDir, simVersion)
+				return runSimDevice(e, f, stateDir, simVersion, simKey)
 			}
 			return runRealDevice(e, f, stateDir)
 		},
@@ -69,6 +70,7 @@ bootloader then swaps), and run the command again to confirm and report.`,
 	run.Flags().StringVar(&endpoint, "endpoint", "", "MQTT `host:port`, overriding the device file")
 	run.Flags().BoolVar(&simulate, "sim", false, "simulate the device's flash and bootloader in --state")
 	run.Flags().StringVar(&simVersion, "sim-version", "1.0.0", "firmware `version` a new simulated device runs")
+	run.Flags().StringVar(&simKey, "sim-key", "", "sign a new simulated device's firmware with this private `KEY.pem` (needed when DEVICE.json has trustedKeys)")
 	cmd.AddCommand(run)
 	return cmd
 }
@@ -99,8 +101,12 @@ func eventPrinter(e *env, thing string) func(agent.AppEvent) {
 	}
 }
 
-func runSimDevice(e *env, f *deviceFile, dir, version string) error {
+func runSimDevice(e *env, f *deviceFile, dir, version, keyFile string) error {
 	cert, err := f.certificate()
+	if err != nil {
+		return err
+	}
+	keys, err := f.keys()
 	if err != nil {
 		return err
 	}
@@ -113,7 +119,7 @@ func runSimDevice(e *env, f *deviceFile, dir, version string) error {
 		fresh = true
 	}
 	d, err := sim.OpenDevice(sim.DeviceConfig{
-		Dir: dir, Thing: f.Thing, Endpoint: f.Endpoint, Certificate: cert, RootCAs: roots, ServerName: f.ServerName,
+		Dir: dir, Thing: f.Thing, Endpoint: f.Endpoint, Certificate: cert, RootCAs: roots, ServerName: f.ServerName, Keys: keys,
 		Agent: f.agentConfig(), Download: f.downloadConfig(roots), OnEvent: eventPrinter(e, f.Thing), Logger: e.logger(),
 		OnBoot: func(res sim.BootResult, run dfu.Running) {
 			state := "confirmed"
@@ -128,7 +134,20 @@ func runSimDevice(e *env, f *deviceFile, dir, version string) error {
 	}
 	defer d.Close()
 	if fresh {
-		img, err := sim.AppImage(version, 64<<10)
+		var signer *mcuboot.PrivateKey
+		switch {
+		case keyFile != "":
+			b, err := os.ReadFile(keyFile)
+			if err != nil {
+				return err
+			}
+			if signer, err = mcuboot.ParsePrivateKeyPEM(b); err != nil {
+				return fmt.Errorf("--sim-key %s: %w", keyFile, err)
+			}
+		case len(keys) > 0:
+			return usagef("the device's bootloader trusts keys (trustedKeys), so a new simulated device needs firmware signed by one of them: pass --sim-key PRIVATE.pem")
+		}
+		img, err := sim.SignedAppImage(version, 64<<10, signer)
 		if err != nil {
 			return usagef("--sim-version: %v", err)
 		}
@@ -150,6 +169,10 @@ func runRealDevice(e *env, f *deviceFile, dir string) error {
 		return err
 	}
 	cert, err := f.certificate()
+	if err != nil {
+		return err
+	}
+	keys, err := f.keys()
 	if err != nil {
 		return err
 	}
@@ -175,8 +198,8 @@ func runRealDevice(e *env, f *deviceFile, dir string) error {
 	defer fetcher.CloseIdleConnections()
 	r, err := runner.New(runner.Config{
 		Agent: f.agentConfig(), Store: store, Fetcher: fetcher, Logger: e.logger(),
-		Target:  mcubootslot.NewTarget(secondary, mcubootslot.Options{}),
-		Boot:    mcubootslot.NewPrimary(primary, mcubootslot.Options{}),
+		Target:  mcubootslot.NewTarget(secondary, mcubootslot.Options{Keys: keys}),
+		Boot:    mcubootslot.NewPrimary(primary, mcubootslot.Options{Keys: keys}),
 		OnEvent: eventPrinter(e, f.Thing),
 	})
 	if err != nil {

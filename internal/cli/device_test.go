@@ -19,6 +19,7 @@ import (
 	"github.com/awsfota/awsfota/device/flash"
 	"github.com/awsfota/awsfota/iotjobs"
 	"github.com/awsfota/awsfota/jobdoc"
+	"github.com/awsfota/awsfota/mcuboot"
 	"github.com/awsfota/awsfota/sim"
 )
 
@@ -194,5 +195,44 @@ func TestDeviceRunErrors(t *testing.T) {
 	}
 	if code, _, errOut := run(t, "device", "run", "--config", bad, "--state", dir); code != exitFailure || !strings.Contains(errOut, "slots") {
 		t.Fatalf("%d %s", code, errOut)
+	}
+}
+
+func TestDeviceRunRefusesUnsignedWithTrustedKeys(t *testing.T) {
+	dir := t.TempDir()
+	c, cfg := localThing(t, dir, "keyed-dev", false)
+	key, err := mcuboot.GenerateKey(mcuboot.KeyECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := key.Public().MarshalPEM()
+	os.WriteFile(filepath.Join(dir, "trusted.pub.pem"), pub, 0o644)
+	priv, _ := key.MarshalPEM()
+	os.WriteFile(filepath.Join(dir, "signing.pem"), priv, 0o600)
+	var f map[string]any
+	b, _ := os.ReadFile(cfg)
+	json.Unmarshal(b, &f)
+	f["trustedKeys"] = []string{"trusted.pub.pem"}
+	b, _ = json.Marshal(f)
+	os.WriteFile(cfg, b, 0o644)
+
+	img, _ := sim.AppImage("1.2.0", 50_000) // unsigned
+	createJob(t, c, "unsigned-job", "keyed-dev", img)
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errb syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- Run(ctx, []string{"device", "run", "--config", cfg, "--state", filepath.Join(dir, "state"), "--sim", "--sim-key", filepath.Join(dir, "signing.pem")}, &out, &errb)
+	}()
+	x := waitStatus(t, c, "unsigned-job", "keyed-dev", done)
+	cancel()
+	<-done
+	if x.Status != iotjobs.StatusFailed || x.StatusDetails["reason"] != "unsigned" {
+		t.Fatalf("execution %s %v\n%s", x.Status, x.StatusDetails, out.String())
+	}
+	// Without --sim-key a new device could not boot: a clear usage error.
+	code := Run(context.Background(), []string{"device", "run", "--config", cfg, "--state", filepath.Join(dir, "state2"), "--sim"}, &out, &errb)
+	if code != exitUsage || !strings.Contains(errb.String(), "--sim-key") {
+		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 }
