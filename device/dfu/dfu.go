@@ -13,9 +13,12 @@
 package dfu
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/awsfota/awsfota/delta"
 )
@@ -148,4 +151,33 @@ type Running struct {
 	Confirmed bool
 	// SecurityCounter of the running image, nil when it has none.
 	SecurityCounter *uint32
+}
+
+// BaseMismatchError says how the running image differs from a delta's base.
+type BaseMismatchError struct {
+	WantSize, GotSize int64
+	Want, Got         []byte // SHA-256
+}
+
+func (e *BaseMismatchError) Error() string {
+	return fmt.Sprintf("dfu: the delta applies to an image of %d bytes with SHA-256 %x, but the device runs one with SHA-256 %x (first %d bytes): it needs a delta made from the image it runs, or a full image",
+		e.WantSize, e.Want, e.Got, e.GotSize)
+}
+
+// Unwrap returns ErrBaseMismatch.
+func (e *BaseMismatchError) Unwrap() error { return ErrBaseMismatch }
+
+// CheckBase checks that the first size bytes of base have the SHA-256 want:
+// that a delta made from that image applies to it. It reads in small blocks.
+func CheckBase(base io.ReaderAt, size int64, want []byte) error {
+	h := sha256.New()
+	n, err := io.Copy(h, io.NewSectionReader(base, 0, size))
+	if err != nil {
+		return fmt.Errorf("dfu: reading the running image: %w", err)
+	}
+	got := h.Sum(nil)
+	if n != size || !bytes.Equal(got, want) {
+		return &BaseMismatchError{WantSize: size, GotSize: n, Want: want, Got: got}
+	}
+	return nil
 }

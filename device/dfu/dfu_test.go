@@ -1,6 +1,8 @@
 package dfu
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"errors"
 	"strings"
 	"testing"
@@ -40,5 +42,21 @@ func TestTooLargeError(t *testing.T) {
 func TestIdentifyDelta(t *testing.T) {
 	if got := Identify([]byte("AFDP\x01\x01\x00\x00")); got != TypeDelta || got.String() != "delta" {
 		t.Fatalf("Identify(delta) = %v", got)
+	}
+}
+
+func TestCheckBase(t *testing.T) {
+	img := []byte("the running image, then erased flash")
+	sum := sha256.Sum256(img[:17])
+	if err := CheckBase(bytes.NewReader(img), 17, sum[:]); err != nil {
+		t.Fatal(err)
+	}
+	err := CheckBase(bytes.NewReader(img), 18, sum[:])
+	var bm *BaseMismatchError
+	if !errors.Is(err, ErrBaseMismatch) || !errors.As(err, &bm) || !strings.Contains(err.Error(), "full image") {
+		t.Fatalf("mismatch: %v", err)
+	}
+	if err := CheckBase(bytes.NewReader(img), 1000, sum[:]); !errors.Is(err, ErrBaseMismatch) || !strings.Contains(err.Error(), "first 36 bytes") {
+		t.Fatalf("a base longer than the slot: %v", err)
 	}
 }
