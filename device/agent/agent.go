@@ -205,7 +205,15 @@ func (a *Agent) onStarted(e Started) {
 	case PhaseDownloading:
 		a.startDownload()
 	case PhaseVerifying:
-		a.emit(Verify{Size: a.st.Total, Resume: true})
+		if a.comp() == "" && (a.st.Kind == "" || a.st.Kind == "mcuboot") {
+			a.emit(Verify{Size: a.st.Total, Resume: true})
+			break
+		}
+		// A delta or a component image cannot be re-checked where it
+		// stands: fetch it again (it is small, and nothing was installed).
+		a.st.Phase, a.st.Offset, a.st.ETag, a.st.Kind = PhaseDownloading, 0, "", ""
+		a.persist()
+		a.startDownload()
 	case PhaseReady:
 		if a.runsNewImage() {
 			// The swap happened although the reboot was not recorded.
@@ -223,12 +231,72 @@ func (a *Agent) onStarted(e Started) {
 	}
 }
 
+// comp is the component the current job updates: "" for the application.
+func (a *Agent) comp() string {
+	if a.st.Job == nil {
+		return ""
+	}
+	return a.st.Job.Component
+}
+
+// runsNewImage reports whether the device now runs what the job installed.
 func (a *Agent) runsNewImage() bool {
+	if a.comp() != "" {
+		return a.componentUpdated()
+	}
 	return a.st.Image != nil && len(a.boot.BootHash) > 0 && string(a.boot.BootHash) == string(a.st.Image.BootHash)
+}
+
+// componentUpdated reports whether a component (the modem) now runs the
+// version the job installs: the document's fwversion, else the image's, else
+// any version other than the one it ran before.
+func (a *Agent) componentUpdated() bool {
+	running, ok := a.boot.Components[a.comp()]
+	if !ok || running == "" {
+		return false
+	}
+	want := a.st.Job.FWVersion
+	if want == "" && a.st.Image != nil {
+		want = a.st.Image.Version
+	}
+	if want == "" {
+		return running != a.st.FromVersion
+	}
+	w, ok := parseVersion(want)
+	if !ok {
+		return strings.TrimPrefix(want, "v") == strings.TrimPrefix(running, "v")
+	}
+	r, ok := parseVersion(running)
+	if !ok {
+		return false
+	}
+	if !strings.Contains(want, "+") {
+		r[3] = 0
+	}
+	return compareVersions(w, r) == 0
+}
+
+// newVersion is the version the job installs, as far as it is known.
+func (a *Agent) newVersion() string {
+	if a.st.Image != nil && a.st.Image.Version != "" {
+		return a.st.Image.Version
+	}
+	return a.st.Job.FWVersion
 }
 
 // afterReboot decides what the image running after the swap means.
 func (a *Agent) afterReboot() {
+	if c := a.comp(); c != "" {
+		// A component (the modem) installs its update when it restarts; it has
+		// no trial to confirm.
+		if !a.componentUpdated() {
+			a.fail(ReasonModemUpdateFailed, fmt.Sprintf("after its restart the %s runs %s, not %s", c,
+				orUnknown(a.boot.Components[c]), orUnknown(a.newVersion())), true)
+			return
+		}
+		a.succeed()
+		return
+	}
 	if !a.runsNewImage() {
 		a.fail(ReasonRollback, fmt.Sprintf("after the reboot the device runs %s, not %s: the bootloader refused or reverted the new image",
 			orUnknown(a.boot.Version), a.st.Image.Version), true)
@@ -406,6 +474,19 @@ func (a *Agent) take(e *iotjobs.JobExecution) {
 		return
 	}
 	job.URL, job.Size, job.SHA256, job.FWVersion = doc.URL, doc.Size, doc.SHA256, doc.FWVersion
+	if doc.Base != nil {
+		job.BaseSHA256, job.BaseSize = doc.Base.SHA256, doc.Base.Size
+	}
+	if doc.Component != "" && doc.Component != jobdoc.ComponentApp {
+		running, ok := a.boot.Components[doc.Component]
+		if !ok {
+			msg := fmt.Sprintf("the job updates the %s, which this device cannot update", doc.Component)
+			a.notify(AppEvent{Kind: EventError, Reason: ReasonUnsupportedOperation, Message: msg})
+			a.decide(Outcome{Status: failOrReject(declinable), Details: failure(ReasonUnsupportedOperation, msg)})
+			return
+		}
+		job.Component, a.st.FromVersion = doc.Component, running
+	}
 	a.persist()
 	a.want = a.startReport()
 }
@@ -498,7 +579,7 @@ func (a *Agent) onUpdateAccepted(req *request, version int64) {
 		}
 	case repReady:
 		if a.st.Phase == PhaseReady {
-			a.emit(Schedule{})
+			a.emit(Schedule{Component: a.comp()})
 		}
 	case repFinal:
 		a.complete()
@@ -574,7 +655,7 @@ func (a *Agent) abandon(why string) {
 	}
 	switch a.st.Phase {
 	case PhaseStarting, PhaseDownloading, PhaseVerifying, PhaseReady:
-		a.emit(ResetTarget{})
+		a.emit(ResetTarget{Component: a.comp()})
 	}
 	a.clear()
 	a.persist()
@@ -611,7 +692,9 @@ func (a *Agent) startDownload() {
 	}
 	a.running = true
 	a.progressAt, a.progressPct, a.lastPct = a.now, 0, -1
-	a.emit(StartDownload{URL: a.st.Job.URL, Offset: a.st.Offset, Size: size, ETag: a.st.ETag})
+	j := a.st.Job
+	a.emit(StartDownload{URL: j.URL, Offset: a.st.Offset, Size: size, ETag: a.st.ETag, Component: j.Component,
+		BaseSHA256: j.BaseSHA256, BaseSize: j.BaseSize})
 }
 
 func (a *Agent) onProgress(e DownloadProgress) {
@@ -649,7 +732,7 @@ func (a *Agent) onDownloadDone(e DownloadDone) {
 		return
 	}
 	a.running = false
-	a.st.Phase, a.st.Total, a.st.Offset, a.st.ETag = PhaseVerifying, e.Total, e.Total, e.ETag
+	a.st.Phase, a.st.Total, a.st.Offset, a.st.ETag, a.st.Kind = PhaseVerifying, e.Total, e.Total, e.ETag, e.Kind
 	if a.want != nil && a.want.kind == repProgress {
 		a.want = nil
 	}
@@ -657,7 +740,7 @@ func (a *Agent) onDownloadDone(e DownloadDone) {
 	if a.lastPct != 100 {
 		a.notify(AppEvent{Kind: EventProgress, Percent: 100, Bytes: e.Total, Total: e.Total})
 	}
-	a.emit(Verify{Size: e.Total})
+	a.emit(Verify{Size: e.Total, Component: a.comp()})
 }
 
 func (a *Agent) onDownloadFailed(e DownloadFailed) {
@@ -678,6 +761,10 @@ func (a *Agent) onDownloadFailed(e DownloadFailed) {
 		a.fail(ReasonTooLarge, e.Message, true)
 	case FailTarget:
 		a.fail(ReasonFlashError, e.Message, true)
+	case FailBaseMismatch:
+		a.fail(ReasonBaseMismatch, e.Message, true)
+	case FailUnsupported:
+		a.fail(ReasonUnsupportedOperation, e.Message, true)
 	default:
 		a.fail(ReasonDownloadFailed, e.Message, true)
 	}
@@ -715,10 +802,10 @@ func (a *Agent) onVerified(e Verified) {
 	case job.FWVersion != "" && !sameVersion(job.FWVersion, im.Version):
 		a.fail(ReasonVersionMismatch, fmt.Sprintf("the image is version %s, the job document says %s", im.Version, job.FWVersion), true)
 		return
-	case !a.cfg.AllowDowngrade && !newer(im.Version, a.boot.Version):
-		a.fail(ReasonDowngrade, fmt.Sprintf("the image is version %s and the device runs %s: only newer images are installed (AllowDowngrade changes that)", im.Version, a.boot.Version), true)
+	case !a.cfg.AllowDowngrade && im.Version != "" && !newer(im.Version, a.st.FromVersion):
+		a.fail(ReasonDowngrade, fmt.Sprintf("the image is version %s and the device runs %s: only newer images are installed (AllowDowngrade changes that)", im.Version, a.st.FromVersion), true)
 		return
-	case !a.cfg.AllowDowngrade && a.boot.SecurityCounter != nil && (im.SecurityCounter == nil || *im.SecurityCounter < *a.boot.SecurityCounter):
+	case !a.cfg.AllowDowngrade && a.comp() == "" && a.boot.SecurityCounter != nil && (im.SecurityCounter == nil || *im.SecurityCounter < *a.boot.SecurityCounter):
 		a.fail(ReasonDowngrade, fmt.Sprintf("the image's security counter %s is lower than the running image's %d: the bootloader would refuse it",
 			counterText(im.SecurityCounter), *a.boot.SecurityCounter), true)
 		return
@@ -739,7 +826,7 @@ func (a *Agent) onScheduled(e Scheduled) {
 	}
 	a.st.Phase = PhaseRebooting
 	a.persist()
-	a.notify(AppEvent{Kind: EventDone, ImageType: a.st.Image.Type, Version: a.st.Image.Version, RebootRequired: true})
+	a.notify(AppEvent{Kind: EventDone, ImageType: a.st.Image.Type, Version: a.newVersion(), RebootRequired: true})
 	a.emit(Reboot{})
 }
 
@@ -784,7 +871,11 @@ func (a *Agent) onCustomDone(e CustomDone) {
 }
 
 func (a *Agent) succeed() {
-	d := iotjobs.StatusDetails{"state": "succeeded", "fwversion": a.st.Image.Version}
+	d := iotjobs.StatusDetails{"state": "succeeded", "fwversion": a.newVersion()}
+	if c := a.comp(); c != "" {
+		d["component"] = c
+		d["fwversion"] = a.boot.Components[c]
+	}
 	if a.st.FromVersion != "" {
 		d["from"] = a.st.FromVersion
 	}
@@ -798,7 +889,7 @@ func (a *Agent) fail(reason, msg string, reset bool) {
 		a.running = false
 	}
 	if reset {
-		a.emit(ResetTarget{})
+		a.emit(ResetTarget{Component: a.comp()})
 	}
 	a.notify(AppEvent{Kind: EventError, Reason: reason, Message: msg})
 	a.decide(Outcome{Status: iotjobs.StatusFailed, Details: failure(reason, msg)})
@@ -820,7 +911,13 @@ func (a *Agent) startReport() *report {
 }
 
 func (a *Agent) readyReport() *report {
-	d := iotjobs.StatusDetails{"state": "ready_to_reboot", "fwversion": a.st.Image.Version}
+	d := iotjobs.StatusDetails{"state": "ready_to_reboot"}
+	if v := a.newVersion(); v != "" {
+		d["fwversion"] = v
+	}
+	if c := a.comp(); c != "" {
+		d["component"] = c
+	}
 	if a.st.FromVersion != "" {
 		d["from"] = a.st.FromVersion
 	}

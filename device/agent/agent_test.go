@@ -168,7 +168,7 @@ func TestVersionMismatchOnEachReport(t *testing.T) {
 		t.Fatalf("resent progress %+v", p2)
 	}
 	x.accept("fw-1", p2)
-	x.step(DownloadDone{x.b(), 4096, ""})
+	x.step(DownloadDone{Base: x.b(), Total: 4096, ETag: ""})
 	x.step(Verified{Base: x.b(), Image: newImg})
 	r := x.update("fw-1")
 	// The ready report was applied, but its reply was lost: the mismatch
@@ -205,7 +205,7 @@ func TestVersionMismatchWithoutStateRereads(t *testing.T) {
 
 func TestRejectedUpdateRetriedWithBackoff(t *testing.T) {
 	x := toDownloading(t, Config{RetryMin: time.Second, RetryMax: 4 * time.Second})
-	x.step(DownloadDone{x.b(), 4096, ""})
+	x.step(DownloadDone{Base: x.b(), Total: 4096, ETag: ""})
 	x.step(Verified{Base: x.b(), Image: newImg})
 	u := x.update("fw-1")
 	var waits []time.Duration
@@ -363,7 +363,7 @@ func TestRestartFromEveryPersistedState(t *testing.T) {
 	x.step(DownloadProgress{x.b(), 2048, 2048, 4096, `"e"`})
 	record()
 	x.accept("fw-1", x.update("fw-1"))
-	x.step(DownloadDone{x.b(), 4096, `"e"`})
+	x.step(DownloadDone{Base: x.b(), Total: 4096, ETag: `"e"`})
 	record()
 	x.step(Verified{Base: x.b(), Image: newImg})
 	record()
@@ -524,7 +524,7 @@ func TestImageChecks(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			x := toDownloading(t, c.cfg, c.doc)
-			x.step(DownloadDone{x.b(), 4096, ""})
+			x.step(DownloadDone{Base: x.b(), Total: 4096, ETag: ""})
 			x.step(Verified{Base: x.b(), Image: c.img})
 			u := x.update("fw-1")
 			if c.reason == "" {
@@ -543,7 +543,7 @@ func TestImageChecks(t *testing.T) {
 	for f, reason := range map[VerifyFailure]string{VerifyHashMismatch: ReasonHashMismatch, VerifyInvalid: ReasonInvalidImage, VerifyIO: ReasonFlashError,
 		VerifyBadSignature: ReasonBadSignature, VerifyUnsigned: ReasonUnsigned} {
 		x := toDownloading(t, defaultCfg())
-		x.step(DownloadDone{x.b(), 4096, ""})
+		x.step(DownloadDone{Base: x.b(), Total: 4096, ETag: ""})
 		x.step(Verified{Base: x.b(), Failure: f, Message: "boom"})
 		x.want(ResetTarget{})
 		if u := x.update("fw-1"); u.StatusDetails["reason"] != reason {
@@ -674,7 +674,7 @@ func TestSecurityCounterDowngrade(t *testing.T) {
 			x.connect()
 			x.answerNext(execution("fw-1", iotjobs.StatusQueued, 1, testDoc("")))
 			x.accept("fw-1", x.update("fw-1"))
-			x.step(DownloadDone{x.b(), 4096, ""})
+			x.step(DownloadDone{Base: x.b(), Total: 4096, ETag: ""})
 			img := newImg
 			img.SecurityCounter = tc.image
 			x.step(Verified{Base: x.b(), Image: img})
@@ -690,5 +690,123 @@ func TestSecurityCounterDowngrade(t *testing.T) {
 			}
 			x.want(ResetTarget{})
 		})
+	}
+}
+
+func modemDoc(extra string) []byte {
+	return []byte(`{"operation":"modem_fw_update","fwversion":"mfw_1.3.2"` + extra + `,"location":{"url":"http://h/m.patch"}}`)
+}
+
+var modemBoot = Boot{Version: "1.0.0", BootHash: oldHash, Confirmed: true, Components: map[string]string{"modem": "mfw_1.3.1"}}
+
+func TestModemUpdate(t *testing.T) {
+	base := strings.Repeat("ab", 32)
+	x := newH(t, State{}, defaultCfg())
+	x.start(modemBoot)
+	x.connect()
+	x.answerNext(execution("m-1", iotjobs.StatusQueued, 1, modemDoc(`,"base":{"sha256":"`+base+`","size":4096}`)))
+	x.accept("m-1", x.update("m-1"))
+	sd := x.action(StartDownload{}).(StartDownload)
+	if sd.Component != "modem" || len(sd.BaseSHA256) != 32 || sd.BaseSize != 4096 {
+		t.Fatalf("StartDownload %+v", sd)
+	}
+	x.step(DownloadDone{Base: x.b(), Total: 900, ETag: ""})
+	if v := x.action(Verify{}).(Verify); v.Component != "modem" {
+		t.Fatal(v)
+	}
+	x.step(Verified{Base: x.b(), Image: Image{Type: "delta", Size: 900, SHA256: []byte("s")}})
+	u := x.update("m-1")
+	if u.StatusDetails["component"] != "modem" || u.StatusDetails["fwversion"] != "mfw_1.3.2" {
+		t.Fatalf("ready %+v", u)
+	}
+	x.accept("m-1", u)
+	if s := x.action(Schedule{}).(Schedule); s.Component != "modem" {
+		t.Fatal(s)
+	}
+	x.step(Scheduled{Base: x.b()})
+	x.want(Reboot{})
+
+	// The modem restarted with the new firmware: SUCCEEDED, no self-test.
+	y := x.restart(Boot{Version: "1.0.0", BootHash: oldHash, Confirmed: true, Components: map[string]string{"modem": "mfw_1.3.2"}})
+	y.not(SelfTest{}, Confirm{})
+	y.phase(PhaseReporting)
+	y.connect()
+	y.answerDescribe("m-1", execution("m-1", iotjobs.StatusInProgress, 3, modemDoc("")))
+	f := y.update("m-1")
+	if f.Status != iotjobs.StatusSucceeded || f.StatusDetails["fwversion"] != "mfw_1.3.2" || f.StatusDetails["from"] != "mfw_1.3.1" {
+		t.Fatalf("final %+v", f)
+	}
+
+	// The modem kept its old firmware: FAILED.
+	z := x.restart(modemBoot)
+	if z.saved.Outcome.Status != iotjobs.StatusFailed || z.saved.Outcome.Details["reason"] != ReasonModemUpdateFailed {
+		t.Fatalf("outcome %+v", z.saved.Outcome)
+	}
+}
+
+func TestBaseMismatchAndUnsupportedComponent(t *testing.T) {
+	x := newH(t, State{}, defaultCfg())
+	x.start(modemBoot)
+	x.connect()
+	x.answerNext(execution("d-1", iotjobs.StatusQueued, 1, testDoc(`,"base":{"sha256":"`+strings.Repeat("cd", 32)+`"}`)))
+	x.accept("d-1", x.update("d-1"))
+	x.step(DownloadFailed{x.b(), FailBaseMismatch, "runs another image"})
+	x.want(ResetTarget{})
+	if u := x.update("d-1"); u.StatusDetails["reason"] != ReasonBaseMismatch {
+		t.Fatal(u)
+	}
+	// A device without a modem declines a modem job.
+	x = newH(t, State{}, defaultCfg())
+	x.start(oldBoot)
+	x.connect()
+	x.answerNext(execution("m-2", iotjobs.StatusQueued, 1, modemDoc("")))
+	if u := x.update("m-2"); u.Status != iotjobs.StatusRejected || u.StatusDetails["reason"] != ReasonUnsupportedOperation {
+		t.Fatal(u)
+	}
+	// An image type the component cannot take.
+	x = toDownloading(t, defaultCfg())
+	x.step(DownloadFailed{x.b(), FailUnsupported, "a modem image"})
+	if u := x.update("fw-1"); u.StatusDetails["reason"] != ReasonUnsupportedOperation {
+		t.Fatal(u)
+	}
+}
+
+func TestComponentVersionMatching(t *testing.T) {
+	cases := []struct {
+		want, from, running string
+		ok                  bool
+	}{
+		{"mfw_1.3.2", "mfw_1.3.1", "mfw_1.3.2", true},
+		{"mfw_1.3.2", "mfw_1.3.1", "mfw_1.3.1", false},
+		{"1.3.2", "1.3.1", "v1.3.2", true},
+		{"1.3.2", "1.3.1", "1.3.2+7", true},
+		{"1.3.2+1", "1.3.1", "1.3.2+7", false},
+		{"", "mfw_1.3.1", "mfw_1.3.5", true},
+		{"", "mfw_1.3.1", "mfw_1.3.1", false},
+		{"1.3.2", "1.3.1", "", false},
+	}
+	for _, c := range cases {
+		a := &Agent{st: State{Job: &Job{Component: "modem", FWVersion: c.want}, FromVersion: c.from}, boot: Boot{Components: map[string]string{"modem": c.running}}}
+		if got := a.componentUpdated(); got != c.ok {
+			t.Errorf("want %q from %q, running %q: %v", c.want, c.from, c.running, got)
+		}
+	}
+}
+
+func TestRestartInVerifyingFetchesDeltasAgain(t *testing.T) {
+	x := toDownloading(t, defaultCfg())
+	x.step(DownloadDone{Base: x.b(), Total: 900, Kind: "delta"})
+	y := x.restart(oldBoot)
+	sd := y.action(StartDownload{}).(StartDownload)
+	if sd.Offset != 0 || y.saved.Phase != PhaseDownloading {
+		t.Fatalf("restart %+v in %s", sd, y.saved.Phase)
+	}
+	y.not(Verify{})
+	// A full application image is re-checked in place.
+	x = toDownloading(t, defaultCfg())
+	x.step(DownloadDone{Base: x.b(), Total: 4096, Kind: "mcuboot"})
+	y = x.restart(oldBoot)
+	if v := y.action(Verify{}).(Verify); !v.Resume {
+		t.Fatal(v)
 	}
 }

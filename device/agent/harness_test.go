@@ -276,7 +276,7 @@ func toVerifying(t *testing.T, x *h) {
 		}
 		x.accept("fw-1", u)
 	}
-	x.step(DownloadDone{x.b(), 4096, `"e1"`})
+	x.step(DownloadDone{Base: x.b(), Total: 4096, ETag: `"e1"`})
 	x.want(Verify{})
 	x.phase(PhaseVerifying)
 }

@@ -35,6 +35,11 @@ type Job struct {
 	Size            int64           `json:"size,omitempty"`
 	SHA256          []byte          `json:"sha256,omitempty"`
 	FWVersion       string          `json:"fwversion,omitempty"`
+	// Component is "" for the application, or the part it updates ("modem").
+	Component string `json:"component,omitempty"`
+	// BaseSHA256 and BaseSize identify the running image a delta needs.
+	BaseSHA256 []byte `json:"baseSha256,omitempty"`
+	BaseSize   int64  `json:"baseSize,omitempty"`
 }
 
 // Image describes the verified image in the target.
@@ -66,6 +71,8 @@ type State struct {
 	Offset int64  `json:"offset,omitempty"`
 	ETag   string `json:"etag,omitempty"`
 	Total  int64  `json:"total,omitempty"`
+	// Kind is the type of the downloaded image, once complete.
+	Kind string `json:"kind,omitempty"`
 	// Image is set once the image verified.
 	Image *Image `json:"image,omitempty"`
 	// FromVersion is the version that ran when the job started.

@@ -21,6 +21,8 @@ const (
 	ReasonUnsigned             = "unsigned"              // the device trusts keys and the image carries no signature
 	ReasonFlashError           = "flash_error"           // writing, scheduling or confirming failed on the device
 	ReasonRollback             = "rollback"              // after the reboot the old image runs: the bootloader refused or reverted the new one
+	ReasonBaseMismatch         = "base_mismatch"         // the job's delta applies to another image than the one running (checked before downloading)
+	ReasonModemUpdateFailed    = "modem_update_failed"   // after its restart the modem does not run the expected firmware
 	ReasonSelfTestFailed       = "self_test_failed"      // the new image booted but its self-test failed or timed out
 	ReasonCustomFailed         = "custom_job_failed"     // the application's handler failed the custom job
 )
@@ -31,6 +33,9 @@ type Boot struct {
 	BootHash        []byte
 	Confirmed       bool
 	SecurityCounter *uint32 // nil when the running image has none
+	// Components gives the running firmware version of each other updatable
+	// part ("modem"), "" when it cannot be read.
+	Components map[string]string
 }
 
 // Event is an input to Step. Every event carries the time it happened.
@@ -75,11 +80,13 @@ type DownloadFailure int
 
 // Download failures.
 const (
-	FailNetwork     DownloadFailure = iota + 1 // retry budget spent
-	FailURLRejected                            // 400/403: the URL may have expired
-	FailNotFound                               // 404/410
-	FailTooLarge                               // the target refused the size
-	FailTarget                                 // writing to the target failed
+	FailNetwork      DownloadFailure = iota + 1 // retry budget spent
+	FailURLRejected                             // 400/403: the URL may have expired
+	FailNotFound                                // 404/410
+	FailTooLarge                                // the target refused the size
+	FailTarget                                  // writing to the target failed
+	FailBaseMismatch                            // a delta's base is not the running image
+	FailUnsupported                             // the device cannot install this image or component
 )
 
 // DownloadFailed: the download stopped for good.
@@ -94,6 +101,11 @@ type DownloadDone struct {
 	Base
 	Total int64
 	ETag  string
+	// Kind is the image type the target took it as ("mcuboot", "delta",
+	// "modem-full", ...), "" if unknown. Only a full application image
+	// (mcuboot) is re-checked in place after a restart; others are fetched
+	// again.
+	Kind string
 }
 
 // VerifyFailure classifies a refused image.
@@ -157,30 +169,43 @@ type Publish struct {
 	Payload []byte
 }
 
-// StartDownload fetches URL into the target from Offset (0 starts over, and
-// the target is re-initialised). Size is the expected total, 0 if unknown.
+// StartDownload fetches URL into the target of Component ("" is the
+// application) from Offset (0 starts over, and the target is
+// re-initialised). Size is the expected total, 0 if unknown. When BaseSHA256
+// is set the image is a delta for that running image: check it before
+// fetching anything.
 type StartDownload struct {
-	URL    string
-	Offset int64
-	Size   int64
-	ETag   string
+	URL        string
+	Offset     int64
+	Size       int64
+	ETag       string
+	Component  string
+	BaseSHA256 []byte
+	BaseSize   int64
 }
 
 // StopDownload aborts a running download; no event follows.
 type StopDownload struct{}
 
-// Verify checks the complete image in the target, which holds Size bytes;
-// Resume means the target must first be re-opened on them (after a restart).
+// Verify checks the complete image in the target of Component, which holds
+// Size bytes; Resume means the target must first be re-opened on them (after
+// a restart).
 type Verify struct {
-	Size   int64
-	Resume bool
+	Size      int64
+	Resume    bool
+	Component string
 }
 
-// Schedule asks the bootloader to install the image at the next reboot.
-type Schedule struct{ Permanent bool }
+// Schedule asks the bootloader (or the component) to install the image at
+// the next reboot.
+type Schedule struct {
+	Permanent bool
+	Component string
+}
 
-// ResetTarget discards whatever the target holds; no event follows.
-type ResetTarget struct{}
+// ResetTarget discards whatever the target of Component holds; no event
+// follows.
+type ResetTarget struct{ Component string }
 
 // Reboot restarts the device; nothing after it runs.
 type Reboot struct{}

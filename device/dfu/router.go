@@ -109,12 +109,17 @@ func (r *Router) Done() (Image, error) {
 	return r.cur.Done()
 }
 
-// Schedule asks the chosen target to install the image.
+// Schedule asks the chosen target to install the image. After a restart,
+// when no target was chosen in this session, the Resume target holds the
+// verified image (an application slot holds a delta's result too).
 func (r *Router) Schedule(permanent bool) error {
-	if r.cur == nil {
-		return ErrNotInitialised
+	t := r.cur
+	if t == nil {
+		if t = r.Targets[r.Resume]; t == nil {
+			return ErrNotInitialised
+		}
 	}
-	return r.cur.Schedule(permanent)
+	return t.Schedule(permanent)
 }
 
 // Reset resets every target, so that no partial image of any type survives.

@@ -73,4 +73,9 @@ func TestRouterRefusesUnknownTypes(t *testing.T) {
 	if err := (&Router{}).Schedule(false); !errors.Is(err, ErrNotInitialised) {
 		t.Fatal(err)
 	}
+	// After a restart the Resume target schedules what it holds.
+	app := &recTarget{}
+	if err := (&Router{Targets: map[ImageType]Target{TypeMCUboot: app}, Resume: TypeMCUboot}).Schedule(false); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -21,6 +21,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -50,14 +51,33 @@ type Boot interface {
 	Confirm() error
 }
 
+// Component is an updatable part of the device besides the application:
+// the modem.
+type Component struct {
+	// Target receives its images (a dfu.Router picks by image type).
+	Target dfu.Target
+	// Base reads its running firmware, for the base check of delta jobs;
+	// nil leaves that check to the target.
+	Base io.ReaderAt
+	// Version returns the version it runs.
+	Version func() (string, error)
+}
+
 // Config wires a runner.
 type Config struct {
-	Agent   agent.Config
-	Store   state.Store
-	Target  dfu.Target
-	Boot    Boot
-	Fetcher Fetcher
-	Clock   clock.Clock // nil: clock.Real()
+	Agent  agent.Config
+	Store  state.Store
+	Target dfu.Target // application images
+	Boot   Boot
+	// Base reads the running application image (the primary slot), for the
+	// base check of delta jobs before anything is downloaded; nil leaves that
+	// check to the target.
+	Base io.ReaderAt
+	// Components are the other updatable parts, by the name jobs use
+	// ("modem").
+	Components map[string]Component
+	Fetcher    Fetcher
+	Clock      clock.Clock // nil: clock.Real()
 
 	// SelfTest checks the new image after a reboot; it must return within the
 	// context's deadline (Agent.SelfTestTimeout). Nil: the image passes.
@@ -191,6 +211,18 @@ func (r *Runner) Run(ctx context.Context, tr Transport) (err error) {
 		r.log.Warn("cannot tell which image runs", "err", err)
 	}
 	boot := agent.Boot{Version: run.Version, BootHash: run.BootHash, Confirmed: run.Confirmed, SecurityCounter: run.SecurityCounter}
+	for name, c := range r.cfg.Components {
+		if boot.Components == nil {
+			boot.Components = map[string]string{}
+		}
+		v := ""
+		if c.Version != nil {
+			if v, err = c.Version(); err != nil {
+				r.log.Warn("cannot tell which firmware a component runs", "component", name, "err", err)
+			}
+		}
+		boot.Components[name] = v
+	}
 	r.log.Info("agent starting", "phase", st.Phase, "running", run.Version, "confirmed", run.Confirmed)
 	if err := r.step(agent.Started{Base: r.base(), Boot: boot, Nonce: nonce()}); err != nil {
 		return err
@@ -276,12 +308,19 @@ func (r *Runner) perform(a agent.Action) (agent.Event, error) {
 		r.startVerify(a)
 	case agent.Schedule:
 		r.stopWork()
-		err := r.cfg.Target.Schedule(a.Permanent)
+		t, _, err := r.target(a.Component)
+		if err == nil {
+			err = t.Schedule(a.Permanent)
+		}
 		return agent.Scheduled{Base: r.base(), Err: errText(err)}, nil
 	case agent.ResetTarget:
 		r.stopWork()
-		if err := r.cfg.Target.Reset(); err != nil {
-			r.log.Error("resetting the DFU target failed", "err", err)
+		t, _, err := r.target(a.Component)
+		if err == nil {
+			err = t.Reset()
+		}
+		if err != nil {
+			r.log.Error("resetting the DFU target failed", "component", a.Component, "err", err)
 		}
 	case agent.Reboot:
 		r.log.Info("reboot requested")
@@ -403,9 +442,37 @@ func (s *sink) Restart() error {
 	return nil
 }
 
+// target returns the target and base reader of a component ("" is the
+// application).
+func (r *Runner) target(component string) (dfu.Target, io.ReaderAt, error) {
+	if component == "" {
+		return r.cfg.Target, r.cfg.Base, nil
+	}
+	c, ok := r.cfg.Components[component]
+	if !ok || c.Target == nil {
+		return nil, nil, fmt.Errorf("%w: this device has no %q to update", dfu.ErrUnsupportedType, component)
+	}
+	return c.Target, c.Base, nil
+}
+
 func (r *Runner) startDownload(a agent.StartDownload) {
 	r.startWork(func(ctx context.Context) {
-		t := r.cfg.Target
+		t, base, err := r.target(a.Component)
+		if err != nil {
+			r.postWork(ctx, agent.DownloadFailed{Base: r.base(), Failure: agent.FailUnsupported, Message: err.Error()})
+			return
+		}
+		if len(a.BaseSHA256) > 0 && base != nil && a.Offset == 0 {
+			// A delta: make sure it applies before fetching a byte of it.
+			if err := dfu.CheckBase(base, a.BaseSize, a.BaseSHA256); err != nil {
+				failure := agent.FailTarget
+				if errors.Is(err, dfu.ErrBaseMismatch) {
+					failure = agent.FailBaseMismatch
+				}
+				r.postWork(ctx, agent.DownloadFailed{Base: r.base(), Failure: failure, Message: err.Error()})
+				return
+			}
+		}
 		if err := t.Init(a.Size, a.Offset); err != nil {
 			failure := agent.FailTarget
 			if errors.Is(err, dfu.ErrTooLarge) {
@@ -441,6 +508,10 @@ func (r *Runner) startDownload(a agent.StartDownload) {
 			switch {
 			case errors.Is(err, dfu.ErrTooLarge):
 				failure = agent.FailTooLarge
+			case errors.Is(err, dfu.ErrBaseMismatch):
+				failure = agent.FailBaseMismatch
+			case errors.Is(err, dfu.ErrUnsupportedType):
+				failure = agent.FailUnsupported
 			case errors.As(err, &te):
 				failure = agent.FailTarget
 			case errors.Is(err, download.ErrURLRejected):
@@ -451,13 +522,21 @@ func (r *Runner) startDownload(a agent.StartDownload) {
 			r.postWork(ctx, agent.DownloadFailed{Base: r.base(), Failure: failure, Message: err.Error()})
 			return
 		}
-		r.postWork(ctx, agent.DownloadDone{Base: r.base(), Total: res.Size, ETag: res.ETag})
+		kind := ""
+		if k, ok := t.(interface{ Kind() dfu.ImageType }); ok {
+			kind = k.Kind().String()
+		}
+		r.postWork(ctx, agent.DownloadDone{Base: r.base(), Total: res.Size, ETag: res.ETag, Kind: kind})
 	})
 }
 
 func (r *Runner) startVerify(v agent.Verify) {
 	r.startWork(func(ctx context.Context) {
-		t := r.cfg.Target
+		t, _, err := r.target(v.Component)
+		if err != nil {
+			r.postWork(ctx, agent.Verified{Base: r.base(), Failure: agent.VerifyInvalid, Message: err.Error()})
+			return
+		}
 		if v.Resume {
 			if err := t.Init(v.Size, v.Size); err != nil {
 				r.postWork(ctx, agent.Verified{Base: r.base(), Failure: agent.VerifyIO, Message: err.Error()})
@@ -471,6 +550,8 @@ func (r *Runner) startVerify(v agent.Verify) {
 		if err != nil {
 			f := agent.VerifyIO
 			switch {
+			case errors.Is(err, dfu.ErrBaseMismatch):
+				f = agent.VerifyInvalid
 			case errors.Is(err, dfu.ErrBadSignature):
 				f = agent.VerifyBadSignature
 			case errors.Is(err, dfu.ErrUnsigned):
