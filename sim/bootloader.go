@@ -39,6 +39,10 @@ type BootResult struct {
 	// Refused is why a requested swap was not done (the secondary image did
 	// not validate); the secondary slot was erased.
 	Refused error
+	// ModemVersion is the firmware the device's modem runs after starting
+	// ("" without a modem); ModemRefused is why it refused an update.
+	ModemVersion string
+	ModemRefused error
 }
 
 // ErrNoBootableImage means the primary slot holds nothing that validates:

@@ -18,7 +18,9 @@ import (
 	"github.com/awsfota/awsfota/clock"
 	"github.com/awsfota/awsfota/device/agent"
 	"github.com/awsfota/awsfota/device/dfu"
+	"github.com/awsfota/awsfota/device/dfu/deltaslot"
 	"github.com/awsfota/awsfota/device/dfu/mcubootslot"
+	"github.com/awsfota/awsfota/device/dfu/modem"
 	"github.com/awsfota/awsfota/device/download"
 	"github.com/awsfota/awsfota/device/flash"
 	"github.com/awsfota/awsfota/device/mqttconn"
@@ -66,6 +68,9 @@ type DeviceConfig struct {
 	OnEvent func(agent.AppEvent)
 	// OnBoot is told about every boot.
 	OnBoot func(BootResult, dfu.Running)
+	// ModemVersion, when set, gives the device a simulated modem (kept in
+	// Dir/modem) that first runs this firmware.
+	ModemVersion string
 	// Power, when set, subjects the device library's flash, state and
 	// publishes to a simulated supply that may be cut (see Power).
 	Power  *Power
@@ -81,6 +86,7 @@ type Device struct {
 	store     *state.Dir
 	boot      Bootloader
 	fetch     *download.Downloader
+	modem     *Modem
 	reboots   atomic.Int64
 	mu        sync.Mutex
 	closed    bool
@@ -123,6 +129,13 @@ func OpenDevice(cfg DeviceConfig) (*Device, error) {
 		dl.Client = linkClient(cfg.LinkRate, dl.RootCAs, clock.Real())
 	}
 	d := &Device{cfg: cfg, primary: p, secondary: s, store: st, fetch: download.New(dl)}
+	if cfg.ModemVersion != "" {
+		if d.modem, err = OpenModem(filepath.Join(cfg.Dir, "modem"), cfg.ModemVersion); err != nil {
+			p.Close()
+			s.Close()
+			return nil, err
+		}
+	}
 	d.boot = Bootloader{Primary: p, Secondary: s, Keys: cfg.Keys}
 	return d, nil
 }
@@ -162,6 +175,15 @@ func (d *Device) Secondary() io.ReaderAt { return d.secondary }
 // Reboots counts the reboots the agent asked for.
 func (d *Device) Reboots() int { return int(d.reboots.Load()) }
 
+// ModemVersion returns the simulated modem's firmware version ("" without a
+// modem).
+func (d *Device) ModemVersion() (string, error) {
+	if d.modem == nil {
+		return "", nil
+	}
+	return d.modem.Version()
+}
+
 // Boot runs the bootloader once without starting the agent.
 func (d *Device) Boot() (BootResult, error) { return d.boot.Boot() }
 
@@ -180,6 +202,11 @@ func (d *Device) Run(ctx context.Context) error {
 		res, err := d.boot.Boot()
 		if err != nil {
 			return err
+		}
+		if d.modem != nil {
+			// The modem starts with the device, installing a committed update.
+			res.ModemRefused = d.modem.Restart()
+			res.ModemVersion, _ = d.modem.Version()
 		}
 		run, err := d.Running()
 		if err != nil {
@@ -212,10 +239,38 @@ func (d *Device) runOnce(ctx context.Context) error {
 	if p := d.cfg.Power; p != nil {
 		primary, secondary, store = &powerFlash{d.primary, p}, &powerFlash{d.secondary, p}, &powerStore{d.store, p}
 	}
+	// The application slot takes full images and deltas against the running
+	// image; the modem, if any, its own images and deltas.
+	slot := mcubootslot.NewTarget(secondary, mcubootslot.Options{Keys: d.cfg.Keys})
+	app := &dfu.Router{Resume: dfu.TypeMCUboot, Targets: map[dfu.ImageType]dfu.Target{
+		dfu.TypeMCUboot: slot,
+		dfu.TypeDelta:   deltaslot.New(primary, slot),
+	}}
+	var components map[string]runner.Component
+	if d.modem != nil {
+		mt := modem.NewTarget(d.modem)
+		mt.Erasing = func(on bool) {
+			if d.cfg.OnEvent != nil {
+				kind := agent.EventEraseDone
+				if on {
+					kind = agent.EventErasePending
+				}
+				d.cfg.OnEvent(agent.AppEvent{Kind: kind})
+			}
+		}
+		components = map[string]runner.Component{"modem": {
+			Target: &dfu.Router{Resume: dfu.TypeModemFull, Targets: map[dfu.ImageType]dfu.Target{
+				dfu.TypeModemFull: mt, dfu.TypeModemDelta: mt, dfu.TypeDelta: mt}},
+			Base:    d.modem,
+			Version: d.modem.Version,
+		}}
+	}
 	r, err := runner.New(runner.Config{
 		Agent:           ac,
 		Store:           store,
-		Target:          mcubootslot.NewTarget(secondary, mcubootslot.Options{Keys: d.cfg.Keys}),
+		Target:          app,
+		Base:            primary,
+		Components:      components,
 		Boot:            mcubootslot.NewPrimary(primary, mcubootslot.Options{}),
 		Fetcher:         d.fetch,
 		SelfTest:        d.cfg.SelfTest,

@@ -27,8 +27,18 @@ func SignedAppImage(version string, size int, key *mcuboot.PrivateKey) ([]byte, 
 	for i := range body {
 		body[i] = byte(r.Uint32())
 	}
+	return AppImageFromBody(version, body, key)
+}
+
+// AppImageFromBody builds an MCUboot application image of version around
+// body, signed with key (unsigned when key is nil).
+func AppImageFromBody(version string, body []byte, key *mcuboot.PrivateKey) ([]byte, error) {
+	v, err := mcuboot.ParseVersion(version)
+	if err != nil {
+		return nil, err
+	}
 	var out bytes.Buffer
-	if _, err := mcuboot.Create(&out, bytes.NewReader(body), int64(size), mcuboot.CreateOptions{Version: v, PadHeader: true, Key: key}); err != nil {
+	if _, err := mcuboot.Create(&out, bytes.NewReader(body), int64(len(body)), mcuboot.CreateOptions{Version: v, PadHeader: true, Key: key}); err != nil {
 		return nil, err
 	}
 	return out.Bytes(), nil

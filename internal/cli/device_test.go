@@ -121,6 +121,8 @@ func TestDeviceRunSim(t *testing.T) {
 		done <- Run(ctx, []string{"device", "run", "--config", cfg, "--state", filepath.Join(dir, "state"), "--sim", "--sim-version", "1.1.0"}, &out, &errb)
 	}()
 	x := waitStatus(t, c, "cli-job", "cli-dev", done)
+	// The device prints its last line once the cloud's reply arrives.
+	waitOutput(t, &out, "reported SUCCEEDED")
 	cancel()
 	if code := <-done; code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", code, out.String(), errb.String())
@@ -234,5 +236,20 @@ func TestDeviceRunRefusesUnsignedWithTrustedKeys(t *testing.T) {
 	code := Run(context.Background(), []string{"device", "run", "--config", cfg, "--state", filepath.Join(dir, "state2"), "--sim"}, &out, &errb)
 	if code != exitUsage || !strings.Contains(errb.String(), "--sim-key") {
 		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+}
+
+// waitOutput polls (with a deadline) until out holds want.
+func waitOutput(t *testing.T, out *syncBuffer, want string) {
+	t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(20 * time.Second)
+	for !strings.Contains(out.String(), want) {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("output never showed %q:\n%s", want, out.String())
+		}
 	}
 }
