@@ -26,6 +26,9 @@ type FleetConfig struct {
 	Things []string
 	// Factory is the image every device runs at first.
 	Factory []byte
+	// ModemVersions gives the devices that have a modem the firmware it
+	// first runs, by thing.
+	ModemVersions map[string]string
 	// Keys are the public keys every device trusts (see DeviceConfig.Keys).
 	Keys []*mcuboot.PublicKey
 	// Agent, CheckpointBytes, SelfTest: as in DeviceConfig.
@@ -69,7 +72,7 @@ func NewFleet(cfg FleetConfig) (*Fleet, error) {
 		th := th
 		d, err := OpenDevice(DeviceConfig{
 			Dir: dir, Thing: th, Keys: cfg.Keys, Endpoint: ep.MQTT, Certificate: cert, RootCAs: cfg.Cloud.CA.Pool(), ServerName: "localhost",
-			Agent: cfg.Agent, CheckpointBytes: cfg.CheckpointBytes, LinkRate: cfg.LinkRate, SelfTest: cfg.SelfTest, Logger: cfg.Logger,
+			Agent: cfg.Agent, CheckpointBytes: cfg.CheckpointBytes, LinkRate: cfg.LinkRate, ModemVersion: cfg.ModemVersions[th], SelfTest: cfg.SelfTest, Logger: cfg.Logger,
 			OnEvent: func(e agent.AppEvent) {
 				if cfg.OnEvent != nil {
 					cfg.OnEvent(th, e)

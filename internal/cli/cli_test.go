@@ -46,8 +46,21 @@ func TestDemo(t *testing.T) {
 	}
 	defer cloud.Close()
 	jobs, err := cloud.Jobs.ListJobs()
-	if err != nil || len(jobs) != 1 {
+	if err != nil || len(jobs) != 2 {
 		t.Fatalf("jobs %+v %v", jobs, err)
+	}
+	// The first job updates the application of every device; the second,
+	// demo-device-1's modem, by a delta.
+	mx, err := cloud.Jobs.DescribeExecution(jobs[1].ID, "demo-device-1")
+	if err != nil || mx.Status != iotjobs.StatusSucceeded || mx.StatusDetails["fwversion"] != modemTo || mx.StatusDetails["component"] != "modem" {
+		t.Fatalf("modem execution %+v %v", mx, err)
+	}
+	m, err := sim.OpenModem(filepath.Join(dir, "devices", "demo-device-1", "modem"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := m.Version(); err != nil || v != modemTo {
+		t.Fatalf("modem runs %q %v", v, err)
 	}
 	execs, err := cloud.Jobs.ListExecutionsForJob(jobs[0].ID)
 	if err != nil || len(execs) != 2 {

@@ -14,6 +14,7 @@ import (
 	"github.com/awsfota/awsfota/cloud/emu"
 	"github.com/awsfota/awsfota/cloud/jobsvc"
 	"github.com/awsfota/awsfota/cloud/objstore"
+	"github.com/awsfota/awsfota/delta"
 	"github.com/awsfota/awsfota/device/agent"
 	"github.com/awsfota/awsfota/iotjobs"
 	"github.com/awsfota/awsfota/jobdoc"
@@ -61,6 +62,9 @@ const (
 	demoBucket  = "awsfota-demo"
 	demoFrom    = "1.0.0"
 	demoTo      = "1.0.1"
+	modemFrom   = "mfw_nrf9160_1.3.1"
+	modemTo     = "mfw_nrf9160_1.3.2"
+	modemSize   = 200_000
 	demoMaxSize = 900 << 10
 )
 
@@ -121,9 +125,10 @@ func runDemo(e *env, f demoFlags) error {
 		Cloud: cloud, Dir: filepath.Join(dir, "devices"), Things: things, Factory: factory,
 		Keys:            []*mcuboot.PublicKey{signer.Public()},
 		CheckpointBytes: 16 << 10, LinkRate: int64(f.linkRate), Logger: log,
-		Agent:   agent.Config{ProgressPercent: 25},
-		OnEvent: view.event,
-		OnBoot:  view.boot,
+		Agent:         agent.Config{ProgressPercent: 25},
+		ModemVersions: map[string]string{things[0]: modemFrom},
+		OnEvent:       view.event,
+		OnBoot:        view.boot,
 	})
 	if err != nil {
 		return err
@@ -158,8 +163,17 @@ func runDemo(e *env, f demoFlags) error {
 		Description: "awsfota demo: " + demoFrom + " to " + demoTo}); err != nil {
 		return err
 	}
-	fmt.Fprintf(e.out, "uploaded %s (%d bytes, MCUboot image %s signed with ECDSA P-256 key %x, the only key the devices trust) and created job %s\n\n",
+	fmt.Fprintf(e.out, "uploaded %s (%d bytes, MCUboot image %s signed with ECDSA P-256 key %x, the only key the devices trust) and created job %s\n",
 		key, len(img), demoTo, signer.Public().Hash()[:8], jobID)
+
+	// demo-device-1 also has a modem, updated by a delta against the
+	// firmware it runs: a fraction of the bytes on the air.
+	modemJob, patchSize, err := createModemJob(e, cloud, things[0])
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.out, "created job %s for %s's modem: %s to %s by a %d-byte delta (the full image has %d bytes)\n\n",
+		modemJob, things[0], modemFrom, modemTo, patchSize, modemSize)
 
 	ctx, cancel := context.WithTimeout(e.ctx, f.timeout)
 	defer cancel()
@@ -172,14 +186,29 @@ func runDemo(e *env, f demoFlags) error {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	execs, waitErr := []jobsvc.Execution(nil), error(nil)
+	var modemExec jobsvc.Execution
 wait:
 	for {
 		if execs, err = cloud.Jobs.ListExecutionsForJob(jobID); err != nil {
 			waitErr = err
 			break
 		}
-		view.cloud(execs)
-		if allTerminal(execs) {
+		if modemExec, err = cloud.Jobs.DescribeExecution(modemJob, things[0]); err != nil {
+			waitErr = err
+			break
+		}
+		// demo-device-1's line follows its modem job once its application job
+		// is done (the modem job is then its next one).
+		shown := execs[:0:0]
+		for _, x := range execs {
+			if x.Thing == things[0] && x.Status.Terminal() {
+				view.cloudLabeled([]jobsvc.Execution{modemExec}, "modem ")
+				continue
+			}
+			shown = append(shown, x)
+		}
+		view.cloud(shown)
+		if allTerminal(execs) && modemExec.Status.Terminal() {
 			break
 		}
 		select {
@@ -202,6 +231,9 @@ wait:
 	}
 
 	ok := printSummary(e, fleet, execs, waitErr)
+	if !printModemSummary(e, fleet.Devices()[0], modemExec) {
+		ok = false
+	}
 	if fleetErr != nil && waitErr == nil {
 		fmt.Fprintf(e.errOut, "awsfota: %v\n", fleetErr)
 		ok = false
@@ -209,11 +241,61 @@ wait:
 	if !ok {
 		return errSilent
 	}
-	fmt.Fprintf(e.out, "\nall %d devices updated from %s to %s and reported SUCCEEDED in %.1fs\n", len(things), demoFrom, demoTo, time.Since(start).Seconds())
+	fmt.Fprintf(e.out, "\nall %d devices updated from %s to %s, and %s's modem from %s to %s, all reported SUCCEEDED in %.1fs\n",
+		len(things), demoFrom, demoTo, things[0], modemFrom, modemTo, time.Since(start).Seconds())
 	return nil
 }
 
 // signedAppImage is sim.AppImage's image signed with key.
+// createModemJob uploads a delta from the simulated modem's firmware to the
+// next and creates a job for thing's modem.
+func createModemJob(e *env, cloud *emu.Cloud, thing string) (string, int, error) {
+	oldFw, newFw := sim.ModemImage(modemFrom, modemSize), sim.ModemImage(modemTo, modemSize)
+	var patch bytes.Buffer
+	if _, err := delta.Create(&patch, bytes.NewReader(oldFw), int64(len(oldFw)), bytes.NewReader(newFw)); err != nil {
+		return "", 0, err
+	}
+	key := "modem-1.3.1-to-1.3.2.patch"
+	if _, err := cloud.Objects.Put(e.ctx, demoBucket, key, bytes.NewReader(patch.Bytes())); err != nil {
+		return "", 0, err
+	}
+	base, sum := sha256.Sum256(oldFw), sha256.Sum256(patch.Bytes())
+	doc, err := jobdoc.Marshal(jobdoc.Spec{Component: jobdoc.ComponentModem, FWVersion: modemTo, Size: int64(patch.Len()), SHA256: sum[:],
+		Base: &jobdoc.Base{SHA256: base[:], Size: int64(len(oldFw)), FWVersion: modemFrom},
+		URL:  cloud.Endpoints().HTTP + "/" + demoBucket + "/" + key})
+	if err != nil {
+		return "", 0, err
+	}
+	id := fmt.Sprintf("demo-modem-%d", time.Now().Unix())
+	if _, err := cloud.Jobs.CreateJob(jobsvc.JobSpec{JobID: id, Things: []string{thing}, Document: doc,
+		Description: "awsfota demo: modem " + modemFrom + " to " + modemTo + " by delta"}); err != nil {
+		return "", 0, err
+	}
+	return id, patch.Len(), nil
+}
+
+// printModemSummary prints the modem job's outcome and reports whether it
+// SUCCEEDED with the modem running the new firmware.
+func printModemSummary(e *env, d *sim.Device, x jobsvc.Execution) bool {
+	v, err := d.ModemVersion()
+	if err != nil {
+		v = "unreadable: " + err.Error()
+	}
+	detail := x.StatusDetails["reason"]
+	if m := x.StatusDetails["message"]; m != "" {
+		detail += ": " + m
+	}
+	fmt.Fprintf(e.out, "%s modem: %s, runs %s %s\n", d.Thing(), orDash(string(x.Status)), v, detail)
+	return x.Status == iotjobs.StatusSucceeded && v == modemTo
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
 func allTerminal(execs []jobsvc.Execution) bool {
 	if len(execs) == 0 {
 		return false

@@ -35,6 +35,7 @@ type deviceRow struct {
 	bytes  int64
 	device string // what the device says it is doing
 	cloud  string // the execution as the cloud sees it
+	modem  string // the modem firmware at the last boot
 	logged string
 }
 
@@ -97,6 +98,7 @@ func (v *fleetView) boot(thing string, res sim.BootResult, run dfu.Running) {
 	if r == nil {
 		return
 	}
+	modem := res.ModemVersion != "" && r.modem != "" && res.ModemVersion != r.modem
 	switch {
 	case res.Refused != nil:
 		r.device = "bootloader refused the image"
@@ -104,13 +106,22 @@ func (v *fleetView) boot(thing string, res sim.BootResult, run dfu.Running) {
 		r.device = "booted " + run.Version + " on trial: self-test, confirm"
 	case res.Swap == mcuboot.SwapRevert:
 		r.device = "bootloader reverted to " + run.Version
+	case res.ModemRefused != nil:
+		r.device = "the modem refused its update"
+	case modem:
+		r.device = "modem restarted on " + res.ModemVersion
 	default:
+		r.modem = res.ModemVersion
 		return
 	}
+	r.modem = res.ModemVersion
 	v.logLocked(thing, r)
 }
 
-func (v *fleetView) cloud(execs []jobsvc.Execution) {
+func (v *fleetView) cloud(execs []jobsvc.Execution) { v.cloudLabeled(execs, "") }
+
+// cloudLabeled shows executions with a label (the job they belong to).
+func (v *fleetView) cloudLabeled(execs []jobsvc.Execution, label string) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for _, x := range execs {
@@ -118,7 +129,7 @@ func (v *fleetView) cloud(execs []jobsvc.Execution) {
 		if r == nil {
 			continue
 		}
-		c := string(x.Status)
+		c := label + string(x.Status)
 		if s := x.StatusDetails["state"]; s != "" && !x.Status.Terminal() {
 			c += " " + s
 		}
