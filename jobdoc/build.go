@@ -19,6 +19,8 @@ type Spec struct {
 	Component string
 	// Base makes the document a delta's: the running image it applies to.
 	Base *Base
+	// StepTimeoutMinutes asks devices to set this step timeout.
+	StepTimeoutMinutes int64
 	// SeedLocation writes location as protocol/host/path, the form the seed's
 	// devices read, instead of location.url. It needs a URL without a query.
 	SeedLocation bool
@@ -44,12 +46,13 @@ type wireOut struct {
 	SHA256    string       `json:"sha256,omitempty"`
 	Component string       `json:"component,omitempty"`
 	Base      *wireBase    `json:"base,omitempty"`
+	StepTime  int64        `json:"stepTimeoutInMinutes,omitempty"`
 	Location  wireLocation `json:"location"`
 }
 
 // Marshal writes the job document s describes.
 func Marshal(s Spec) ([]byte, error) {
-	out := wireOut{Operation: s.Operation, FWVersion: s.FWVersion, Size: s.Size}
+	out := wireOut{Operation: s.Operation, FWVersion: s.FWVersion, Size: s.Size, StepTime: s.StepTimeoutMinutes}
 	if out.Operation == "" {
 		out.Operation = OpAppFirmwareUpdate
 	}

@@ -82,6 +82,10 @@ type Document struct {
 	// Base, when set, says the image is a delta that applies only to this
 	// running image: the device checks it before downloading anything.
 	Base *Base
+	// StepTimeoutMinutes, when set, is sent by the device with each
+	// IN_PROGRESS report as the execution's step timeout: the cloud times
+	// the execution out if the device falls silent for that long.
+	StepTimeoutMinutes int64
 
 	// Raw is the document as received.
 	Raw json.RawMessage
@@ -108,11 +112,18 @@ type Limits struct {
 	MaxPathLen      int // the seed's CONFIG_AWS_FOTA_FILE_PATH_MAX_LEN (path and query)
 }
 
-// DefaultLimits returns the seed's defaults: a 255-byte host and path and
-// AWS's 32 KiB document limit. Presigned S3 URLs carry a query of 600 bytes
-// or more, so devices that use them must raise MaxPathLen.
+// DefaultLimits returns AWS's 32 KiB document limit, the seed's 255-byte
+// host, and a 2 KiB path and query: presigned S3 URLs carry a query of 600 to
+// 1 500 bytes (the seed's 255-byte path cannot hold one). SeedLimits gives
+// the seed's values for devices with the seed's buffers.
 func DefaultLimits() Limits {
-	return Limits{MaxDocumentSize: 32 * 1024, MaxHostLen: 255, MaxPathLen: 255}
+	return Limits{MaxDocumentSize: 32 * 1024, MaxHostLen: 255, MaxPathLen: 2048}
+}
+
+// SeedLimits returns the nRF Connect SDK aws_fota defaults: a 1350-byte
+// MQTT payload buffer and 255-byte host and path.
+func SeedLimits() Limits {
+	return Limits{MaxDocumentSize: 1350, MaxHostLen: 255, MaxPathLen: 255}
 }
 
 // Sentinel errors; every error from Parse wraps exactly one of them.
@@ -152,6 +163,7 @@ type wire struct {
 	Size      *json.RawMessage `json:"size"`
 	SHA256    *string          `json:"sha256"`
 	Component *string          `json:"component"`
+	StepTime  *json.RawMessage `json:"stepTimeoutInMinutes"`
 	Base      *struct {
 		SHA256    *string          `json:"sha256"`
 		Size      *json.RawMessage `json:"size"`
@@ -251,6 +263,13 @@ func parseFirmware(w *wire, doc *Document) error {
 			return invalid("sha256", "must be 64 hexadecimal digits, got %q", truncate(*w.SHA256, 80))
 		}
 		doc.SHA256 = d
+	}
+	if w.StepTime != nil {
+		n, err := parseSize(*w.StepTime)
+		if err != nil || n < 1 || n > 10080 {
+			return invalid("stepTimeoutInMinutes", "must be a whole number of minutes from 1 to 10080")
+		}
+		doc.StepTimeoutMinutes = n
 	}
 	doc.Component = ComponentApp
 	if doc.Operation == "modem_fw_update" {
@@ -409,7 +428,7 @@ func checkURL(raw string, lim Limits) error {
 	}
 	if lim.MaxPathLen > 0 && len(p) > lim.MaxPathLen {
 		return &FieldError{Field: "location.path", Kind: ErrTooLong,
-			Reason: fmt.Sprintf("path and query are %d bytes; this device allows %d (raise MaxPathLen; presigned URLs need about 1500)", len(p), lim.MaxPathLen)}
+			Reason: fmt.Sprintf("path and query are %d bytes; this device allows %d (raise MaxPathLen: presigned URLs need about 1500)", len(p), lim.MaxPathLen)}
 	}
 	return nil
 }

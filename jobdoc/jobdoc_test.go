@@ -90,8 +90,9 @@ func TestParseErrors(t *testing.T) {
 		{"bad sha", `{"sha256":"abc","location":{"url":"http://h/p"}}`, nil, ErrInvalid, "sha256", "64 hexadecimal"},
 		{"fwversion number", `{"fwversion":1,"location":{"url":"http://h/p"}}`, nil, ErrInvalid, "fwversion", "string"},
 		{"host too long", `{"location":{"host":"` + strings.Repeat("h", 256) + `","path":"a"}}`, nil, ErrTooLong, "location.host", "256 bytes"},
-		{"path too long", `{"location":{"host":"h","path":"` + strings.Repeat("p", 255) + `"}}`, nil, ErrTooLong, "location.path", "256 bytes"},
-		{"presigned too long", `{"location":{"url":"https://h/p?` + strings.Repeat("q", 600) + `"}}`, nil, ErrTooLong, "location.path", "raise MaxPathLen"},
+		{"path too long for the seed", `{"location":{"host":"h","path":"` + strings.Repeat("p", 255) + `"}}`, ptr(SeedLimits()), ErrTooLong, "location.path", "256 bytes"},
+		{"presigned too long for the seed", `{"location":{"url":"https://h/p?` + strings.Repeat("q", 600) + `"}}`, ptr(SeedLimits()), ErrTooLong, "location.path", "raise MaxPathLen"},
+		{"path too long", `{"location":{"url":"https://h/p?` + strings.Repeat("q", 2100) + `"}}`, nil, ErrTooLong, "location.path", "this device allows 2048"},
 		{"document too large", `{"location":{"url":"http://h/p"},"x":"` + strings.Repeat("x", 100) + `"}`, &Limits{MaxDocumentSize: 64}, ErrTooLong, "(document)", "limit is 64"},
 		{"afr mqtt only", `{"afr_ota":{"protocols":["MQTT"],"files":[{"update_data_url":"https://h/p"}]}}`, nil, ErrUnsupported, "afr_ota.protocols", "HTTP"},
 		{"afr no files", `{"afr_ota":{"protocols":["HTTP"],"files":[]}}`, nil, ErrInvalid, "afr_ota.files", "empty"},
@@ -242,5 +243,30 @@ func TestComponentAndBase(t *testing.T) {
 	}
 	if _, err := Marshal(Spec{URL: "http://h/p", Base: &Base{SHA256: []byte{1}}}); err == nil {
 		t.Fatal("short base hash accepted")
+	}
+}
+
+func TestStepTimeout(t *testing.T) {
+	b, _ := Marshal(Spec{URL: "http://h/p", StepTimeoutMinutes: 15})
+	d, err := Parse(b, DefaultLimits())
+	if err != nil || d.StepTimeoutMinutes != 15 {
+		t.Fatalf("%+v %v", d, err)
+	}
+	for _, bad := range []string{`0`, `10081`, `"x"`, `1.5`} {
+		if _, err := Parse([]byte(`{"stepTimeoutInMinutes":`+bad+`,"location":{"url":"http://h/p"}}`), DefaultLimits()); err == nil {
+			t.Errorf("step timeout %s accepted", bad)
+		}
+	}
+}
+
+func ptr(l Limits) *Limits { return &l }
+
+func TestDefaultLimitsHoldPresignedURLs(t *testing.T) {
+	u := "https://bucket.s3.eu-west-1.amazonaws.com/firmware/app.bin?X-Amz-Algorithm=AWS4-HMAC-SHA256&" + strings.Repeat("X-Amz-Security-Token=abc&", 50)
+	if _, err := Parse([]byte(`{"location":{"url":"`+u+`"}}`), DefaultLimits()); err != nil {
+		t.Fatalf("a %d-byte presigned URL refused: %v", len(u), err)
+	}
+	if SeedLimits().MaxPathLen != 255 || SeedLimits().MaxDocumentSize != 1350 {
+		t.Fatal("seed limits")
 	}
 }

@@ -477,6 +477,7 @@ func (a *Agent) take(e *iotjobs.JobExecution) {
 	if doc.Base != nil {
 		job.BaseSHA256, job.BaseSize = doc.Base.SHA256, doc.Base.Size
 	}
+	job.StepTimeout = doc.StepTimeoutMinutes
 	if doc.Component != "" && doc.Component != jobdoc.ComponentApp {
 		running, ok := a.boot.Components[doc.Component]
 		if !ok {
@@ -948,13 +949,19 @@ func (a *Agent) pump() {
 		a.send(r, iotjobs.DescribeTopic(thing, a.st.Job.ID), iotjobs.DescribeRequest{IncludeJobDocument: &inc, ClientToken: r.token})
 	case a.st.Job != nil && a.want != nil:
 		r := &request{kind: reqUpdate, token: a.token(), jobID: a.st.Job.ID, report: a.want}
-		a.send(r, iotjobs.UpdateTopic(thing, a.st.Job.ID), iotjobs.UpdateRequest{
+		req := iotjobs.UpdateRequest{
 			Status:                   a.want.status,
 			StatusDetails:            a.want.details,
 			ExpectedVersion:          iotjobs.Ptr(a.st.Job.VersionNumber),
 			IncludeJobExecutionState: true,
 			ClientToken:              r.token,
-		})
+		}
+		if a.want.status == iotjobs.StatusInProgress && a.st.Job.StepTimeout > 0 {
+			// Each report restarts the cloud's step timer: a device that
+			// falls silent is timed out.
+			req.StepTimeoutInMinutes = iotjobs.Ptr(a.st.Job.StepTimeout)
+		}
+		a.send(r, iotjobs.UpdateTopic(thing, a.st.Job.ID), req)
 	case a.st.Job == nil && a.needNext:
 		r := &request{kind: reqNext, token: a.token()}
 		a.send(r, iotjobs.DescribeTopic(thing, iotjobs.NextJobID), iotjobs.DescribeRequest{ClientToken: r.token})

@@ -810,3 +810,11 @@ func TestRestartInVerifyingFetchesDeltasAgain(t *testing.T) {
 		t.Fatal(v)
 	}
 }
+
+func TestStepTimeoutSentWithProgress(t *testing.T) {
+	x := toDownloading(t, defaultCfg(), testDoc(`,"stepTimeoutInMinutes":7`))
+	x.step(DownloadProgress{x.b(), 2048, 2048, 4096, ""})
+	if u := x.update("fw-1"); u.StepTimeoutInMinutes == nil || *u.StepTimeoutInMinutes != 7 {
+		t.Fatalf("progress report %+v", u)
+	}
+}

@@ -40,6 +40,8 @@ type Job struct {
 	// BaseSHA256 and BaseSize identify the running image a delta needs.
 	BaseSHA256 []byte `json:"baseSha256,omitempty"`
 	BaseSize   int64  `json:"baseSize,omitempty"`
+	// StepTimeout (minutes) is sent with IN_PROGRESS reports when set.
+	StepTimeout int64 `json:"stepTimeout,omitempty"`
 }
 
 // Image describes the verified image in the target.
