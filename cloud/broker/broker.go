@@ -1,13 +1,20 @@
-// Package broker is the local cloud's MQTT broker: mochi-mqtt on a TLS
-// listener that demands a client certificate from the local CA, extended by
-// hooks that do what AWS IoT Core does for a device — authenticate the
-// certificate (registered, ACTIVE, attached to the thing named by the client
-// id), confine each thing to its own $aws/things/<thing>/ topics, and hand
-// every request to the Jobs API to the Jobs service, whose replies go to the
-// requesting connection alone.
+// Package broker is the local cloud's MQTT side. Its Broker is mochi-mqtt
+// on a TLS listener that demands a client certificate from the local CA,
+// extended by hooks that do what AWS IoT Core does for a device:
+// authenticate the certificate (registered, ACTIVE, attached to the thing
+// named by the client id), apply an AWS IoT policy to every publish,
+// subscription and delivery (by default: each thing only under its own
+// $aws/things/<thing>/, wildcard filters checked as AWS checks them), and
+// hand every request to the Jobs API to the Jobs service, whose replies go
+// to the requesting connection alone.
 //
-// It imports the standard library, mochi-mqtt and the cloud packages it
-// serves; cloud/* must never import device/* or sim/.
+// Its External instead attaches the Jobs service to another broker (such as
+// Mosquitto) as a privileged client: it subscribes to every thing's jobs
+// requests there and publishes the service's replies and notifications,
+// which that broker routes to subscribers.
+//
+// It imports the standard library, mochi-mqtt, paho.golang and the cloud
+// packages it serves; cloud/* must never import device/* or sim/.
 package broker
 
 import (
@@ -18,6 +25,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 
 	"github.com/awsfota/awsfota/cloud/jobsvc"
 	"github.com/awsfota/awsfota/cloud/pki"
@@ -47,8 +55,20 @@ type Config struct {
 	ClientCAs   *x509.CertPool
 	Authorizer  Authorizer
 	Jobs        JobsAPI
-	Logger      *slog.Logger
+	// Policy applies to every device connection; nil means DefaultPolicy.
+	Policy *Policy
+	// Region and AccountID make the ARNs the policy is matched against.
+	Region, AccountID string
+	Logger            *slog.Logger
 }
+
+// AWS IoT Core's limits the broker applies.
+const (
+	// MaxPayload is the largest message payload (128 KB).
+	MaxPayload = 128 * 1024
+	// maxPacket leaves room for the topic and properties.
+	maxPacket = MaxPayload + 8*1024
+)
 
 // Broker is a running broker.
 type Broker struct {
@@ -66,6 +86,10 @@ func Start(cfg Config) (*Broker, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	policy := cfg.Policy
+	if policy == nil {
+		policy = DefaultPolicy()
+	}
 	ln, err := tls.Listen("tcp", cfg.Addr, &tls.Config{
 		Certificates: []tls.Certificate{cfg.Certificate},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
@@ -76,9 +100,18 @@ func Start(cfg Config) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker: listening on %s: %w", cfg.Addr, err)
 	}
-	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: log.With("component", "mqtt")})
+	opts := &mqtt.Options{InlineClient: true, Logger: log.With("component", "mqtt")}
+	opts.Capabilities = mqtt.NewDefaultServerCapabilities()
+	opts.Capabilities.MaximumQos = 1 // AWS IoT Core: QoS 0 and 1 only
+	opts.Capabilities.MaximumPacketSize = maxPacket
+	// Each connection's outbound queue is allocated up front: mochi's
+	// default (8192 slots) costs 64 KiB per device. AWS IoT Core lets 100
+	// QoS 1 messages be in flight per connection; 1024 leaves room.
+	opts.Capabilities.MaximumClientWritesPending = 1024
+	srv := mqtt.New(opts)
 	b := &Broker{srv: srv, ln: ln, log: log}
-	h := &hook{auth: cfg.Authorizer, jobs: cfg.Jobs, log: log}
+	h := &hook{auth: cfg.Authorizer, jobs: cfg.Jobs, log: log, policy: policy, region: cfg.Region, account: cfg.AccountID,
+		subscribing: map[*mqtt.Client]map[string]bool{}}
 	if err := srv.AddHook(h, nil); err != nil {
 		ln.Close()
 		return nil, err
@@ -98,7 +131,7 @@ func Start(cfg Config) (*Broker, error) {
 func (b *Broker) Addr() string { return b.ln.Addr().String() }
 
 // Publish delivers a Jobs service message: to one client (a reply) or to
-// the topic's subscribers (a notification).
+// the topic's subscribers (a notification, an event).
 func (b *Broker) Publish(m jobsvc.Message) {
 	if m.ClientID == "" {
 		if err := b.srv.Publish(m.Topic, m.Payload, false, 1); err != nil {
@@ -116,12 +149,29 @@ func (b *Broker) Publish(m jobsvc.Message) {
 	}
 }
 
-// Disconnect closes the connection of a client, if any (a certificate was
-// made inactive, say).
+// Disconnect closes the connection of a client, if any.
 func (b *Broker) Disconnect(clientID string) {
 	if cl, ok := b.srv.Clients.Get(clientID); ok {
 		b.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
 	}
+}
+
+// DisconnectCertificate closes every connection that authenticated with
+// the certificate (it was made INACTIVE or REVOKED, say) and returns how
+// many there were.
+func (b *Broker) DisconnectCertificate(certID string) int {
+	n := 0
+	for _, cl := range b.srv.Clients.GetAll() {
+		if cl.Net.Inline || cl.Closed() {
+			continue
+		}
+		if c := peerCertificate(cl); c != nil && pki.CertificateID(c) == certID {
+			b.log.Info("dropping the connection of a certificate that is no longer ACTIVE", "client", cl.ID, "certificate", certID)
+			b.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
+			n++
+		}
+	}
+	return n
 }
 
 // Close stops the broker and drops every connection.
@@ -129,48 +179,118 @@ func (b *Broker) Close() error {
 	return b.srv.Close()
 }
 
+func peerCertificate(cl *mqtt.Client) *x509.Certificate {
+	tc, ok := cl.Net.Conn.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	certs := tc.ConnectionState().PeerCertificates
+	if len(certs) == 0 {
+		return nil
+	}
+	return certs[0]
+}
+
 // hook carries AWS IoT's rules into mochi.
 type hook struct {
 	mqtt.HookBase
-	auth Authorizer
-	jobs JobsAPI
-	log  *slog.Logger
+	auth            Authorizer
+	jobs            JobsAPI
+	log             *slog.Logger
+	policy          *Policy
+	region, account string
+
+	mu sync.Mutex
+	// subscribing holds the policy's verdicts on the filters of a SUBSCRIBE
+	// being processed: mochi asks OnACLCheck(write=false) both for a
+	// subscription filter and for each delivery, and only the verdicts
+	// recorded in OnSubscribe tell the two apart.
+	subscribing map[*mqtt.Client]map[string]bool
 }
 
 func (h *hook) ID() string { return "aws-iot" }
 
 func (h *hook) Provides(b byte) bool {
-	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck || b == mqtt.OnPublish
+	switch b {
+	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnDisconnect:
+		return true
+	}
+	return false
+}
+
+func (h *hook) principal(cl *mqtt.Client) Principal {
+	// A connected client's id is the thing its certificate is attached to.
+	return Principal{ClientID: cl.ID, ThingName: cl.ID, Region: h.region, AccountID: h.account}
 }
 
 // OnConnectAuthenticate admits a client whose certificate is registered,
-// ACTIVE and attached to the thing its client id names.
+// ACTIVE and attached to the thing its client id names, and whose policy
+// allows iot:Connect.
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, _ packets.Packet) bool {
-	tc, ok := cl.Net.Conn.(*tls.Conn)
-	if !ok {
+	cert := peerCertificate(cl)
+	if cert == nil {
 		return false
 	}
-	certs := tc.ConnectionState().PeerCertificates
-	if len(certs) == 0 {
-		return false
-	}
-	if err := h.auth.Authorize(certs[0], pki.CertificateID(certs[0]), cl.ID); err != nil {
+	if err := h.auth.Authorize(cert, pki.CertificateID(cert), cl.ID); err != nil {
 		h.log.Info("connection refused", "client", cl.ID, "remote", cl.Net.Remote, "err", err)
+		return false
+	}
+	if !h.policy.Allowed(h.principal(cl), ActionConnect, cl.ID) {
+		h.log.Info("connection refused by the policy (iot:Connect)", "client", cl.ID)
 		return false
 	}
 	return true
 }
 
-func thingPrefix(clientID string) string { return "$aws/things/" + clientID + "/" }
+// OnSubscribe records the policy's verdict (iot:Subscribe) on each filter.
+func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if cl.Net.Inline {
+		return pk
+	}
+	v := map[string]bool{}
+	for _, f := range pk.Filters {
+		v[f.Filter] = h.policy.Allowed(h.principal(cl), ActionSubscribe, f.Filter)
+		if !v[f.Filter] {
+			h.log.Info("subscription refused by the policy (iot:Subscribe)", "client", cl.ID, "filter", f.Filter)
+		}
+	}
+	h.mu.Lock()
+	h.subscribing[cl] = v
+	h.mu.Unlock()
+	return pk
+}
 
-// OnACLCheck confines a thing to its own topics, for publishing and for
-// subscription filters alike: a filter must start with the thing's prefix,
-// so wildcards cannot reach another thing.
-func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, _ bool) bool {
+// OnSubscribed forgets the verdicts of a processed SUBSCRIBE.
+func (h *hook) OnSubscribed(cl *mqtt.Client, _ packets.Packet, _ []byte) {
+	h.mu.Lock()
+	delete(h.subscribing, cl)
+	h.mu.Unlock()
+}
+
+func (h *hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	h.OnSubscribed(cl, packets.Packet{}, nil)
+}
+
+// OnACLCheck applies the policy: iot:Publish for a publish (write),
+// iot:Subscribe for a subscription filter, iot:Receive for a delivery.
+func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if cl.Net.Inline {
 		return true
 	}
-	return strings.HasPrefix(topic, thingPrefix(cl.ID))
+	if write {
+		ok := h.policy.Allowed(h.principal(cl), ActionPublish, topic)
+		if !ok {
+			h.log.Info("publish refused by the policy (iot:Publish)", "client", cl.ID, "topic", topic)
+		}
+		return ok
+	}
+	h.mu.Lock()
+	verdict, subscribing := h.subscribing[cl][topic]
+	h.mu.Unlock()
+	if subscribing {
+		return verdict
+	}
+	return h.policy.Allowed(h.principal(cl), ActionReceive, topic)
 }
 
 // OnPublish serves Jobs requests. They are acknowledged but not passed to
@@ -179,7 +299,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if cl.Net.Inline {
 		return pk, nil
 	}
-	if strings.HasPrefix(pk.TopicName, thingPrefix(cl.ID)+"jobs/") {
+	if strings.HasPrefix(pk.TopicName, "$aws/things/"+cl.ID+"/jobs/") {
 		h.jobs.HandleDevice(cl.ID, cl.ID, pk.TopicName, pk.Payload)
 		return pk, packets.CodeSuccessIgnore
 	}

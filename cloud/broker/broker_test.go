@@ -3,7 +3,9 @@ package broker
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,7 +31,7 @@ type env struct {
 	ids  map[string]string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, opts ...func(*Config)) *env {
 	t.Helper()
 	dir := t.TempDir()
 	db, err := bolt.Open(filepath.Join(dir, "c.db"), 0o600, &bolt.Options{NoSync: true})
@@ -41,7 +43,11 @@ func newEnv(t *testing.T) *env {
 	reg, _ := registry.Open(db, registry.Config{Region: "us-east-1", AccountID: "000000000000"})
 	js, _ := jobsvc.Open(db, jobsvc.Config{Region: "us-east-1", AccountID: "000000000000"})
 	srvCert, _ := ca.ServerCertificate()
-	b, err := Start(Config{Addr: "127.0.0.1:0", Certificate: srvCert, ClientCAs: ca.Pool(), Authorizer: reg, Jobs: js})
+	cfg := Config{Addr: "127.0.0.1:0", Certificate: srvCert, ClientCAs: ca.Pool(), Authorizer: reg, Jobs: js, Region: "us-east-1", AccountID: "000000000000"}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	b, err := Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,4 +227,93 @@ func TestAuthentication(t *testing.T) {
 	if _, err := e.dial("dev-2", "dev-2"); err != nil {
 		t.Fatalf("good client refused: %v", err)
 	}
+}
+
+// TestWidenedPolicy: a policy may let things watch the job events; a
+// delivery is checked with iot:Receive, a subscription with iot:Subscribe.
+func TestWidenedPolicy(t *testing.T) {
+	p, err := ParsePolicy([]byte(`{"Version":"2012-10-17","Statement":[
+		{"Effect":"Allow","Action":"iot:Connect","Resource":"arn:aws:iot:*:*:client/${iot:Connection.Thing.ThingName}"},
+		{"Effect":"Allow","Action":["iot:Publish","iot:Receive"],"Resource":"arn:aws:iot:*:*:topic/$aws/things/${iot:Connection.Thing.ThingName}/*"},
+		{"Effect":"Allow","Action":"iot:Subscribe","Resource":["arn:aws:iot:*:*:topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/*","arn:aws:iot:*:*:topicfilter/$aws/events/*"]},
+		{"Effect":"Allow","Action":"iot:Receive","Resource":"arn:aws:iot:*:*:topic/$aws/events/job/*"}
+	]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, func(c *Config) { c.Policy = p })
+	d1, err := e.dial("dev-1", "dev-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc := d1.subscribe(t, "$aws/events/#"); rc >= 0x80 {
+		t.Fatalf("subscription refused: %#x", rc)
+	}
+	if rc := d1.subscribe(t, "$aws/things/dev-2/jobs/#"); rc < 0x80 {
+		t.Fatal("subscription to another thing allowed")
+	}
+	// A job on dev-2 runs to its end: the job event reaches dev-1, the
+	// execution event (not receivable) does not.
+	e.jobs.CreateJob(jobsvc.JobSpec{JobID: "j", Things: []string{"dev-2"}, Document: []byte(`{}`)})
+	e.jobs.HandleDevice("dev-2", "dev-2", "$aws/things/dev-2/jobs/j/update", []byte(`{"status":"SUCCEEDED"}`))
+	p1 := d1.expect(t, "$aws/events/job/j/completed")
+	var ev jobsvc.JobEvent
+	if err := json.Unmarshal(p1.Payload, &ev); err != nil || ev.Status != "COMPLETED" || ev.JobProcessDetails.NumberOfSucceededThings != 1 {
+		t.Fatalf("%s %v", p1.Payload, err)
+	}
+	d1.none(t)
+}
+
+// TestDisconnectCertificate: a certificate made INACTIVE loses its live
+// connection at once and cannot come back.
+func TestDisconnectCertificate(t *testing.T) {
+	e := newEnv(t)
+	d1, err := e.dial("dev-1", "dev-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2, err := e.dial("dev-2", "dev-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.reg.UpdateCertificateStatus(e.ids["dev-1"], registry.StatusInactive)
+	if n := e.b.DisconnectCertificate(e.ids["dev-1"]); n != 1 {
+		t.Fatalf("%d connections dropped", n)
+	}
+	select {
+	case <-d1.c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the connection of the inactive certificate is still up")
+	}
+	if _, err := e.dial("dev-1", "dev-1"); err == nil {
+		t.Fatal("the inactive certificate reconnected")
+	}
+	// The other thing is untouched.
+	d2.publish(t, "$aws/things/dev-2/jobs/get", `{"clientToken":"still-here"}`)
+	d2.expect(t, "$aws/things/dev-2/jobs/get/accepted")
+}
+
+// TestPayloadLimit: as AWS IoT Core, the broker refuses a payload over
+// 128 KB by closing the connection.
+func TestPayloadLimit(t *testing.T) {
+	e := newEnv(t)
+	d1, err := e.dial("dev-1", "dev-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d1.publish(t, "$aws/things/dev-1/data", strings.Repeat("x", MaxPayload)) // at the limit
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		d1.c.Publish(ctx, &paho.Publish{Topic: "$aws/things/dev-1/data", QoS: 1, Payload: []byte(strings.Repeat("x", 2*MaxPayload))})
+	}()
+	select {
+	case <-d1.c.Done():
+	case <-ctx.Done():
+		t.Fatal("a 256 KB payload was accepted")
+	}
+	cancel()
+	<-sent
 }

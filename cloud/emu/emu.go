@@ -1,8 +1,11 @@
 // Package emu wires the whole local cloud in one process: the CA, the
-// registry of things and certificates, the Jobs service, the MQTT broker on
-// mutual TLS and the object store on HTTP, all kept under one data directory
-// so that they survive a restart. `awsfota cloud serve`, the demo and the
-// tests start it; the endpoints it listens on are written to
+// registry of things, thing groups and certificates, the Jobs service and
+// its timers, the MQTT broker on mutual TLS (or the Jobs service attached to
+// an external broker such as Mosquitto), and one HTTP port serving both the
+// S3-compatible object store and the AWS IoT control plane (routed by the
+// SigV4 credential scope's service, as LocalStack does), all kept under one
+// data directory so that they survive a restart. `awsfota cloud serve`, the
+// demo and the tests start it; the endpoints it listens on are written to
 // <data>/endpoints.json for other tools.
 //
 // It imports the standard library, bbolt and the other cloud/* packages;
@@ -10,19 +13,24 @@
 package emu
 
 import (
+	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/awsfota/awsfota/clock"
 	"github.com/awsfota/awsfota/cloud/broker"
+	"github.com/awsfota/awsfota/cloud/iotapi"
 	"github.com/awsfota/awsfota/cloud/jobsvc"
 	"github.com/awsfota/awsfota/cloud/objstore"
 	"github.com/awsfota/awsfota/cloud/pki"
@@ -56,6 +64,17 @@ type Config struct {
 	// NoSync skips fsync in the database: faster, for tests and demos whose
 	// data is thrown away.
 	NoSync bool
+	// Policy is the AWS IoT policy the embedded broker applies to every
+	// device; nil means broker.DefaultPolicy (each thing confined to its
+	// own $aws/things/<thing>/ topics).
+	Policy *broker.Policy
+	// ExternalMQTT, when set (host:port), runs no embedded broker: the Jobs
+	// service attaches to that broker (MQTT over TLS, e.g. Mosquitto) as a
+	// privileged client with a certificate from the local CA (common name
+	// broker.DefaultExternalClientID). See WriteMosquittoConfig.
+	ExternalMQTT string
+	// AttachTimeout bounds the wait for the external broker (default 30s).
+	AttachTimeout time.Duration
 }
 
 // Endpoints tell clients where the cloud is and how to sign in;
@@ -78,11 +97,16 @@ type Cloud struct {
 	Registry *registry.Registry
 	Jobs     *jobsvc.Service
 	Objects  *objstore.Store
-	broker   *broker.Broker
+	IoT      *iotapi.API
+	broker   *broker.Broker   // the embedded broker, or nil
+	external *broker.External // the attachment to an external broker, or nil
 	httpSrv  *http.Server
 	httpLn   net.Listener
 	httpDone chan struct{}
 	creds    sigv4.Credentials
+
+	stopTimers context.CancelFunc
+	timers     sync.WaitGroup
 }
 
 // Start opens the data directory and starts serving.
@@ -133,24 +157,41 @@ func Start(cfg Config) (_ *Cloud, err error) {
 	if c.Registry, err = registry.Open(c.db, registry.Config{Region: cfg.Region, AccountID: cfg.AccountID, Clock: cfg.Clock}); err != nil {
 		return nil, err
 	}
-	if c.Jobs, err = jobsvc.Open(c.db, jobsvc.Config{Region: cfg.Region, AccountID: cfg.AccountID, Clock: cfg.Clock}); err != nil {
-		return nil, err
-	}
 	if c.Objects, err = objstore.Open(objstore.Config{Dir: filepath.Join(cfg.DataDir, "objects"), Region: cfg.Region,
 		Credentials: []sigv4.Credentials{c.creds}, Clock: cfg.Clock, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	srvCert, err := c.CA.ServerCertificate(cfg.ServerNames...)
-	if err != nil {
-		return nil, err
-	}
-	if c.broker, err = broker.Start(broker.Config{Addr: cfg.MQTTAddr, Certificate: srvCert, ClientCAs: c.CA.Pool(),
-		Authorizer: c.Registry, Jobs: c.Jobs, Logger: cfg.Logger}); err != nil {
-		return nil, fmt.Errorf("emu: MQTT: %w", err)
-	}
-	c.Jobs.SetPublisher(c.broker)
+	// The HTTP listener comes first: presigned URLs in job documents point
+	// at it.
 	if c.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("emu: HTTP: listening on %s: %w", cfg.HTTPAddr, err)
+	}
+	if c.Jobs, err = jobsvc.Open(c.db, jobsvc.Config{Region: cfg.Region, AccountID: cfg.AccountID, Clock: cfg.Clock,
+		Groups: c.Registry, Presign: c.presign, Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
+	var disconnect func(string)
+	if cfg.ExternalMQTT != "" {
+		if err := c.attach(); err != nil {
+			return nil, err
+		}
+		c.Jobs.SetPublisher(c.external)
+	} else {
+		srvCert, err := c.CA.ServerCertificate(cfg.ServerNames...)
+		if err != nil {
+			return nil, err
+		}
+		if c.broker, err = broker.Start(broker.Config{Addr: cfg.MQTTAddr, Certificate: srvCert, ClientCAs: c.CA.Pool(),
+			Authorizer: c.Registry, Jobs: c.Jobs, Policy: cfg.Policy, Region: cfg.Region, AccountID: cfg.AccountID, Logger: cfg.Logger}); err != nil {
+			return nil, fmt.Errorf("emu: MQTT: %w", err)
+		}
+		c.Jobs.SetPublisher(c.broker)
+		disconnect = func(id string) { c.broker.DisconnectCertificate(id) }
+	}
+	if c.IoT, err = iotapi.New(iotapi.Config{Region: cfg.Region, AccountID: cfg.AccountID, Credentials: []sigv4.Credentials{c.creds},
+		Clock: cfg.Clock, Registry: c.Registry, Jobs: c.Jobs, CA: c.CA, Disconnect: disconnect, OpenObject: c.openObject,
+		Endpoint: func() string { return c.Endpoints().MQTT }, Logger: cfg.Logger}); err != nil {
+		return nil, err
 	}
 	c.httpSrv = &http.Server{Handler: c.router(), ReadHeaderTimeout: 30 * time.Second}
 	c.httpDone = make(chan struct{})
@@ -158,14 +199,60 @@ func Start(cfg Config) (_ *Cloud, err error) {
 		defer close(c.httpDone)
 		c.httpSrv.Serve(c.httpLn)
 	}()
+	var tctx context.Context
+	tctx, c.stopTimers = context.WithCancel(context.Background())
+	c.timers.Add(1)
+	go func() {
+		defer c.timers.Done()
+		c.Jobs.RunTimers(tctx)
+	}()
 	if err := c.writeEndpoints(); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
+// attach connects the Jobs service to the external broker.
+func (c *Cloud) attach() error {
+	iss, err := c.CA.IssueClient(broker.DefaultExternalClientID)
+	if err != nil {
+		return err
+	}
+	cert, err := tls.X509KeyPair(iss.CertPEM, iss.KeyPEM)
+	if err != nil {
+		return fmt.Errorf("emu: %w", err)
+	}
+	timeout := c.cfg.AttachTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c.external, err = broker.Attach(ctx, broker.ExternalConfig{Addr: c.cfg.ExternalMQTT,
+		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: c.CA.Pool(), MinVersion: tls.VersionTLS12}, Jobs: c.Jobs, Logger: c.cfg.Logger})
+	if err != nil {
+		return fmt.Errorf("emu: %w", err)
+	}
+	return nil
+}
+
+// presign makes the presigned URLs of job documents: GETs of the local
+// object store, signed with the local credentials.
+func (c *Cloud) presign(bucket, key string, expires time.Duration) (string, error) {
+	return c.Objects.Presign("http://"+c.httpLn.Addr().String(), bucket, key, expires)
+}
+
+func (c *Cloud) openObject(bucket, key string) (io.ReadCloser, error) {
+	o, _, err := c.Objects.Open(bucket, key)
+	if err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
 // router sends each request to the API its SigV4 scope names, as LocalStack
-// does: "s3" (or none: anonymous and presigned GETs) to the object store.
+// does: "s3" (or none: anonymous and presigned GETs) to the object store,
+// "iot" (the SDKs) and "execute-api" (the AWS CLI) to the IoT control plane.
 func (c *Cloud) router() http.Handler {
 	s3 := c.Objects.Handler()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -173,18 +260,25 @@ func (c *Cloud) router() http.Handler {
 		switch svc {
 		case "", "s3":
 			s3.ServeHTTP(w, r)
+		case iotapi.ServiceIoT, iotapi.ServiceExecuteAPI:
+			c.IoT.ServeHTTP(w, r)
 		default:
 			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("X-Amzn-ErrorType", "NotImplementedException")
 			w.WriteHeader(http.StatusNotImplemented)
-			fmt.Fprintf(w, `{"__type":"NotImplementedException","message":"the local cloud does not serve the %q API yet"}`, svc)
+			fmt.Fprintf(w, `{"__type":"NotImplementedException","message":"the awsfota local cloud serves S3 and AWS IoT, not %q: sign the request for s3 or iot"}`, svc)
 		}
 	})
 }
 
 // Endpoints returns where the cloud listens.
 func (c *Cloud) Endpoints() Endpoints {
+	mqttAddr := c.cfg.ExternalMQTT
+	if c.broker != nil {
+		mqttAddr = c.broker.Addr()
+	}
 	return Endpoints{
-		MQTT:            c.broker.Addr(),
+		MQTT:            mqttAddr,
 		HTTP:            "http://" + c.httpLn.Addr().String(),
 		Region:          c.cfg.Region,
 		AccountID:       c.cfg.AccountID,
@@ -244,13 +338,25 @@ func (c *Cloud) ProvisionThing(name string) (*ThingCredentials, error) {
 func (c *Cloud) Close() error {
 	var errs []error
 	if c.httpSrv != nil {
-		errs = append(errs, c.httpSrv.Close())
+		// Let requests in flight finish (briefly), then drop what is left.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := c.httpSrv.Shutdown(ctx); err != nil {
+			c.httpSrv.Close()
+		}
+		cancel()
 		<-c.httpDone
 	} else if c.httpLn != nil {
 		c.httpLn.Close()
 	}
+	if c.stopTimers != nil {
+		c.stopTimers()
+		c.timers.Wait()
+	}
 	if c.broker != nil {
 		errs = append(errs, c.broker.Close())
+	}
+	if c.external != nil {
+		errs = append(errs, c.external.Close())
 	}
 	if c.Objects != nil {
 		errs = append(errs, c.Objects.Close())

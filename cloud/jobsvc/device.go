@@ -3,6 +3,8 @@ package jobsvc
 import (
 	"encoding/json"
 	"errors"
+	"time"
+	"unicode/utf8"
 
 	"github.com/awsfota/awsfota/iotjobs"
 )
@@ -15,13 +17,11 @@ import (
 func (s *Service) HandleDevice(thing, clientID, topic string, payload []byte) {
 	t, err := iotjobs.ParseTopic(topic)
 	if errors.Is(err, iotjobs.ErrUnknownJobsTopic) && t.Thing == thing {
-		var tok struct {
-			ClientToken string `json:"clientToken"`
-		}
-		json.Unmarshal(payload, &tok)
-		r := reject(iotjobs.CodeInvalidTopic, "%s is not an AWS IoT Jobs API topic", topic)
-		r.ClientToken, r.Timestamp = tok.ClientToken, s.cfg.Clock.Now().Unix()
+		r := reject(iotjobs.CodeInvalidTopic, "%s is not an AWS IoT Jobs API topic: use get, start-next, {jobId}/get or {jobId}/update", topic)
+		r.ClientToken, r.Timestamp = tokenOf(payload), s.cfg.Clock.Now().Unix()
+		s.mu.Lock()
 		s.publish([]Message{{Topic: topic + "/rejected", Payload: iotjobs.Encode(r), ClientID: clientID}})
+		s.mu.Unlock()
 		return
 	}
 	if err != nil || t.Thing != thing || t.Reply != iotjobs.ReplyNone {
@@ -30,72 +30,66 @@ func (s *Service) HandleDevice(thing, clientID, topic string, payload []byte) {
 	switch t.Op {
 	case iotjobs.OpGetPending:
 		var req iotjobs.GetPendingRequest
-		s.serve(t, clientID, payload, &req, func(x *txn, now int64) (any, *iotjobs.ErrorResponse, error) {
-			execs, err := x.thingExecs(thing)
-			if err != nil {
-				return nil, nil, err
-			}
-			ip, q := pending(execs)
-			resp := iotjobs.GetPendingResponse{InProgressJobs: []iotjobs.JobExecutionSummary{}, QueuedJobs: []iotjobs.JobExecutionSummary{},
-				Timestamp: now, ClientToken: req.ClientToken}
-			for _, e := range ip {
-				resp.InProgressJobs = append(resp.InProgressJobs, e.Summary())
-			}
-			for _, e := range q {
-				resp.QueuedJobs = append(resp.QueuedJobs, e.Summary())
-			}
-			return resp, nil, nil
-		}, func() string { return req.ClientToken })
+		s.serve(t, clientID, payload, &req, &req.ClientToken, func(x *txn) (any, *iotjobs.ErrorResponse, error) {
+			return s.getPending(x, thing, &req)
+		})
 	case iotjobs.OpStartNext:
 		var req iotjobs.StartNextRequest
-		s.serve(t, clientID, payload, &req, func(x *txn, now int64) (any, *iotjobs.ErrorResponse, error) {
-			return s.startNext(x, thing, &req, now)
-		}, func() string { return req.ClientToken })
+		s.serve(t, clientID, payload, &req, &req.ClientToken, func(x *txn) (any, *iotjobs.ErrorResponse, error) {
+			return s.startNext(x, thing, &req)
+		})
 	case iotjobs.OpDescribe:
 		var req iotjobs.DescribeRequest
-		s.serve(t, clientID, payload, &req, func(x *txn, now int64) (any, *iotjobs.ErrorResponse, error) {
-			return s.describe(x, thing, t.JobID, &req, now)
-		}, func() string { return req.ClientToken })
+		s.serve(t, clientID, payload, &req, &req.ClientToken, func(x *txn) (any, *iotjobs.ErrorResponse, error) {
+			return s.describe(x, thing, t.JobID, &req)
+		})
 	case iotjobs.OpUpdate:
 		var req iotjobs.UpdateRequest
-		s.serve(t, clientID, payload, &req, func(x *txn, now int64) (any, *iotjobs.ErrorResponse, error) {
-			return s.updateExec(x, thing, t.JobID, &req, now)
-		}, func() string { return req.ClientToken })
+		s.serve(t, clientID, payload, &req, &req.ClientToken, func(x *txn) (any, *iotjobs.ErrorResponse, error) {
+			return s.updateExec(x, thing, t.JobID, &req)
+		})
 	}
+}
+
+// tokenOf digs the clientToken out of a payload that did not decode, so
+// that even a rejection of bad JSON can be matched by the device.
+func tokenOf(payload []byte) string {
+	var tok struct {
+		ClientToken string `json:"clientToken"`
+	}
+	json.Unmarshal(payload, &tok)
+	return tok.ClientToken
 }
 
 // serve decodes a request, runs op in a transaction and sends the reply
 // (accepted or rejected) to the requester, then the notifications.
-func (s *Service) serve(t iotjobs.Topic, client string, payload []byte, req any,
-	op func(x *txn, now int64) (any, *iotjobs.ErrorResponse, error), token func() string) {
-	now := s.cfg.Clock.Now().Unix()
-	if err := iotjobs.Decode(payload, req); err != nil {
-		var tok struct {
-			ClientToken string `json:"clientToken"`
-		}
-		json.Unmarshal(payload, &tok)
-		code := iotjobs.CodeInvalidJSON
-		if json.Valid(payload) || len(payload) == 0 {
-			code = iotjobs.CodeInvalidRequest
-		}
-		r := reject(code, "%v", err)
-		r.ClientToken, r.Timestamp = tok.ClientToken, now
+func (s *Service) serve(t iotjobs.Topic, client string, payload []byte, req any, token *string,
+	op func(x *txn) (any, *iotjobs.ErrorResponse, error)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rejected := func(r *iotjobs.ErrorResponse, tok string) {
+		r.ClientToken, r.Timestamp = tok, s.cfg.Clock.Now().Unix()
 		s.publish([]Message{{Topic: t.Rejected().String(), Payload: iotjobs.Encode(r), ClientID: client}})
+	}
+	if len(payload) > 0 && (!utf8.Valid(payload) || !json.Valid(payload)) {
+		rejected(reject(iotjobs.CodeInvalidJSON, "the request is not valid UTF-8 JSON"), tokenOf(payload))
 		return
 	}
-	if err := iotjobs.ValidateClientToken(token()); err != nil {
-		r := reject(iotjobs.CodeInvalidRequest, "%v", err)
-		r.Timestamp = now
-		s.publish([]Message{{Topic: t.Rejected().String(), Payload: iotjobs.Encode(r), ClientID: client}})
+	if err := iotjobs.Decode(payload, req); err != nil {
+		rejected(reject(iotjobs.CodeInvalidRequest, "%v", err), tokenOf(payload))
+		return
+	}
+	if err := iotjobs.ValidateClientToken(*token); err != nil {
+		rejected(reject(iotjobs.CodeInvalidRequest, "%v", err), "")
 		return
 	}
 	var (
 		resp any
 		rej  *iotjobs.ErrorResponse
 	)
-	err := s.update(func(x *txn) error {
+	err := s.commit(func(x *txn) error {
 		var err error
-		resp, rej, err = op(x, now)
+		resp, rej, err = op(x)
 		if err != nil {
 			return err
 		}
@@ -109,133 +103,140 @@ func (s *Service) serve(t iotjobs.Topic, client string, payload []byte, req any,
 	})
 	switch {
 	case errors.Is(err, errRollback):
-		rej.ClientToken, rej.Timestamp = token(), now
-		s.publish([]Message{{Topic: t.Rejected().String(), Payload: iotjobs.Encode(rej), ClientID: client}})
+		rejected(rej, *token)
 	case err != nil:
-		r := reject(iotjobs.CodeInternalError, "the local Jobs service failed: %v", err)
-		r.ClientToken, r.Timestamp = token(), now
-		s.publish([]Message{{Topic: t.Rejected().String(), Payload: iotjobs.Encode(r), ClientID: client}})
+		s.log.Error("jobs request failed", "topic", t.String(), "err", err)
+		rejected(reject(iotjobs.CodeInternalError, "the local Jobs service failed: %v", err), *token)
 	}
 }
 
 // errRollback aborts a transaction whose request was rejected.
 var errRollback = errors.New("rejected: roll back")
 
-func (s *Service) startNext(x *txn, thing string, req *iotjobs.StartNextRequest, now int64) (any, *iotjobs.ErrorResponse, error) {
+func (s *Service) getPending(x *txn, thing string, req *iotjobs.GetPendingRequest) (any, *iotjobs.ErrorResponse, error) {
+	execs, err := x.thingExecs(thing)
+	if err != nil {
+		return nil, nil, err
+	}
+	ip, q := pending(execs)
+	resp := iotjobs.GetPendingResponse{InProgressJobs: []iotjobs.JobExecutionSummary{}, QueuedJobs: []iotjobs.JobExecutionSummary{},
+		Timestamp: x.now.Unix(), ClientToken: req.ClientToken}
+	for _, e := range ip {
+		resp.InProgressJobs = append(resp.InProgressJobs, e.Summary())
+	}
+	for _, e := range q {
+		resp.QueuedJobs = append(resp.QueuedJobs, e.Summary())
+	}
+	return resp, nil, nil
+}
+
+// inProgressTimeout is the job's in-progress timeout (0: none).
+func (x *txn) inProgressTimeout(jobID string) time.Duration {
+	if j, ok := x.job(jobID); ok && j.Timeout != nil {
+		return time.Duration(j.Timeout.InProgressTimeoutInMinutes) * time.Minute
+	}
+	return 0
+}
+
+func (s *Service) startNext(x *txn, thing string, req *iotjobs.StartNextRequest) (any, *iotjobs.ErrorResponse, error) {
 	if req.StatusDetails != nil {
 		if err := iotjobs.ValidateStatusDetails(req.StatusDetails); err != nil {
 			return nil, reject(iotjobs.CodeInvalidRequest, "%v", err), nil
 		}
 	}
+	if r := validStepTimeout(req.StepTimeoutInMinutes, false); r != nil {
+		return nil, r, nil
+	}
 	execs, err := x.thingExecs(thing)
 	if err != nil {
 		return nil, nil, err
 	}
-	resp := iotjobs.ExecutionResponse{Timestamp: now, ClientToken: req.ClientToken}
+	resp := iotjobs.ExecutionResponse{Timestamp: x.now.Unix(), ClientToken: req.ClientToken}
 	h := next(execs)
 	if h == nil {
 		return resp, nil, nil
 	}
 	if h.Status == iotjobs.StatusQueued {
 		upd := iotjobs.UpdateRequest{Status: iotjobs.StatusInProgress, StatusDetails: req.StatusDetails, StepTimeoutInMinutes: req.StepTimeoutInMinutes}
-		ne, rej := applyUpdate(*h, upd, s.cfg.Clock.Now().UTC())
+		ne, rej := applyUpdate(*h, upd, x.inProgressTimeout(h.JobID), x.now)
 		if rej != nil {
 			return nil, rej, nil
 		}
-		after := replace(execs, ne)
-		if err := x.changeThing(thing, execs, after); err != nil {
+		if err := x.setExec(ne); err != nil {
 			return nil, nil, err
 		}
 		h = &ne
 	}
-	j, _ := x.job(h.JobID)
-	resp.Execution = h.Wire(docOf(j))
+	resp.Execution = h.Wire(x.document(h.JobID), x.now)
 	return resp, nil, nil
 }
 
-func docOf(j *Job) json.RawMessage {
-	if j == nil {
-		return nil
-	}
-	return j.Document
-}
-
-func replace(execs []Execution, e Execution) []Execution {
-	out := make([]Execution, len(execs))
-	for i, x := range execs {
-		if x.JobID == e.JobID {
-			x = e
-		}
-		out[i] = x
-	}
-	return out
-}
-
-func (s *Service) describe(x *txn, thing, jobID string, req *iotjobs.DescribeRequest, now int64) (any, *iotjobs.ErrorResponse, error) {
-	execs, err := x.thingExecs(thing)
-	if err != nil {
-		return nil, nil, err
-	}
-	resp := iotjobs.ExecutionResponse{Timestamp: now, ClientToken: req.ClientToken}
-	var e *Execution
+func (s *Service) describe(x *txn, thing, jobID string, req *iotjobs.DescribeRequest) (any, *iotjobs.ErrorResponse, error) {
+	resp := iotjobs.ExecutionResponse{Timestamp: x.now.Unix(), ClientToken: req.ClientToken}
+	var e Execution
 	if jobID == iotjobs.NextJobID {
-		e = next(execs)
-		if e == nil {
+		execs, err := x.thingExecs(thing)
+		if err != nil {
+			return nil, nil, err
+		}
+		h := next(execs)
+		if h == nil {
 			return resp, nil, nil
 		}
+		e = *h
 	} else {
-		for i := range execs {
-			if execs[i].JobID == jobID {
-				e = &execs[i]
-			}
-		}
-		if e == nil {
+		cur, ok := x.exec(thing, jobID)
+		if !ok {
 			return nil, reject(iotjobs.CodeResourceNotFound, "job %s has no execution on thing %s", jobID, thing), nil
 		}
+		e = cur
 	}
 	if req.ExecutionNumber != nil && int64(*req.ExecutionNumber) != e.ExecutionNumber {
-		return nil, reject(iotjobs.CodeResourceNotFound, "job %s has no execution %d on thing %s", e.JobID, *req.ExecutionNumber, thing), nil
+		old, ok := history(x.tx, thing, e.JobID, int64(*req.ExecutionNumber))
+		if !ok {
+			return nil, reject(iotjobs.CodeResourceNotFound, "job %s has no execution number %d on thing %s", e.JobID, *req.ExecutionNumber, thing), nil
+		}
+		e = old
+	}
+	if s.cfg.StrictTerminalDescribe && jobID != iotjobs.NextJobID && e.Status.Terminal() {
+		return nil, reject(iotjobs.CodeTerminalStateReached, "the execution of job %s on %s is %s, a terminal state", e.JobID, thing, e.Status), nil
 	}
 	var doc json.RawMessage
 	if req.IncludeJobDocument == nil || *req.IncludeJobDocument {
-		j, _ := x.job(e.JobID)
-		doc = docOf(j)
+		doc = x.document(e.JobID)
 	}
-	resp.Execution = e.Wire(doc)
+	resp.Execution = e.Wire(doc, x.now)
 	return resp, nil, nil
 }
 
-func (s *Service) updateExec(x *txn, thing, jobID string, req *iotjobs.UpdateRequest, now int64) (any, *iotjobs.ErrorResponse, error) {
+func (s *Service) updateExec(x *txn, thing, jobID string, req *iotjobs.UpdateRequest) (any, *iotjobs.ErrorResponse, error) {
 	if jobID == iotjobs.NextJobID {
 		return nil, reject(iotjobs.CodeInvalidRequest, "$next cannot be updated: name the job"), nil
 	}
-	execs, err := x.thingExecs(thing)
-	if err != nil {
-		return nil, nil, err
-	}
-	var cur *Execution
-	for i := range execs {
-		if execs[i].JobID == jobID {
-			cur = &execs[i]
-		}
-	}
-	if cur == nil {
+	cur, ok := x.exec(thing, jobID)
+	if !ok {
 		return nil, reject(iotjobs.CodeResourceNotFound, "job %s has no execution on thing %s", jobID, thing), nil
 	}
-	ne, rej := applyUpdate(*cur, *req, s.cfg.Clock.Now().UTC())
+	if req.ExecutionNumber != nil && int64(*req.ExecutionNumber) != cur.ExecutionNumber {
+		if old, ok := history(x.tx, thing, jobID, int64(*req.ExecutionNumber)); ok {
+			// An earlier execution, replaced by a retry or a re-run: it is
+			// terminal.
+			cur = old
+		}
+	}
+	ne, rej := applyUpdate(cur, *req, x.inProgressTimeout(jobID), x.now)
 	if rej != nil {
 		return nil, rej, nil
 	}
-	if err := x.changeThing(thing, execs, replace(execs, ne)); err != nil {
+	if err := x.setExec(ne); err != nil {
 		return nil, nil, err
 	}
-	resp := iotjobs.UpdateResponse{Timestamp: now, ClientToken: req.ClientToken}
+	resp := iotjobs.UpdateResponse{Timestamp: x.now.Unix(), ClientToken: req.ClientToken}
 	if req.IncludeJobExecutionState {
 		resp.ExecutionState = ne.State()
 	}
 	if req.IncludeJobDocument {
-		j, _ := x.job(jobID)
-		resp.JobDocument = docOf(j)
+		resp.JobDocument = x.document(jobID)
 	}
 	return resp, nil, nil
 }

@@ -13,7 +13,10 @@ import (
 	"github.com/awsfota/awsfota/clock"
 	"github.com/awsfota/awsfota/iotjobs"
 	bolt "go.etcd.io/bbolt"
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 var t0 = time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
 
@@ -44,12 +47,20 @@ type fixture struct {
 	clk *clock.Fake
 	db  *bolt.DB
 	dir string
+	cfg Config
+	// last is what the last call sent.
+	last []Message
 }
 
-func newFixture(t *testing.T) *fixture {
+// newFixture opens a service on a fake clock; opts adjust its Config.
+func newFixture(t *testing.T, opts ...func(*Config)) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	f := &fixture{t: t, rec: &recorder{}, clk: clock.NewFake(t0), dir: dir}
+	f.cfg = Config{Region: "us-east-1", AccountID: "000000000000", Clock: f.clk}
+	for _, o := range opts {
+		o(&f.cfg)
+	}
 	f.open()
 	return f
 }
@@ -60,7 +71,7 @@ func (f *fixture) open() {
 		f.t.Fatal(err)
 	}
 	f.t.Cleanup(func() { db.Close() })
-	s, err := Open(db, Config{Region: "us-east-1", AccountID: "000000000000", Clock: f.clk})
+	s, err := Open(db, f.cfg)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -80,7 +91,8 @@ func (f *fixture) call(thing string, topic iotjobs.Topic, payload string) []Mess
 	f.t.Helper()
 	f.rec.take()
 	f.s.HandleDevice(thing, thing, topic.String(), []byte(payload))
-	return f.rec.take()
+	f.last = f.rec.take()
+	return f.last
 }
 
 // reply finds the message on topic and decodes it.
@@ -245,9 +257,9 @@ func TestDeviceFlow(t *testing.T) {
 	if j, _ := f.s.DescribeJob("fw-2"); j.Status != JobInProgress {
 		t.Fatalf("job %+v", j)
 	}
-	// Terminal.
+	// A terminal execution cannot change: InvalidStateTransition, with its state.
 	find(t, f.call("dev-1", iotjobs.UpdateTopic("dev-1", "fw-1"), `{"status":"IN_PROGRESS"}`), iotjobs.UpdateTopic("dev-1", "fw-1").Rejected(), &rej)
-	if rej.Code != iotjobs.CodeTerminalStateReached {
+	if rej.Code != iotjobs.CodeInvalidStateTransition || rej.ExecutionState == nil || rej.ExecutionState.Status != iotjobs.StatusSucceeded {
 		t.Fatalf("rejection %+v", rej)
 	}
 	// REJECTED from QUEUED is fine; then nothing is pending.

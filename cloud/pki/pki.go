@@ -122,9 +122,24 @@ func (ca *CA) Pool() *x509.CertPool {
 // ServerCertificate issues a TLS server certificate valid for names (DNS
 // names or IP addresses), always including localhost, 127.0.0.1 and ::1.
 func (ca *CA) ServerCertificate(names ...string) (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	iss, err := ca.IssueServer(names...)
 	if err != nil {
 		return tls.Certificate{}, err
+	}
+	c, err := tls.X509KeyPair(append(iss.CertPEM, ca.CertPEM()...), iss.KeyPEM)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("pki: %w", err)
+	}
+	c.Leaf = iss.Cert
+	return c, nil
+}
+
+// IssueServer issues a TLS server certificate as ServerCertificate does,
+// in PEM: for a broker of its own, such as Mosquitto, to present.
+func (ca *CA) IssueServer(names ...string) (*Issued, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
 	}
 	t := ca.now()
 	tpl := &x509.Certificate{
@@ -146,10 +161,14 @@ func (ca *CA) ServerCertificate(names ...string) (tls.Certificate, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tpl, ca.Cert, &key.PublicKey, ca.key)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("pki: %w", err)
+		return nil, fmt.Errorf("pki: %w", err)
 	}
 	leaf, _ := x509.ParseCertificate(der)
-	return tls.Certificate{Certificate: [][]byte{der, ca.Cert.Raw}, PrivateKey: key, Leaf: leaf}, nil
+	kp, err := keyToPEM(key)
+	if err != nil {
+		return nil, err
+	}
+	return &Issued{ID: CertificateID(leaf), CertPEM: certToPEM(der), KeyPEM: kp, Cert: leaf}, nil
 }
 
 // Issued is a client certificate with its key, as CreateKeysAndCertificate

@@ -59,11 +59,22 @@ var (
 	ErrInvalid = errors.New("invalid request")
 	// ErrDenied: the certificate may not connect as that client id.
 	ErrDenied = errors.New("not authorized")
+	// ErrCertificateState: the certificate's status forbids the change (a
+	// REVOKED certificate cannot be reactivated; an ACTIVE one cannot be
+	// deleted).
+	ErrCertificateState = errors.New("certificate state forbids the operation")
+	// ErrConflict: the resource is in use (a certificate still attached to
+	// a thing, a thing group with child groups).
+	ErrConflict = errors.New("resource in use")
 )
 
 var (
-	bucketThings = []byte("registry.things")
-	bucketCerts  = []byte("registry.certificates")
+	bucketThings      = []byte("registry.things")
+	bucketCerts       = []byte("registry.certificates")
+	bucketGroups      = []byte("registry.groups")      // group name → ThingGroup
+	bucketMembers     = []byte("registry.members")     // group \x00 thing → nothing
+	bucketThingGroups = []byte("registry.thinggroups") // thing \x00 group → nothing
+	allBuckets        = [][]byte{bucketThings, bucketCerts, bucketGroups, bucketMembers, bucketThingGroups}
 )
 
 // Config describes the account the registry belongs to.
@@ -85,7 +96,7 @@ func Open(db *bolt.DB, cfg Config) (*Registry, error) {
 		cfg.Clock = clock.Real()
 	}
 	err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketThings, bucketCerts} {
+		for _, b := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -166,7 +177,7 @@ func (r *Registry) DescribeThing(name string) (Thing, error) {
 	var t Thing
 	err := r.db.View(func(tx *bolt.Tx) error {
 		if !get(tx, bucketThings, name, &t) {
-			return fmt.Errorf("%w: thing %s", ErrNotFound, name)
+			return fmt.Errorf("%w: thing %s does not exist", ErrNotFound, name)
 		}
 		return nil
 	})
@@ -195,7 +206,7 @@ func (r *Registry) DeleteThing(name string) error {
 	return r.db.Update(func(tx *bolt.Tx) error {
 		var t Thing
 		if !get(tx, bucketThings, name, &t) {
-			return fmt.Errorf("%w: thing %s", ErrNotFound, name)
+			return fmt.Errorf("%w: thing %s does not exist", ErrNotFound, name)
 		}
 		attached := false
 		tx.Bucket(bucketCerts).ForEach(func(_, v []byte) error {
@@ -207,6 +218,11 @@ func (r *Registry) DeleteThing(name string) error {
 		})
 		if attached {
 			return fmt.Errorf("%w: thing %s still has a certificate attached; detach it first", ErrInvalid, name)
+		}
+		for _, g := range directGroups(tx, name) {
+			if err := unlink(tx, name, g); err != nil {
+				return err
+			}
 		}
 		return tx.Bucket(bucketThings).Delete([]byte(name))
 	})
@@ -234,7 +250,7 @@ func (r *Registry) DescribeCertificate(id string) (Certificate, error) {
 	var c Certificate
 	err := r.db.View(func(tx *bolt.Tx) error {
 		if !get(tx, bucketCerts, id, &c) {
-			return fmt.Errorf("%w: certificate %s", ErrNotFound, id)
+			return fmt.Errorf("%w: certificate %s does not exist", ErrNotFound, id)
 		}
 		return nil
 	})
@@ -251,7 +267,10 @@ func (r *Registry) UpdateCertificateStatus(id, status string) error {
 	return r.db.Update(func(tx *bolt.Tx) error {
 		var c Certificate
 		if !get(tx, bucketCerts, id, &c) {
-			return fmt.Errorf("%w: certificate %s", ErrNotFound, id)
+			return fmt.Errorf("%w: certificate %s does not exist", ErrNotFound, id)
+		}
+		if c.Status == StatusRevoked && status != StatusRevoked {
+			return fmt.Errorf("%w: certificate %s is REVOKED and cannot become %s; issue a new one", ErrCertificateState, id, status)
 		}
 		c.Status = status
 		return put(tx, bucketCerts, id, c)
@@ -263,11 +282,11 @@ func (r *Registry) AttachThingPrincipal(thing, certID string) error {
 	return r.db.Update(func(tx *bolt.Tx) error {
 		var t Thing
 		if !get(tx, bucketThings, thing, &t) {
-			return fmt.Errorf("%w: thing %s", ErrNotFound, thing)
+			return fmt.Errorf("%w: thing %s does not exist", ErrNotFound, thing)
 		}
 		var c Certificate
 		if !get(tx, bucketCerts, certID, &c) {
-			return fmt.Errorf("%w: certificate %s", ErrNotFound, certID)
+			return fmt.Errorf("%w: certificate %s does not exist", ErrNotFound, certID)
 		}
 		if !slices.Contains(c.Things, thing) {
 			c.Things = append(c.Things, thing)
@@ -293,4 +312,81 @@ func (r *Registry) Authorize(cert *x509.Certificate, id, clientID string) error 
 		return fmt.Errorf("%w: client id %q is not a thing this certificate is attached to", ErrDenied, clientID)
 	}
 	return nil
+}
+
+// ListCertificates returns every certificate, oldest first.
+func (r *Registry) ListCertificates() ([]Certificate, error) {
+	var out []Certificate
+	err := r.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketCerts).ForEach(func(_, v []byte) error {
+			var c Certificate
+			if err := json.Unmarshal(v, &c); err != nil {
+				return err
+			}
+			out = append(out, c)
+			return nil
+		})
+	})
+	sort.SliceStable(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, err
+}
+
+// DeleteCertificate deletes a certificate. As on AWS it must not be ACTIVE
+// (ErrCertificateState: make it INACTIVE first) nor attached to a thing
+// (ErrConflict: detach it first).
+func (r *Registry) DeleteCertificate(id string) error {
+	return r.db.Update(func(tx *bolt.Tx) error {
+		var c Certificate
+		if !get(tx, bucketCerts, id, &c) {
+			return fmt.Errorf("%w: certificate %s does not exist", ErrNotFound, id)
+		}
+		if c.Status == StatusActive {
+			return fmt.Errorf("%w: certificate %s is ACTIVE; make it INACTIVE before deleting it", ErrCertificateState, id)
+		}
+		if len(c.Things) > 0 {
+			return fmt.Errorf("%w: certificate %s is attached to %s; detach it first", ErrConflict, id, c.Things[0])
+		}
+		return tx.Bucket(bucketCerts).Delete([]byte(id))
+	})
+}
+
+// DetachThingPrincipal detaches a certificate from a thing; detaching one
+// that is not attached changes nothing.
+func (r *Registry) DetachThingPrincipal(thing, certID string) error {
+	return r.db.Update(func(tx *bolt.Tx) error {
+		var t Thing
+		if !get(tx, bucketThings, thing, &t) {
+			return fmt.Errorf("%w: thing %s does not exist", ErrNotFound, thing)
+		}
+		var c Certificate
+		if !get(tx, bucketCerts, certID, &c) {
+			return fmt.Errorf("%w: certificate %s does not exist", ErrNotFound, certID)
+		}
+		c.Things = slices.DeleteFunc(c.Things, func(s string) bool { return s == thing })
+		return put(tx, bucketCerts, certID, c)
+	})
+}
+
+// ThingPrincipals returns the certificates attached to a thing.
+func (r *Registry) ThingPrincipals(thing string) ([]Certificate, error) {
+	var out []Certificate
+	err := r.db.View(func(tx *bolt.Tx) error {
+		var t Thing
+		if !get(tx, bucketThings, thing, &t) {
+			return fmt.Errorf("%w: thing %s does not exist", ErrNotFound, thing)
+		}
+		return tx.Bucket(bucketCerts).ForEach(func(_, v []byte) error {
+			var c Certificate
+			if json.Unmarshal(v, &c) == nil && slices.Contains(c.Things, thing) {
+				out = append(out, c)
+			}
+			return nil
+		})
+	})
+	return out, err
 }

@@ -2,7 +2,9 @@ package cli
 
 import (
 	"fmt"
+	"os"
 
+	"github.com/awsfota/awsfota/cloud/broker"
 	"github.com/awsfota/awsfota/cloud/emu"
 	"github.com/spf13/cobra"
 )
@@ -12,25 +14,50 @@ func cloudCmd(e *env) *cobra.Command {
 		Use:   "cloud",
 		Short: "Run the local cloud",
 	}
+	cmd.AddCommand(cloudServeCmd(e), cloudMosquittoCmd(e))
+	return cmd
+}
+
+func cloudServeCmd(e *env) *cobra.Command {
 	var cfg emu.Config
+	var policyFile string
 	serve := &cobra.Command{
 		Use:   "serve",
-		Short: "Serve the local cloud (MQTT broker, Jobs, S3) until interrupted",
+		Short: "Serve the local cloud (MQTT broker, AWS IoT Jobs and control plane, S3) until interrupted",
 		Long: `serve runs the local cloud until interrupted (Ctrl-C or SIGTERM): an MQTT broker
-on mutual TLS with AWS IoT's device rules, the AWS IoT Jobs service and an
-S3-compatible object store. State lives in --data and survives a restart.
-The addresses, credentials and CA file are written to DIR/endpoints.json;
-port 0 picks a free port and the file holds the real one.`,
+on mutual TLS with AWS IoT's device rules, the AWS IoT Jobs service, and one
+HTTP port serving both the AWS IoT control-plane API and an S3-compatible object
+store (the AWS SDKs and the AWS CLI work against it with --endpoint-url).
+State lives in --data and survives a restart. The addresses, credentials and
+CA file are written to DIR/endpoints.json; port 0 picks a free port and the
+file holds the real one.
+
+With --external-mqtt the cloud runs no broker of its own: its Jobs service
+attaches to that broker (e.g. Mosquitto, configured by
+'awsfota cloud mosquitto-config') as a privileged client.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Logger = e.logger()
+			if policyFile != "" {
+				b, err := os.ReadFile(policyFile)
+				if err != nil {
+					return usagef("--policy: %v", err)
+				}
+				if cfg.Policy, err = broker.ParsePolicy(b); err != nil {
+					return usagef("--policy %s: %v", policyFile, err)
+				}
+			}
 			c, err := emu.Start(cfg)
 			if err != nil {
 				return err
 			}
 			ep := c.Endpoints()
-			fmt.Fprintf(e.out, "local cloud serving\n  MQTT (mutual TLS)  %s\n  S3 / HTTP          %s\n  CA certificate     %s\n  endpoints file     %s/%s\n",
-				ep.MQTT, ep.HTTP, ep.CAFile, cfg.DataDir, emu.EndpointsFile)
+			broker := "MQTT (mutual TLS)   "
+			if cfg.ExternalMQTT != "" {
+				broker = "MQTT (external)     "
+			}
+			fmt.Fprintf(e.out, "local cloud serving\n  %s%s\n  AWS IoT and S3 API  %s (region %s)\n  CA certificate      %s\n  endpoints file      %s/%s\n",
+				broker, ep.MQTT, ep.HTTP, ep.Region, ep.CAFile, cfg.DataDir, emu.EndpointsFile)
 			<-e.ctx.Done()
 			fmt.Fprintln(e.out, "shutting down")
 			return c.Close()
@@ -38,8 +65,38 @@ port 0 picks a free port and the file holds the real one.`,
 	}
 	serve.Flags().StringVar(&cfg.DataDir, "data", "awsfota-cloud", "keep the cloud's state in `DIR`")
 	serve.Flags().StringVar(&cfg.MQTTAddr, "mqtt-addr", emu.DefaultMQTTAddr, "MQTT listen `address`")
-	serve.Flags().StringVar(&cfg.HTTPAddr, "http-addr", emu.DefaultHTTPAddr, "HTTP (S3) listen `address`")
+	serve.Flags().StringVar(&cfg.HTTPAddr, "http-addr", emu.DefaultHTTPAddr, "HTTP (AWS IoT and S3 APIs) listen `address`")
 	serve.Flags().StringSliceVar(&cfg.ServerNames, "server-name", nil, "extra host `name` or IP the broker's certificate is valid for")
-	cmd.AddCommand(serve)
+	serve.Flags().StringVar(&policyFile, "policy", "", "AWS IoT policy document (JSON) the broker applies to every device, instead of the default (each thing under its own $aws/things/<thing>/)")
+	serve.Flags().StringVar(&cfg.ExternalMQTT, "external-mqtt", "", "attach the Jobs service to the MQTT broker at `host:port` (TLS, trusting the local CA) instead of running one")
+	return serve
+}
+
+func cloudMosquittoCmd(e *env) *cobra.Command {
+	var dataDir, listen string
+	var names []string
+	cmd := &cobra.Command{
+		Use:   "mosquitto-config",
+		Short: "Write a Mosquitto configuration that makes Mosquitto the local cloud's broker",
+		Long: `mosquitto-config writes DIR/mosquitto/ (mosquitto.conf, an ACL, a server
+certificate from the local CA) so that Mosquitto serves MQTT over mutual TLS for
+the local cloud: each device confined to $aws/things/<thing>/ (the thing is the
+certificate's common name), the Jobs service allowed everywhere. Then:
+
+  mosquitto -c DIR/mosquitto/mosquitto.conf
+  awsfota cloud serve --data DIR --external-mqtt ADDRESS`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := emu.WriteMosquittoConfig(dataDir, listen, names...)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.out, "wrote %s (ACL %s)\nrun:\n  mosquitto -c %s\n  awsfota cloud serve --data %s --external-mqtt %s\n", f.Conf, f.ACL, f.Conf, dataDir, listen)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data", "awsfota-cloud", "the local cloud's data `DIR`")
+	cmd.Flags().StringVar(&listen, "listen", emu.DefaultMQTTAddr, "the `address` Mosquitto listens on")
+	cmd.Flags().StringSliceVar(&names, "server-name", nil, "extra host `name` or IP Mosquitto's certificate is valid for")
 	return cmd
 }

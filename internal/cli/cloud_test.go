@@ -1,0 +1,164 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/iot"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/awsfota/awsfota/cloud/emu"
+)
+
+// serveBuffer is a bytes.Buffer safe to read while serve writes to it.
+type serveBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *serveBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *serveBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// serving runs `awsfota cloud serve` in-process until stop is called; it
+// returns once endpoints.json is written.
+func serving(t *testing.T, dir string, extra ...string) (emu.Endpoints, func() (int, string)) {
+	t.Helper()
+	os.Remove(filepath.Join(dir, emu.EndpointsFile))
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errOut serveBuffer
+	done := make(chan int, 1)
+	args := append([]string{"cloud", "serve", "--data", dir, "--mqtt-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, extra...)
+	go func() { done <- Run(ctx, args, &out, &errOut) }()
+	stop := func() (int, string) {
+		cancel()
+		select {
+		case code := <-done:
+			return code, out.String() + errOut.String()
+		case <-time.After(30 * time.Second):
+			t.Fatal("serve did not stop after its context ended")
+			return 0, ""
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ep, err := emu.ReadEndpoints(dir)
+		if err == nil {
+			return ep, stop
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("serve exited %d before serving:\n%s%s", code, out.String(), errOut.String())
+		case <-tick.C:
+		}
+		if time.Now().After(deadline) {
+			stop()
+			t.Fatal("serve wrote no endpoints.json")
+		}
+	}
+}
+
+func clients(ep emu.Endpoints) (*iot.Client, *s3.Client) {
+	cfg := aws.Config{Region: ep.Region, Credentials: credentials.NewStaticCredentialsProvider(ep.AccessKeyID, ep.SecretAccessKey, ""),
+		Retryer: func() aws.Retryer { return aws.NopRetryer{} }}
+	return iot.NewFromConfig(cfg, func(o *iot.Options) { o.BaseEndpoint = aws.String(ep.HTTP) }),
+		s3.NewFromConfig(cfg, func(o *s3.Options) { o.BaseEndpoint = aws.String(ep.HTTP); o.UsePathStyle = true })
+}
+
+// TestCloudServe starts `awsfota cloud serve`, uses it with the AWS SDK,
+// stops it as a SIGINT would (its context ends), starts it again on the
+// same data directory and finds everything still there.
+func TestCloudServe(t *testing.T) {
+	dir := t.TempDir()
+	ep, stop := serving(t, dir)
+	if ep.MQTT == "" || strings.HasSuffix(ep.MQTT, ":0") || !strings.HasPrefix(ep.HTTP, "http://127.0.0.1:") || ep.Region == "" ||
+		ep.AccountID == "" || ep.AccessKeyID == "" || ep.SecretAccessKey == "" {
+		t.Fatalf("endpoints %+v", ep)
+	}
+	if _, err := os.Stat(ep.CAFile); err != nil {
+		t.Fatal(err)
+	}
+	ic, sc := clients(ep)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := ic.CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String("dev-1")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ic.CreateJob(ctx, &iot.CreateJobInput{JobId: aws.String("j1"), Document: aws.String(`{"op":"x"}`),
+		Targets: []string{"arn:aws:iot:" + ep.Region + ":" + ep.AccountID + ":thing/dev-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sc.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("images")}); err != nil {
+		t.Fatal(err)
+	}
+	code, out := stop()
+	if code != 0 || !strings.Contains(out, "local cloud serving") || !strings.Contains(out, "shutting down") {
+		t.Fatalf("serve exited %d:\n%s", code, out)
+	}
+
+	ep2, stop := serving(t, dir)
+	defer stop()
+	if ep2.AccessKeyID != ep.AccessKeyID || ep2.CAFile != ep.CAFile {
+		t.Fatalf("credentials or CA changed across a restart: %+v %+v", ep, ep2)
+	}
+	ic, sc = clients(ep2)
+	if _, err := ic.DescribeThing(ctx, &iot.DescribeThingInput{ThingName: aws.String("dev-1")}); err != nil {
+		t.Fatal(err)
+	}
+	if dj, err := ic.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String("j1")}); err != nil || *dj.Job.JobProcessDetails.NumberOfQueuedThings != 1 {
+		t.Fatalf("%+v %v", dj, err)
+	}
+	if _, err := sc.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String("images")}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCloudServeErrors(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "bad.json"), []byte(`{"Statement":[]}`), 0o600)
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"cloud", "serve", "--data", dir, "--policy", filepath.Join(dir, "bad.json")}, exitUsage, "no Statement"},
+		{[]string{"cloud", "serve", "--data", dir, "--policy", filepath.Join(dir, "missing.json")}, exitUsage, "--policy"},
+		{[]string{"cloud", "serve", "extra"}, exitUsage, "no arguments"},
+		{[]string{"cloud", "mosquitto-config", "--data", dir, "--listen", "nonsense"}, exitFailure, "host:port"},
+	} {
+		code, _, errOut := run(t, c.args...)
+		if code != c.code || !strings.Contains(errOut, c.want) {
+			t.Errorf("%v: exit %d, stderr %q", c.args, code, errOut)
+		}
+	}
+	code, out, _ := run(t, "cloud", "mosquitto-config", "--data", dir, "--listen", "127.0.0.1:18883")
+	if code != 0 || !strings.Contains(out, "mosquitto -c") {
+		t.Fatalf("%d %s", code, out)
+	}
+	conf, err := os.ReadFile(filepath.Join(dir, "mosquitto", "mosquitto.conf"))
+	if err != nil || !strings.Contains(string(conf), "listener 18883 127.0.0.1") || !strings.Contains(string(conf), "require_certificate true") {
+		t.Fatalf("%s %v", conf, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "pki", "ca.pem")); errors.Is(err, os.ErrNotExist) {
+		t.Fatal("no CA written")
+	}
+}
