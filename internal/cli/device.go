@@ -31,6 +31,7 @@ func deviceCmd(e *env) *cobra.Command {
 	var (
 		config, stateDir, endpoint, simVersion, simKey string
 		simulate                                       bool
+		simLinkRate                                    int64
 	)
 	run := &cobra.Command{
 		Use:   "run --config DEVICE.json --state DIR",
@@ -60,7 +61,7 @@ bootloader then swaps), and run the command again to confirm and report.`,
 				f.Endpoint = endpoint
 			}
 			if simulate {
-				return runSimDevice(e, f, stateDir, simVersion, simKey)
+				return runSimDevice(e, f, stateDir, simVersion, simKey, simLinkRate)
 			}
 			return runRealDevice(e, f, stateDir)
 		},
@@ -70,6 +71,7 @@ bootloader then swaps), and run the command again to confirm and report.`,
 	run.Flags().StringVar(&endpoint, "endpoint", "", "MQTT `host:port`, overriding the device file")
 	run.Flags().BoolVar(&simulate, "sim", false, "simulate the device's flash and bootloader in --state")
 	run.Flags().StringVar(&simVersion, "sim-version", "1.0.0", "firmware `version` a new simulated device runs")
+	run.Flags().Int64Var(&simLinkRate, "sim-link-rate", 0, "limit the simulated device's downloads to `BYTES` per second (0: unlimited)")
 	run.Flags().StringVar(&simKey, "sim-key", "", "sign a new simulated device's firmware with this private `KEY.pem` (needed when DEVICE.json has trustedKeys)")
 	cmd.AddCommand(run)
 	return cmd
@@ -101,7 +103,7 @@ func eventPrinter(e *env, thing string) func(agent.AppEvent) {
 	}
 }
 
-func runSimDevice(e *env, f *deviceFile, dir, version, keyFile string) error {
+func runSimDevice(e *env, f *deviceFile, dir, version, keyFile string, linkRate int64) error {
 	cert, err := f.certificate()
 	if err != nil {
 		return err
@@ -119,7 +121,7 @@ func runSimDevice(e *env, f *deviceFile, dir, version, keyFile string) error {
 		fresh = true
 	}
 	d, err := sim.OpenDevice(sim.DeviceConfig{
-		Dir: dir, Thing: f.Thing, Endpoint: f.Endpoint, Certificate: cert, RootCAs: roots, ServerName: f.ServerName, Keys: keys,
+		Dir: dir, Thing: f.Thing, Endpoint: f.Endpoint, Certificate: cert, RootCAs: roots, ServerName: f.ServerName, Keys: keys, LinkRate: linkRate,
 		Agent: f.agentConfig(), Download: f.downloadConfig(roots), OnEvent: eventPrinter(e, f.Thing), Logger: e.logger(),
 		OnBoot: func(res sim.BootResult, run dfu.Running) {
 			state := "confirmed"

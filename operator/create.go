@@ -1,0 +1,327 @@
+package operator
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
+	"github.com/aws/aws-sdk-go-v2/service/iot"
+	iottypes "github.com/aws/aws-sdk-go-v2/service/iot/types"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/awsfota/awsfota/delta"
+	"github.com/awsfota/awsfota/device/dfu"
+	"github.com/awsfota/awsfota/device/dfu/modem"
+	"github.com/awsfota/awsfota/jobdoc"
+	"github.com/awsfota/awsfota/mcuboot"
+)
+
+// JobOptions describe a firmware job to publish.
+type JobOptions struct {
+	Image  string   // the file to install: an MCUboot image, an awsfota delta, a modem image
+	Things []string // target things
+	Groups []string // target thing groups
+	JobID  string   // default: fota-<version>-<time>
+	Bucket string   // required
+	Key    string   // default: firmware/<sha256 prefix>/<file name>
+	// CreateBucket creates Bucket when it does not exist.
+	CreateBucket bool
+	// Version is the version the device runs afterwards; default: the
+	// MCUboot header's (or a full modem image's).
+	Version string
+	// Component: "app" (default) or "modem"; modem images imply "modem".
+	Component string
+	// Public writes the object's plain URL (the seed's public-bucket
+	// procedure) instead of a presigned-URL placeholder.
+	Public bool
+	// PresignRole is the IAM role AWS IoT assumes to presign the URL (real
+	// AWS); PresignExpires how long each URL lives (default 1 h, 60 s–1 h).
+	PresignRole    string
+	PresignExpires time.Duration
+	// Rollout, abort, timeouts and retries.
+	RolloutPerMinute    int
+	AbortFailurePercent float64
+	AbortMinExecuted    int
+	TimeoutMinutes      int
+	StepTimeoutMinutes  int
+	Retries             int
+	Continuous          bool
+	Description         string
+}
+
+// Plan is what publishing a job does: the object, the document and the
+// calls. DryRun returns it without calling anything.
+type Plan struct {
+	JobID     string
+	Bucket    string
+	Key       string
+	Size      int64
+	SHA256    []byte
+	Kind      string // the image type
+	Version   string
+	Component string
+	Base      *jobdoc.Base
+	Document  []byte
+	Calls     []string
+
+	opts JobOptions
+}
+
+var jobIDChars = regexp.MustCompile(`[^a-zA-Z0-9_-]+`)
+
+// Prepare reads the image and builds the plan: size, SHA-256, version, the
+// document. It makes no call.
+func (c *Client) Prepare(o JobOptions) (*Plan, error) {
+	if len(o.Things) == 0 && len(o.Groups) == 0 {
+		return nil, errors.New("a job needs targets: things or thing groups")
+	}
+	if o.Bucket == "" {
+		return nil, errors.New("a bucket is needed for the image (--bucket)")
+	}
+	f, err := os.Open(o.Image)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", o.Image, err)
+	}
+	p := &Plan{Size: st.Size(), SHA256: h.Sum(nil), Bucket: o.Bucket, Key: o.Key, Version: o.Version, Component: o.Component, opts: o}
+	if p.Size == 0 {
+		return nil, fmt.Errorf("%s is empty", o.Image)
+	}
+	head := make([]byte, min(p.Size, 4+0xffff))
+	if _, err := f.ReadAt(head, 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	kind := dfu.Identify(head)
+	p.Kind = kind.String()
+	switch kind {
+	case dfu.TypeMCUboot:
+		im, err := mcuboot.Parse(f, p.Size)
+		if err != nil {
+			return nil, fmt.Errorf("%s looks like an MCUboot image but %w", o.Image, err)
+		}
+		if p.Version == "" {
+			p.Version = im.Header.Version.String()
+		}
+	case dfu.TypeDelta:
+		hd, err := delta.ParseHeader(head)
+		if err != nil {
+			return nil, fmt.Errorf("%s looks like an awsfota delta but %w", o.Image, err)
+		}
+		p.Base = &jobdoc.Base{SHA256: hd.BaseSHA256[:], Size: hd.BaseSize}
+	case dfu.TypeModemFull:
+		v, err := modem.ParseFullImage(head)
+		if err != nil {
+			return nil, err
+		}
+		if p.Version == "" {
+			p.Version = v
+		}
+		p.Component = jobdoc.ComponentModem
+	case dfu.TypeModemDelta:
+		p.Component = jobdoc.ComponentModem
+	default:
+		return nil, fmt.Errorf("%s is not an image awsfota devices install (MCUboot image, awsfota delta, modem image or delta): its first bytes are % x", o.Image, head[:min(len(head), 8)])
+	}
+	if p.Component == "" {
+		p.Component = jobdoc.ComponentApp
+	}
+	if p.Key == "" {
+		p.Key = "firmware/" + hex.EncodeToString(p.SHA256[:6]) + "/" + filepath.Base(o.Image)
+	}
+	p.JobID = o.JobID
+	if p.JobID == "" {
+		v := p.Version
+		if v == "" {
+			v = p.Kind
+		}
+		v = strings.ReplaceAll(v, ".", "_")
+		p.JobID = strings.Trim(jobIDChars.ReplaceAllString("fota-"+v+"-"+time.Now().UTC().Format("20060102-150405"), "-"), "-")
+	}
+	url := "${aws:iot:s3-presigned-url:" + fmt.Sprintf("https://s3.%s.amazonaws.com/%s/%s", c.Region, p.Bucket, p.Key) + "}"
+	if o.Public {
+		if c.Local {
+			return nil, errors.New("--public is the seed's procedure on AWS (a bucket anyone may read); the local cloud serves images through presigned URLs: drop --public")
+		}
+		url = fmt.Sprintf("https://%s.s3.%s.amazonaws.com/%s", p.Bucket, c.Region, p.Key)
+	}
+	spec := jobdoc.Spec{FWVersion: p.Version, Size: p.Size, SHA256: p.SHA256, URL: url, Base: p.Base,
+		StepTimeoutMinutes: int64(o.StepTimeoutMinutes)}
+	if p.Component != jobdoc.ComponentApp {
+		spec.Component, spec.Operation = p.Component, "modem_fw_update"
+	}
+	if p.Document, err = jobdoc.Marshal(spec); err != nil {
+		return nil, err
+	}
+	if o.CreateBucket {
+		p.Calls = append(p.Calls, fmt.Sprintf("s3 CreateBucket %s (if missing)", p.Bucket))
+	}
+	p.Calls = append(p.Calls, fmt.Sprintf("s3 upload (transfer manager) s3://%s/%s (%d bytes, SHA-256 %x)", p.Bucket, p.Key, p.Size, p.SHA256))
+	for _, t := range o.Things {
+		p.Calls = append(p.Calls, "iot DescribeThing "+t)
+	}
+	for _, g := range o.Groups {
+		p.Calls = append(p.Calls, "iot DescribeThingGroup "+g)
+	}
+	p.Calls = append(p.Calls, "iot CreateJob "+p.JobID+" "+describeSettings(o))
+	return p, nil
+}
+
+func describeSettings(o JobOptions) string {
+	var s []string
+	if o.Continuous {
+		s = append(s, "CONTINUOUS")
+	} else {
+		s = append(s, "SNAPSHOT")
+	}
+	if o.RolloutPerMinute > 0 {
+		s = append(s, fmt.Sprintf("rollout %d/min", o.RolloutPerMinute))
+	}
+	if o.AbortFailurePercent > 0 {
+		s = append(s, fmt.Sprintf("abort at %.0f%% failed after %d", o.AbortFailurePercent, max(o.AbortMinExecuted, 1)))
+	}
+	if o.TimeoutMinutes > 0 {
+		s = append(s, fmt.Sprintf("in-progress timeout %d min", o.TimeoutMinutes))
+	}
+	if o.Retries > 0 {
+		s = append(s, fmt.Sprintf("%d retries", o.Retries))
+	}
+	if !o.Public {
+		s = append(s, "presigned URL")
+	}
+	return "(" + strings.Join(s, ", ") + ")"
+}
+
+// Result says what Create did.
+type Result struct {
+	JobID  string
+	JobARN string
+}
+
+// Create carries out a plan: bucket, upload, job.
+func (c *Client) Create(ctx context.Context, p *Plan, progress func(sent, total int64)) (*Result, error) {
+	o := p.opts
+	if o.CreateBucket {
+		in := &s3.CreateBucketInput{Bucket: aws.String(p.Bucket)}
+		if c.Region != "" && c.Region != "us-east-1" {
+			in.CreateBucketConfiguration = &s3types.CreateBucketConfiguration{LocationConstraint: s3types.BucketLocationConstraint(c.Region)}
+		}
+		if _, err := c.S3.CreateBucket(ctx, in); err != nil {
+			var owned *s3types.BucketAlreadyOwnedByYou
+			if !errors.As(err, &owned) {
+				return nil, explain("creating bucket "+p.Bucket, err)
+			}
+		}
+	}
+	f, err := os.Open(o.Image)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var body io.Reader = f
+	if progress != nil {
+		body = &countingReader{r: f, total: p.Size, progress: progress}
+	}
+	tm := transfermanager.New(c.S3)
+	if _, err := tm.UploadObject(ctx, &transfermanager.UploadObjectInput{Bucket: aws.String(p.Bucket), Key: aws.String(p.Key), Body: body}); err != nil {
+		return nil, explain(fmt.Sprintf("uploading s3://%s/%s", p.Bucket, p.Key), err)
+	}
+	doc := p.Document
+	var targets []string
+	for _, t := range o.Things {
+		arn, err := c.thingARN(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		targets = append(targets, arn)
+	}
+	for _, g := range o.Groups {
+		arn, err := c.groupARN(ctx, g)
+		if err != nil {
+			return nil, err
+		}
+		targets = append(targets, arn)
+	}
+	in := &iot.CreateJobInput{JobId: aws.String(p.JobID), Targets: targets, Document: aws.String(string(doc)),
+		TargetSelection: iottypes.TargetSelectionSnapshot}
+	if o.Description != "" {
+		in.Description = aws.String(o.Description)
+	} else {
+		in.Description = aws.String(fmt.Sprintf("awsfota: %s %s (%s)", p.Component, orKind(p.Version, p.Kind), filepath.Base(o.Image)))
+	}
+	if o.Continuous {
+		in.TargetSelection = iottypes.TargetSelectionContinuous
+	}
+	if !o.Public {
+		exp := int64(o.PresignExpires / time.Second)
+		if exp == 0 {
+			exp = 3600
+		}
+		role := o.PresignRole
+		if role == "" && c.Local {
+			role = "arn:aws:iam::000000000000:role/awsfota-local-presign" // the local cloud presigns itself
+		}
+		if role == "" {
+			return nil, errors.New("a presigned URL needs --presign-role: the ARN of an IAM role AWS IoT may assume to read the bucket (see docs/aws.md), or use --public")
+		}
+		in.PresignedUrlConfig = &iottypes.PresignedUrlConfig{RoleArn: aws.String(role), ExpiresInSec: aws.Int64(exp)}
+	}
+	if o.RolloutPerMinute > 0 {
+		in.JobExecutionsRolloutConfig = &iottypes.JobExecutionsRolloutConfig{MaximumPerMinute: aws.Int32(int32(o.RolloutPerMinute))}
+	}
+	if o.AbortFailurePercent > 0 {
+		in.AbortConfig = &iottypes.AbortConfig{CriteriaList: []iottypes.AbortCriteria{{
+			Action: iottypes.AbortActionCancel, FailureType: iottypes.JobExecutionFailureTypeAll,
+			ThresholdPercentage: aws.Float64(o.AbortFailurePercent), MinNumberOfExecutedThings: aws.Int32(int32(max(o.AbortMinExecuted, 1))),
+		}}}
+	}
+	if o.TimeoutMinutes > 0 {
+		in.TimeoutConfig = &iottypes.TimeoutConfig{InProgressTimeoutInMinutes: aws.Int64(int64(o.TimeoutMinutes))}
+	}
+	if o.Retries > 0 {
+		in.JobExecutionsRetryConfig = &iottypes.JobExecutionsRetryConfig{CriteriaList: []iottypes.RetryCriteria{{
+			FailureType: iottypes.RetryableFailureTypeAll, NumberOfRetries: aws.Int32(int32(o.Retries))}}}
+	}
+	out, err := c.IoT.CreateJob(ctx, in)
+	if err != nil {
+		return nil, explain("creating job "+p.JobID, err)
+	}
+	return &Result{JobID: aws.ToString(out.JobId), JobARN: aws.ToString(out.JobArn)}, nil
+}
+
+func orKind(v, kind string) string {
+	if v == "" {
+		return kind
+	}
+	return v
+}
+
+type countingReader struct {
+	r        io.Reader
+	n, total int64
+	progress func(sent, total int64)
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	c.progress(c.n, c.total)
+	return n, err
+}

@@ -1,0 +1,103 @@
+// Package operator is the operator's side of awsfota: it publishes a
+// firmware image as an AWS IoT job in one call — upload to S3, a job document
+// in the seed's format plus awsfota's fields, CreateJob with rollout, abort,
+// timeout and retry settings — follows a job's rollout execution by
+// execution, cancels it, and provisions things. It speaks to real AWS, or to
+// the local cloud, through the official AWS SDK for Go v2 only.
+//
+// It imports the standard library, the AWS SDK, jobdoc, mcuboot, delta and
+// device/dfu (to recognise images); it must never import cloud/* or sim/.
+package operator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/iot"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
+)
+
+// Client talks to AWS IoT and S3.
+type Client struct {
+	IoT    *iot.Client
+	S3     *s3.Client
+	Region string
+	// Local is set for the local cloud: presigned URLs need no IAM role
+	// there, and things get the local CA.
+	Local bool
+}
+
+// New returns a client for real AWS from an SDK configuration (profile,
+// region and credentials chain as config.LoadDefaultConfig resolves them).
+func New(cfg aws.Config) *Client {
+	return &Client{IoT: iot.NewFromConfig(cfg), S3: s3.NewFromConfig(cfg), Region: cfg.Region}
+}
+
+// Endpoint describes the local cloud (its endpoints.json).
+type Endpoint struct {
+	URL             string // http://127.0.0.1:4566: S3 and IoT on one port
+	Region          string
+	AccessKeyID     string
+	SecretAccessKey string
+}
+
+// NewLocal returns a client for the local cloud.
+func NewLocal(ep Endpoint) *Client {
+	cfg := aws.Config{
+		Region:      ep.Region,
+		Credentials: credentials.NewStaticCredentialsProvider(ep.AccessKeyID, ep.SecretAccessKey, ""),
+		HTTPClient:  &http.Client{},
+		// Checksums as the SDK computes them by default against AWS.
+		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenSupported,
+		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenSupported,
+	}
+	return &Client{
+		IoT:    iot.NewFromConfig(cfg, func(o *iot.Options) { o.BaseEndpoint = aws.String(ep.URL) }),
+		S3:     s3.NewFromConfig(cfg, func(o *s3.Options) { o.BaseEndpoint = aws.String(ep.URL); o.UsePathStyle = true }),
+		Region: ep.Region,
+		Local:  true,
+	}
+}
+
+// explain makes an SDK error say what to do.
+func explain(what string, err error) error {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		code := ae.ErrorCode()
+		hint := ""
+		switch {
+		case code == "ResourceNotFoundException" || code == "NoSuchBucket":
+			hint = " (check the name, and the region)"
+		case strings.Contains(code, "AccessDenied") || code == "UnauthorizedException" || code == "ForbiddenException":
+			hint = " (the credentials lack a permission: see docs/aws.md for the operator's IAM policy)"
+		case code == "InvalidSignatureException" || code == "SignatureDoesNotMatch" || code == "UnrecognizedClientException" || code == "InvalidAccessKeyId":
+			hint = " (check the credentials: profile, AWS_ACCESS_KEY_ID, or the local cloud's endpoints.json)"
+		}
+		return fmt.Errorf("%s: %s: %s%s", what, code, ae.ErrorMessage(), hint)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// thingARN returns a thing's ARN (and checks the thing exists).
+func (c *Client) thingARN(ctx context.Context, name string) (string, error) {
+	out, err := c.IoT.DescribeThing(ctx, &iot.DescribeThingInput{ThingName: aws.String(name)})
+	if err != nil {
+		return "", explain("thing "+name, err)
+	}
+	return aws.ToString(out.ThingArn), nil
+}
+
+// groupARN returns a thing group's ARN (and checks it exists).
+func (c *Client) groupARN(ctx context.Context, name string) (string, error) {
+	out, err := c.IoT.DescribeThingGroup(ctx, &iot.DescribeThingGroupInput{ThingGroupName: aws.String(name)})
+	if err != nil {
+		return "", explain("thing group "+name, err)
+	}
+	return aws.ToString(out.ThingGroupArn), nil
+}
