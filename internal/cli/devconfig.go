@@ -155,6 +155,16 @@ func (f *deviceFile) geometry() (flash.Geometry, error) {
 	if s == nil || s.Primary == "" || s.Secondary == "" || s.Size == 0 {
 		return flash.Geometry{}, fmt.Errorf("the device file has no \"slots\" (primary, secondary, size, sectorSize, writeAlign): give them, or use --sim")
 	}
+	g, _ := f.slotGeometry()
+	return g, nil
+}
+
+// slotGeometry returns the slots' geometry when the file gives their size.
+func (f *deviceFile) slotGeometry() (flash.Geometry, bool) {
+	s := f.Slots
+	if s == nil || s.Size == 0 {
+		return flash.Geometry{}, false
+	}
 	g := flash.Geometry{Size: s.Size, SectorSize: s.SectorSize, WriteAlign: s.WriteAlign}
 	if g.SectorSize == 0 {
 		g.SectorSize = 4096
@@ -162,5 +172,5 @@ func (f *deviceFile) geometry() (flash.Geometry, error) {
 	if g.WriteAlign == 0 {
 		g.WriteAlign = 4
 	}
-	return g, nil
+	return g, true
 }

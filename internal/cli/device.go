@@ -120,8 +120,10 @@ func runSimDevice(e *env, f *deviceFile, dir, version, keyFile string, linkRate 
 	if _, err := os.Stat(filepath.Join(dir, "primary.bin")); errors.Is(err, os.ErrNotExist) {
 		fresh = true
 	}
+	geo, _ := f.slotGeometry() // the simulated slots: DEVICE.json's "slots" size, if given
 	d, err := sim.OpenDevice(sim.DeviceConfig{
-		Dir: dir, Thing: f.Thing, Endpoint: f.Endpoint, Certificate: cert, RootCAs: roots, ServerName: f.ServerName, Keys: keys, LinkRate: linkRate,
+		Geometry: geo,
+		Dir:      dir, Thing: f.Thing, Endpoint: f.Endpoint, Certificate: cert, RootCAs: roots, ServerName: f.ServerName, Keys: keys, LinkRate: linkRate,
 		Agent: f.agentConfig(), Download: f.downloadConfig(roots), OnEvent: eventPrinter(e, f.Thing), Logger: e.logger(),
 		OnBoot: func(res sim.BootResult, run dfu.Running) {
 			state := "confirmed"

@@ -19,6 +19,7 @@ func fetchCmd(e *env) *cobra.Command {
 		out, caFile     string
 		retries         int
 		fresh, quiet    bool
+		noSync          bool
 		readTimeoutSecs int
 	)
 	cmd := &cobra.Command{
@@ -52,7 +53,7 @@ resumes where it stopped (unless the object changed, which restarts it).`,
 				}
 			}
 			return runFetch(e, args[0], out, download.Config{RootCAs: roots, Retries: retries,
-				ReadTimeout: secs(readTimeoutSecs), UserAgent: "awsfota/" + version()}, fresh, quiet)
+				ReadTimeout: secs(readTimeoutSecs), UserAgent: "awsfota/" + version()}, fresh, quiet, noSync)
 		},
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", "", "write to `FILE`")
@@ -61,6 +62,7 @@ resumes where it stopped (unless the object changed, which restarts it).`,
 	cmd.Flags().IntVar(&readTimeoutSecs, "read-timeout", 0, "seconds without a byte before an attempt is retried (default 30)")
 	cmd.Flags().BoolVar(&fresh, "no-resume", false, "start over even if FILE.part exists")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print nothing but errors")
+	cmd.Flags().BoolVar(&noSync, "no-sync", false, "do not fsync FILE before renaming it into place (faster; a power cut may then lose it)")
 	return cmd
 }
 
@@ -82,7 +84,7 @@ func (s *fileSink) Restart() error {
 	return err
 }
 
-func runFetch(e *env, url, out string, cfg download.Config, fresh, quiet bool) error {
+func runFetch(e *env, url, out string, cfg download.Config, fresh, quiet, noSync bool) error {
 	part, metaPath := out+".part", out+".part.json"
 	var meta partMeta
 	if b, err := os.ReadFile(metaPath); err == nil && !fresh {
@@ -138,8 +140,10 @@ func runFetch(e *env, url, out string, cfg download.Config, fresh, quiet bool) e
 		}
 		return fmt.Errorf("%w (%d bytes kept in %s for a later resume)", err, res.Size, part)
 	}
-	if err := f.Sync(); err != nil {
-		return err
+	if !noSync {
+		if err := f.Sync(); err != nil {
+			return err
+		}
 	}
 	if err := f.Close(); err != nil {
 		return err
