@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/awsfota/awsfota/delta"
 	"github.com/spf13/cobra"
@@ -56,18 +55,18 @@ images in memory (about 10 bytes per byte of OLD).`,
 }
 
 func runDeltaCreate(e *env, oldPath, newPath, out string) error {
-	old, oldSize, err := openDeltaInput(oldPath)
+	old, oldSize, err := openRegular(oldPath)
 	if err != nil {
 		return err
 	}
 	defer old.Close()
-	next, _, err := openDeltaInput(newPath)
+	next, _, err := openRegular(newPath)
 	if err != nil {
 		return err
 	}
 	defer next.Close()
 	var info delta.Info
-	err = writeDeltaOutput(out, func(w io.Writer) error {
+	err = writeFileAtomic(out, 0o644, func(w io.Writer) error {
 		info, err = delta.Create(w, old, oldSize, next)
 		return err
 	})
@@ -107,7 +106,7 @@ fails with "base image mismatch" (the job failure reason base_mismatch).`,
 }
 
 func runDeltaApply(e *env, oldPath, patchPath, out string) error {
-	old, _, err := openDeltaInput(oldPath)
+	old, _, err := openRegular(oldPath)
 	if err != nil {
 		return err
 	}
@@ -118,7 +117,7 @@ func runDeltaApply(e *env, oldPath, patchPath, out string) error {
 	}
 	defer patch.Close()
 	var info delta.Info
-	err = writeDeltaOutput(out, func(w io.Writer) error {
+	err = writeFileAtomic(out, 0o644, func(w io.Writer) error {
 		info, err = delta.Apply(old, patch, w)
 		return err
 	})
@@ -192,46 +191,6 @@ func runDeltaInfo(e *env, path string, asJSON bool) error {
 		{"size", fmt.Sprintf("%d bytes (%s of the result)", d.PatchSize, deltaPercent(d.PatchSize, d.ResultSize))},
 	})
 	return nil
-}
-
-// openDeltaInput opens an image file and returns its size.
-func openDeltaInput(path string) (*os.File, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, 0, err
-	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, 0, err
-	}
-	if !st.Mode().IsRegular() {
-		f.Close()
-		return nil, 0, fmt.Errorf("%s is not a regular file", path)
-	}
-	return f, st.Size(), nil
-}
-
-// writeDeltaOutput writes path through write, to a temporary file beside it
-// that replaces path only when write succeeded; on failure path is untouched.
-func writeDeltaOutput(path string, write func(io.Writer) error) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // a no-op after the rename
-	if err := write(tmp); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 func deltaPercent(part, whole int64) string {
