@@ -110,6 +110,21 @@ func (f *deviceFile) roots() (*x509.CertPool, error) {
 	return p, nil
 }
 
+// credentials loads the device's certificate, its trusted image keys and
+// the CAs it trusts.
+func (f *deviceFile) credentials() (tls.Certificate, []*mcuboot.PublicKey, *x509.CertPool, error) {
+	cert, err := f.certificate()
+	if err != nil {
+		return cert, nil, nil, err
+	}
+	keys, err := f.keys()
+	if err != nil {
+		return cert, nil, nil, err
+	}
+	roots, err := f.roots()
+	return cert, keys, roots, err
+}
+
 func (f *deviceFile) keys() ([]*mcuboot.PublicKey, error) {
 	var out []*mcuboot.PublicKey
 	for _, k := range f.TrustedKeys {

@@ -104,15 +104,7 @@ func eventPrinter(e *env, thing string) func(agent.AppEvent) {
 }
 
 func runSimDevice(e *env, f *deviceFile, dir, version, keyFile string, linkRate int64) error {
-	cert, err := f.certificate()
-	if err != nil {
-		return err
-	}
-	keys, err := f.keys()
-	if err != nil {
-		return err
-	}
-	roots, err := f.roots()
+	cert, keys, roots, err := f.credentials()
 	if err != nil {
 		return err
 	}
@@ -172,15 +164,7 @@ func runRealDevice(e *env, f *deviceFile, dir string) error {
 	if err != nil {
 		return err
 	}
-	cert, err := f.certificate()
-	if err != nil {
-		return err
-	}
-	keys, err := f.keys()
-	if err != nil {
-		return err
-	}
-	roots, err := f.roots()
+	cert, keys, roots, err := f.credentials()
 	if err != nil {
 		return err
 	}
