@@ -58,9 +58,6 @@ func applyHeap(tb testing.TB, size int) (heap, allocs uint64) {
 // maxApplyHeap, and the two differ by no more than noise.
 func TestApplyMemoryIsFlat(t *testing.T) {
 	large := 64 << 20
-	if testing.Short() {
-		large = 16 << 20
-	}
 	smallBytes, smallAllocs := applyHeap(t, 1<<20)
 	largeBytes, largeAllocs := applyHeap(t, large)
 	t.Logf("Apply allocated %d bytes in %d allocations for 1 MiB, %d bytes in %d allocations for %d MiB",

@@ -1,13 +1,11 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,31 +17,13 @@ import (
 	"github.com/awsfota/awsfota/cloud/emu"
 )
 
-// serveBuffer is a bytes.Buffer safe to read while serve writes to it.
-type serveBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *serveBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *serveBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // serving runs `awsfota cloud serve` in-process until stop is called; it
 // returns once endpoints.json is written.
 func serving(t *testing.T, dir string, extra ...string) (emu.Endpoints, func() (int, string)) {
 	t.Helper()
 	os.Remove(filepath.Join(dir, emu.EndpointsFile))
 	ctx, cancel := context.WithCancel(context.Background())
-	var out, errOut serveBuffer
+	var out, errOut syncBuffer
 	done := make(chan int, 1)
 	args := append([]string{"cloud", "serve", "--data", dir, "--mqtt-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, extra...)
 	go func() { done <- Run(ctx, args, &out, &errOut) }()
