@@ -81,20 +81,7 @@ func (r *Registry) DescribeThingGroup(name string) (ThingGroup, error) {
 }
 
 // ListThingGroups returns every thing group, by name.
-func (r *Registry) ListThingGroups() ([]ThingGroup, error) {
-	var out []ThingGroup
-	err := r.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketGroups).ForEach(func(_, v []byte) error {
-			var g ThingGroup
-			if err := json.Unmarshal(v, &g); err != nil {
-				return err
-			}
-			out = append(out, g)
-			return nil
-		})
-	})
-	return out, err
-}
+func (r *Registry) ListThingGroups() ([]ThingGroup, error) { return all[ThingGroup](r.db, bucketGroups) }
 
 // DeleteThingGroup deletes a thing group that has no child groups; its
 // things leave it. Deleting a group that does not exist succeeds, as on AWS.

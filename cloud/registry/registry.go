@@ -130,6 +130,22 @@ func get[T any](tx *bolt.Tx, bucket []byte, key string, v *T) bool {
 	return true
 }
 
+// all reads every record of a bucket, in key order.
+func all[T any](db *bolt.DB, bucket []byte) ([]T, error) {
+	var out []T
+	err := db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucket).ForEach(func(_, v []byte) error {
+			var x T
+			if err := json.Unmarshal(v, &x); err != nil {
+				return err
+			}
+			out = append(out, x)
+			return nil
+		})
+	})
+	return out, err
+}
+
 func put(tx *bolt.Tx, bucket []byte, key string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -185,20 +201,7 @@ func (r *Registry) DescribeThing(name string) (Thing, error) {
 }
 
 // ListThings returns every thing, by name.
-func (r *Registry) ListThings() ([]Thing, error) {
-	var out []Thing
-	err := r.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketThings).ForEach(func(_, v []byte) error {
-			var t Thing
-			if err := json.Unmarshal(v, &t); err != nil {
-				return err
-			}
-			out = append(out, t)
-			return nil
-		})
-	})
-	return out, err
-}
+func (r *Registry) ListThings() ([]Thing, error) { return all[Thing](r.db, bucketThings) }
 
 // DeleteThing removes a thing; as on AWS, it must have no certificate
 // attached.
@@ -316,17 +319,7 @@ func (r *Registry) Authorize(cert *x509.Certificate, id, clientID string) error 
 
 // ListCertificates returns every certificate, oldest first.
 func (r *Registry) ListCertificates() ([]Certificate, error) {
-	var out []Certificate
-	err := r.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketCerts).ForEach(func(_, v []byte) error {
-			var c Certificate
-			if err := json.Unmarshal(v, &c); err != nil {
-				return err
-			}
-			out = append(out, c)
-			return nil
-		})
-	})
+	out, err := all[Certificate](r.db, bucketCerts)
 	sort.SliceStable(out, func(i, j int) bool {
 		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
 			return out[i].CreatedAt.Before(out[j].CreatedAt)
