@@ -81,7 +81,9 @@ func (r *Registry) DescribeThingGroup(name string) (ThingGroup, error) {
 }
 
 // ListThingGroups returns every thing group, by name.
-func (r *Registry) ListThingGroups() ([]ThingGroup, error) { return all[ThingGroup](r.db, bucketGroups) }
+func (r *Registry) ListThingGroups() ([]ThingGroup, error) {
+	return all[ThingGroup](r.db, bucketGroups)
+}
 
 // DeleteThingGroup deletes a thing group that has no child groups; its
 // things leave it. Deleting a group that does not exist succeeds, as on AWS.
