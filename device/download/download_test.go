@@ -726,6 +726,12 @@ func TestFetchPartialRanges(t *testing.T) {
 // connection until the client goes; later requests are served normally.
 // With head < 0 the first request gets no response at all. entered is
 // closed when the first request reaches the server.
+//
+// A test that waits for the stall must know that the last of the head bytes
+// has been read before it moves the clock: a byte read after the clock moved
+// restarts the read timeout, and the stall is then never seen. So head is a
+// multiple of the downloader's buffer, and the test waits for the progress
+// report of exactly head bytes, which comes after every read of them.
 func stallServer(t *testing.T, obj []byte, head int) (srv *httptest.Server, calls *atomic.Int32, entered chan struct{}) {
 	calls, entered = new(atomic.Int32), make(chan struct{})
 	srv = newServer(t, func(w http.ResponseWriter, r *http.Request) {
@@ -749,9 +755,11 @@ func stallServer(t *testing.T, obj []byte, head int) (srv *httptest.Server, call
 func TestFetchStall(t *testing.T) {
 	obj := object(300_000, 16)
 	t.Run("mid-body", func(t *testing.T) {
-		srv, calls, _ := stallServer(t, obj, 100_000)
+		const buf = 32 << 10
+		const head = 3 * buf // a whole number of buffers: see stallServer
+		srv, calls, _ := stallServer(t, obj, head)
 		tc := newTestClock()
-		d := newDownloader(t, download.Config{Clock: tc})
+		d := newDownloader(t, download.Config{Clock: tc, BufferSize: buf})
 		got := make(chan struct{})
 		var once sync.Once
 		errc := make(chan error, 1)
@@ -760,13 +768,13 @@ func TestFetchStall(t *testing.T) {
 		go func() {
 			var err error
 			res, err = fetch(t, d, download.Request{URL: srv.URL, OnProgress: func(p download.Progress) {
-				if p.Offset >= 3*32<<10 {
+				if p.Offset == head {
 					once.Do(func() { close(got) })
 				}
 			}}, sink)
 			errc <- err
 		}()
-		<-got
+		<-got // every byte the server sent has been read: the reader now waits
 		tc.Advance(testReadTimeout - 1)
 		select {
 		case err := <-errc:
