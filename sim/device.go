@@ -68,6 +68,11 @@ type DeviceConfig struct {
 	OnEvent func(agent.AppEvent)
 	// OnBoot is told about every boot.
 	OnBoot func(BootResult, dfu.Running)
+	// OnConnError receives the MQTT connection's errors, as
+	// mqttconn.Config.OnError; nil logs them at Warn. OnConnUp is told
+	// when the connection is up.
+	OnConnError func(error)
+	OnConnUp    func()
 	// ModemVersion, when set, gives the device a simulated modem (kept in
 	// Dir/modem) that first runs this firmware.
 	ModemVersion string
@@ -292,11 +297,16 @@ func (d *Device) runOnce(ctx context.Context) error {
 		SessionExpiry: time.Hour,
 		Filters:       iotjobs.DeviceFilters(d.cfg.Thing),
 		OnMessage:     r.Deliver,
-		OnUp:          r.Connected,
-		OnDown:        r.Disconnected,
-		OnError:       func(err error) { d.cfg.Logger.Warn("mqtt", "thing", d.cfg.Thing, "err", err) },
-		BackoffMin:    100 * time.Millisecond,
-		Logger:        d.cfg.Logger,
+		OnUp: func() {
+			if d.cfg.OnConnUp != nil {
+				d.cfg.OnConnUp()
+			}
+			r.Connected()
+		},
+		OnDown:     r.Disconnected,
+		OnError:    d.onConnError,
+		BackoffMin: 100 * time.Millisecond,
+		Logger:     d.cfg.Logger,
 	})
 	if err != nil {
 		return err
@@ -310,6 +320,14 @@ func (d *Device) runOnce(ctx context.Context) error {
 		d.cfg.Logger.Debug("closing mqtt", "err", cerr)
 	}
 	return err
+}
+
+func (d *Device) onConnError(err error) {
+	if d.cfg.OnConnError != nil {
+		d.cfg.OnConnError(err)
+		return
+	}
+	d.cfg.Logger.Warn("mqtt", "thing", d.cfg.Thing, "err", err)
 }
 
 // Close releases the device's files.

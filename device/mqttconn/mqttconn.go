@@ -67,7 +67,10 @@ type Config struct {
 	// OnDown when it is lost. Neither may block.
 	OnUp   func()
 	OnDown func()
-	// OnError receives connection errors, already explained.
+	// OnError receives connection errors, already explained. A failed
+	// connection attempt is a *ConnectError, which says when the next one
+	// is made and classifies the cause, so that an application can tell a
+	// new problem from the same one again.
 	OnError func(error)
 	// BackoffMin and BackoffMax bound the reconnect delay (1s, 2m).
 	BackoffMin, BackoffMax time.Duration
@@ -76,6 +79,36 @@ type Config struct {
 	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
 	Logger *slog.Logger
 }
+
+// Cause classifies why a connection attempt failed: what to check.
+type Cause string
+
+// Causes of a failed connection attempt.
+const (
+	CauseRefused       Cause = "refused"        // nothing accepts connections at the endpoint
+	CauseUnresolved    Cause = "unresolved"     // the endpoint's host name does not resolve
+	CauseUntrusted     Cause = "untrusted"      // the broker's certificate is not signed by the trusted CA
+	CauseServerName    Cause = "server-name"    // the broker's certificate is for another name
+	CauseServerCert    Cause = "server-cert"    // the broker's certificate is invalid (expired, ...)
+	CauseHandshake     Cause = "handshake"      // the broker refused the TLS handshake: the device's certificate
+	CauseClosed        Cause = "closed"         // the broker closed the connection during setup
+	CauseNotAuthorized Cause = "not-authorized" // the broker refused the MQTT connection (client id, policy)
+	CauseOther         Cause = "other"
+)
+
+// ConnectError is what OnError receives when a connection attempt fails:
+// the explained error, its cause, and the delay before the next attempt.
+type ConnectError struct {
+	Cause Cause
+	Err   error         // says what to check
+	Retry time.Duration // until the next attempt
+}
+
+func (e *ConnectError) Error() string {
+	return fmt.Sprintf("%v; trying again in %v", e.Err, e.Retry.Round(time.Millisecond))
+}
+
+func (e *ConnectError) Unwrap() error { return e.Err }
 
 // Conn is a managed connection. Publish is safe for concurrent use.
 type Conn struct {
@@ -134,7 +167,21 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	c := &Conn{cfg: cfg}
 	ctx, c.cancel = context.WithCancel(ctx)
 	jitter := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0))
-	var jmu sync.Mutex
+	// The delay before the next attempt is drawn when an attempt fails, so
+	// that OnError can tell it; autopaho asks for it right after.
+	var (
+		bmu      sync.Mutex
+		failures int
+		next     time.Duration
+	)
+	backoff := func() time.Duration {
+		d := cfg.BackoffMin
+		for i := 1; i < failures && d < cfg.BackoffMax; i++ {
+			d *= 2
+		}
+		d = min(d, cfg.BackoffMax)
+		return d/2 + time.Duration(jitter.Int64N(int64(d/2)+1))
+	}
 	pc := autopaho.ClientConfig{
 		ServerUrls:                    []*url.URL{u},
 		KeepAlive:                     uint16(cfg.KeepAlive / time.Second),
@@ -145,14 +192,9 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 			if attempt == 0 {
 				return 0
 			}
-			d := cfg.BackoffMin
-			for i := 1; i < attempt && d < cfg.BackoffMax; i++ {
-				d *= 2
-			}
-			d = min(d, cfg.BackoffMax)
-			jmu.Lock()
-			defer jmu.Unlock()
-			return d/2 + time.Duration(jitter.Int64N(int64(d/2)+1))
+			bmu.Lock()
+			defer bmu.Unlock()
+			return next
 		},
 		AttemptConnection: func(ctx context.Context, _ autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
 			raw, err := dial(ctx, "tcp", u.Host)
@@ -167,6 +209,9 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 			return packets.NewThreadSafeConn(tc), nil
 		},
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
+			bmu.Lock()
+			failures = 0
+			bmu.Unlock()
 			c.wg.Add(1)
 			go func() {
 				defer c.wg.Done()
@@ -180,15 +225,26 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 			return true
 		},
 		OnConnectError: func(err error) {
-			var ce *autopaho.ConnackError
+			var (
+				ce    *autopaho.ConnackError
+				cause Cause
+			)
 			if errors.As(err, &ce) {
-				err = fmt.Errorf("the broker at %s refused the connection (%v): check that the client id %q is the thing the certificate is attached to, and that the certificate is ACTIVE and its policy allows iot:Connect", addr, ce, cfg.ClientID)
+				cause = CauseNotAuthorized
+				err = fmt.Errorf("the broker at %s refused the connection: check that the client id %q is the thing the certificate is attached to, and that the certificate is ACTIVE and its policy allows iot:Connect (%s)", addr, cfg.ClientID, connackReason(ce))
 			} else {
-				err = explain(addr, err)
+				cause, err = explain(addr, err)
 			}
-			cfg.Logger.Warn("mqtt connection failed", "err", err)
+			bmu.Lock()
+			failures++
+			next = backoff()
+			retry := next
+			bmu.Unlock()
+			// Debug: OnError is the report; a logger at Warn would say it
+			// a second time.
+			cfg.Logger.Debug("mqtt connection failed", "cause", cause, "retry", retry, "err", err)
 			if cfg.OnError != nil {
-				cfg.OnError(err)
+				cfg.OnError(&ConnectError{Cause: cause, Err: err, Retry: retry})
 			}
 		},
 		ClientConfig: paho.ClientConfig{
@@ -283,9 +339,24 @@ func (c *Conn) Close() error {
 	return err
 }
 
+// connackReason names the reason code of a refused CONNECT (MQTT 5, 3.2.2.2).
+func connackReason(ce *autopaho.ConnackError) string {
+	names := map[byte]string{0x80: "unspecified error", 0x85: "client identifier not valid", 0x86: "bad user name or password",
+		0x87: "not authorized", 0x88: "server unavailable", 0x89: "server busy", 0x8a: "banned", 0x8c: "bad authentication method",
+		0x97: "quota exceeded", 0x9f: "connection rate exceeded"}
+	s := fmt.Sprintf("MQTT reason %#02x", ce.ReasonCode)
+	if n, ok := names[ce.ReasonCode]; ok {
+		s += " " + n
+	}
+	if ce.Reason != "" {
+		s += ": " + ce.Reason
+	}
+	return s
+}
+
 // explain turns a dial or TLS error into one that says what to check (the
-// seed's troubleshooting table, as error messages).
-func explain(addr string, err error) error {
+// seed's troubleshooting table, as error messages), and classifies it.
+func explain(addr string, err error) (Cause, error) {
 	var (
 		unknownCA x509.UnknownAuthorityError
 		hostErr   x509.HostnameError
@@ -295,21 +366,21 @@ func explain(addr string, err error) error {
 	)
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return fmt.Errorf("nothing accepts connections at %s: check the endpoint and port (%w)", addr, err)
+		return CauseRefused, fmt.Errorf("nothing accepts connections at %s: check the endpoint and port (%w)", addr, err)
 	case errors.As(err, &dnsErr):
-		return fmt.Errorf("the endpoint host of %s does not resolve: check the endpoint (%w)", addr, err)
+		return CauseUnresolved, fmt.Errorf("the endpoint host of %s does not resolve: check the endpoint (%w)", addr, err)
 	case errors.As(err, &unknownCA):
-		return fmt.Errorf("the broker at %s presented a certificate not signed by the trusted CA: check the endpoint and the CA file (%w)", addr, err)
+		return CauseUntrusted, fmt.Errorf("the broker at %s presented a certificate not signed by the trusted CA: check the endpoint and the CA file (%w)", addr, err)
 	case errors.As(err, &hostErr):
-		return fmt.Errorf("the broker's certificate is not valid for the name used to reach %s: check the endpoint or set the server name (%w)", addr, err)
+		return CauseServerName, fmt.Errorf("the broker's certificate is not valid for the name used to reach %s: check the endpoint or set the server name (%w)", addr, err)
 	case errors.As(err, &certInv):
-		return fmt.Errorf("the broker's certificate at %s is invalid (%w)", addr, err)
+		return CauseServerCert, fmt.Errorf("the broker's certificate at %s is invalid (%w)", addr, err)
 	case errors.As(err, &opErr) && opErr.Op == "remote error":
-		return fmt.Errorf("the broker at %s refused the TLS handshake: check the device certificate and key, that the certificate is registered and ACTIVE (%w)", addr, err)
+		return CauseHandshake, fmt.Errorf("the broker at %s refused the TLS handshake: check the device certificate and key, that the certificate is registered and ACTIVE (%w)", addr, err)
 	case errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF):
 		// With TLS 1.3 a refused client certificate shows up after the
 		// handshake, often as a reset rather than the alert itself.
-		return fmt.Errorf("the broker at %s closed the connection during setup: it usually means it refused the device: check the device certificate and key, that the certificate is registered and ACTIVE, and the client id (%w)", addr, err)
+		return CauseClosed, fmt.Errorf("the broker at %s closed the connection during setup: it usually means it refused the device: check the device certificate and key, that the certificate is registered and ACTIVE, and the client id (%w)", addr, err)
 	}
-	return fmt.Errorf("connecting to %s: %w", addr, err)
+	return CauseOther, fmt.Errorf("connecting to %s: %w", addr, err)
 }

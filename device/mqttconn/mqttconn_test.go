@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -173,14 +174,15 @@ func TestExplainedErrors(t *testing.T) {
 	ln.Close()
 
 	cases := []struct {
-		name string
-		cfg  Config
-		want string
+		name  string
+		cfg   Config
+		want  string
+		cause []Cause // any of
 	}{
-		{"wrong CA", Config{Endpoint: addr, ClientID: "dev-1", Certificate: p.client, RootCAs: other.pool, ServerName: "localhost"}, "not signed by the trusted CA"},
-		{"foreign client cert", Config{Endpoint: addr, ClientID: "dev-1", Certificate: other.client, RootCAs: p.pool, ServerName: "localhost"}, "check the device certificate and key"},
-		{"wrong name", Config{Endpoint: addr, ClientID: "dev-1", Certificate: p.client, RootCAs: p.pool, ServerName: "example.com"}, "not valid for the name"},
-		{"nothing listening", Config{Endpoint: closed, ClientID: "dev-1", Certificate: p.client, RootCAs: p.pool}, "check the endpoint and port"},
+		{"wrong CA", Config{Endpoint: addr, ClientID: "dev-1", Certificate: p.client, RootCAs: other.pool, ServerName: "localhost"}, "not signed by the trusted CA", []Cause{CauseUntrusted}},
+		{"foreign client cert", Config{Endpoint: addr, ClientID: "dev-1", Certificate: other.client, RootCAs: p.pool, ServerName: "localhost"}, "check the device certificate and key", []Cause{CauseHandshake, CauseClosed}},
+		{"wrong name", Config{Endpoint: addr, ClientID: "dev-1", Certificate: p.client, RootCAs: p.pool, ServerName: "example.com"}, "not valid for the name", []Cause{CauseServerName}},
+		{"nothing listening", Config{Endpoint: closed, ClientID: "dev-1", Certificate: p.client, RootCAs: p.pool}, "check the endpoint and port", []Cause{CauseRefused}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -201,7 +203,41 @@ func TestExplainedErrors(t *testing.T) {
 			if !strings.Contains(got.Error(), c.want) {
 				t.Fatalf("error %q lacks %q", got, c.want)
 			}
+			var ce *ConnectError
+			if !errors.As(got, &ce) || !slices.Contains(c.cause, ce.Cause) || ce.Retry < 30*time.Minute || ce.Retry > time.Hour ||
+				!strings.Contains(got.Error(), "trying again in") {
+				t.Fatalf("error %q: %+v, want a *ConnectError of cause %v, retry within the backoff", got, ce, c.cause)
+			}
 		})
+	}
+}
+
+// Each failed attempt reports the delay before the next one, which doubles
+// up to BackoffMax (with jitter: between half and all of it).
+func TestConnectErrorRetry(t *testing.T) {
+	p := newPKI(t)
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	closed := ln.Addr().String()
+	ln.Close()
+	errs := make(chan error, 16)
+	conn, err := Dial(context.Background(), Config{Endpoint: closed, ClientID: "dev-1", Certificate: p.client, RootCAs: p.pool,
+		BackoffMin: 8 * time.Millisecond, BackoffMax: 32 * time.Millisecond,
+		OnError: func(err error) {
+			select {
+			case errs <- err:
+			default:
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for i, max := range []time.Duration{8, 16, 32, 32} {
+		max *= time.Millisecond
+		var ce *ConnectError
+		if err := waitFor(t, errs, "connection error"); !errors.As(err, &ce) || ce.Cause != CauseRefused || ce.Retry < max/2 || ce.Retry > max {
+			t.Fatalf("attempt %d: %v (%+v), want a retry in [%v, %v]", i+1, err, ce, max/2, max)
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/awsfota/awsfota/device/agent"
@@ -108,15 +109,35 @@ func runSimDevice(e *env, f *deviceFile, dir, version, keyFile string, linkRate 
 	if err != nil {
 		return err
 	}
-	fresh := false
+	// Everything a new device needs is checked, and its firmware made,
+	// before a file is created in dir: a refusal leaves nothing that a
+	// corrected command would take for a device that exists.
+	var factory []byte
 	if _, err := os.Stat(filepath.Join(dir, "primary.bin")); errors.Is(err, os.ErrNotExist) {
-		fresh = true
+		var signer *mcuboot.PrivateKey
+		switch {
+		case keyFile != "":
+			b, err := os.ReadFile(keyFile)
+			if err != nil {
+				return fmt.Errorf("--sim-key: %w", err)
+			}
+			if signer, err = mcuboot.ParsePrivateKeyPEM(b); err != nil {
+				return fmt.Errorf("--sim-key %s: %w", keyFile, err)
+			}
+		case len(keys) > 0:
+			return usagef("the device's bootloader trusts keys (trustedKeys), so a new simulated device needs firmware signed by one of them: pass --sim-key PRIVATE.pem")
+		}
+		if factory, err = sim.SignedAppImage(version, 64<<10, signer); err != nil {
+			return usagef("--sim-version: %v", err)
+		}
 	}
 	geo, _ := f.slotGeometry() // the simulated slots: DEVICE.json's "slots" size, if given
+	conn := &connReporter{e: e, thing: f.Thing}
 	d, err := sim.OpenDevice(sim.DeviceConfig{
 		Geometry: geo,
 		Dir:      dir, Thing: f.Thing, Endpoint: f.Endpoint, Certificate: cert, RootCAs: roots, ServerName: f.ServerName, Keys: keys, LinkRate: linkRate,
 		Agent: f.agentConfig(), Download: f.downloadConfig(roots), OnEvent: eventPrinter(e, f.Thing), Logger: e.logger(),
+		OnConnError: conn.failed, OnConnUp: conn.up,
 		OnBoot: func(res sim.BootResult, run dfu.Running) {
 			state := "confirmed"
 			if !run.Confirmed {
@@ -129,25 +150,8 @@ func runSimDevice(e *env, f *deviceFile, dir, version, keyFile string, linkRate 
 		return err
 	}
 	defer d.Close()
-	if fresh {
-		var signer *mcuboot.PrivateKey
-		switch {
-		case keyFile != "":
-			b, err := os.ReadFile(keyFile)
-			if err != nil {
-				return err
-			}
-			if signer, err = mcuboot.ParsePrivateKeyPEM(b); err != nil {
-				return fmt.Errorf("--sim-key %s: %w", keyFile, err)
-			}
-		case len(keys) > 0:
-			return usagef("the device's bootloader trusts keys (trustedKeys), so a new simulated device needs firmware signed by one of them: pass --sim-key PRIVATE.pem")
-		}
-		img, err := sim.SignedAppImage(version, 64<<10, signer)
-		if err != nil {
-			return usagef("--sim-version: %v", err)
-		}
-		if err := d.Install(img); err != nil {
+	if factory != nil {
+		if err := d.Install(factory); err != nil {
 			return err
 		}
 		fmt.Fprintf(e.out, "%s: new simulated device in %s running %s\n", f.Thing, dir, version)
@@ -157,6 +161,47 @@ func runSimDevice(e *env, f *deviceFile, dir, version, keyFile string, linkRate 
 		return nil
 	}
 	return err
+}
+
+// connReporter tells the user on stderr, without -v, why a device cannot
+// connect: the first failed attempt with the delay before the next one, and
+// again only when the cause changes, not at every attempt of a device that
+// retries for ever; then that it connected.
+type connReporter struct {
+	e     *env
+	thing string
+
+	mu   sync.Mutex
+	last string // the cause last reported; "" while connected
+}
+
+func (r *connReporter) failed(err error) {
+	var ce *mqttconn.ConnectError
+	key := err.Error()
+	if errors.As(err, &ce) {
+		key = string(ce.Cause)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if key == r.last {
+		return
+	}
+	r.last = key
+	if ce == nil {
+		fmt.Fprintf(r.e.errOut, "%s: %v\n", r.thing, err)
+		return
+	}
+	fmt.Fprintf(r.e.errOut, "%s: cannot connect: %v\n%s: trying again in %v, then less and less often; this is said again only if the cause changes (-v logs every attempt)\n",
+		r.thing, ce.Err, r.thing, ce.Retry.Round(time.Millisecond))
+}
+
+func (r *connReporter) up() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.last != "" {
+		fmt.Fprintf(r.e.errOut, "%s: connected\n", r.thing)
+	}
+	r.last = ""
 }
 
 func runRealDevice(e *env, f *deviceFile, dir string) error {
@@ -193,18 +238,20 @@ func runRealDevice(e *env, f *deviceFile, dir string) error {
 	if err != nil {
 		return err
 	}
-	conn, err := mqttconn.Dial(e.ctx, mqttconn.Config{
+	conn := &connReporter{e: e, thing: f.Thing}
+	mc, err := mqttconn.Dial(e.ctx, mqttconn.Config{
 		Endpoint: f.Endpoint, ClientID: f.Thing, Certificate: cert, RootCAs: roots, ServerName: f.ServerName, ALPN: f.ALPN,
 		SessionExpiry: time.Hour, // persistent: notifications sent while away arrive on reconnect
-		Filters:       iotjobs.DeviceFilters(f.Thing), OnMessage: r.Deliver, OnUp: r.Connected, OnDown: r.Disconnected,
-		OnError: func(err error) { fmt.Fprintf(e.errOut, "%s: %v\n", f.Thing, err) },
+		Filters:       iotjobs.DeviceFilters(f.Thing), OnMessage: r.Deliver, OnDown: r.Disconnected,
+		OnUp:    func() { conn.up(); r.Connected() },
+		OnError: conn.failed,
 		Logger:  e.logger(),
 	})
 	if err != nil {
 		return err
 	}
-	err = r.Run(e.ctx, conn)
-	conn.Close()
+	err = r.Run(e.ctx, mc)
+	mc.Close()
 	switch {
 	case errors.Is(err, runner.ErrReboot):
 		fmt.Fprintf(e.out, "%s: reboot the device now: the bootloader installs the new image, and the next run confirms and reports it\n", f.Thing)

@@ -6,10 +6,13 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -232,10 +235,137 @@ func TestDeviceRunRefusesUnsignedWithTrustedKeys(t *testing.T) {
 	if x.Status != iotjobs.StatusFailed || x.StatusDetails["reason"] != "unsigned" {
 		t.Fatalf("execution %s %v\n%s", x.Status, x.StatusDetails, out.String())
 	}
-	// Without --sim-key a new device could not boot: a clear usage error.
-	code := Run(context.Background(), []string{"device", "run", "--config", cfg, "--state", filepath.Join(dir, "state2"), "--sim"}, &out, &errb)
+	// Without --sim-key a new device could not boot: a clear usage error,
+	// before anything is made in the state directory...
+	state2 := filepath.Join(dir, "state2")
+	code := Run(context.Background(), []string{"device", "run", "--config", cfg, "--state", state2, "--sim"}, &out, &errb)
 	if code != exitUsage || !strings.Contains(errb.String(), "--sim-key") {
 		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if _, err := os.Stat(state2); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the refused run left %s behind (%v): the next run would take it for a device", state2, err)
+	}
+	// ... so that the same command with --sim-key makes the device.
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	var out2 syncBuffer
+	go func() {
+		done <- Run(ctx, []string{"device", "run", "--config", cfg, "--state", state2, "--sim", "--sim-key", filepath.Join(dir, "signing.pem")}, &out2, &out2)
+	}()
+	waitOutput(t, &out2, "keyed-dev: booted 1.0.0 (confirmed")
+	cancel()
+	if code := <-done; code != 0 || !strings.Contains(out2.String(), "new simulated device") {
+		t.Fatalf("rerun with --sim-key: exit %d\n%s", code, out2.String())
+	}
+}
+
+// A device that cannot connect says why on stderr, without -v: once, with
+// the delay before the next attempt, and again only when the cause changes.
+func TestDeviceRunSaysWhyItCannotConnect(t *testing.T) {
+	dir := t.TempDir()
+	_, cfg := localThing(t, dir, "lonely", false)
+	// Something that accepts connections and closes them at once: the
+	// device's attempts can be counted.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accepted atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			c.Close()
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- Run(ctx, []string{"device", "run", "--config", cfg, "--state", filepath.Join(dir, "state"), "--sim", "--endpoint", ln.Addr().String()}, &out, &errb)
+	}()
+	waitFor(t, "four connection attempts", func() bool { return accepted.Load() >= 4 })
+	closed := "lonely: cannot connect: the broker at " + ln.Addr().String() + " closed the connection during setup"
+	if n := strings.Count(errb.String(), "cannot connect:"); n != 1 || !strings.Contains(errb.String(), closed) ||
+		!strings.Contains(errb.String(), "lonely: trying again in ") {
+		t.Fatalf("after %d attempts stderr says (want %q once, with the delay):\n%s", accepted.Load(), closed, errb.String())
+	}
+	// The cause changes: nothing listens any more.
+	ln.Close()
+	waitOutput(t, &errb, "lonely: cannot connect: nothing accepts connections at "+ln.Addr().String()+": check the endpoint and port")
+	if n := strings.Count(errb.String(), "cannot connect:"); n != 2 {
+		t.Fatalf("stderr says it %d times:\n%s", n, errb.String())
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}
+
+// An unknown host and a certificate of another thing are told as such,
+// once however many attempts fail (counted by -v's log of each).
+func TestDeviceRunConnectCauses(t *testing.T) {
+	dir := t.TempDir()
+	c, cfg := localThing(t, dir, "mine", false)
+	other, err := c.ProvisionThing("theirs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs := filepath.Join(dir, "theirs")
+	os.Mkdir(theirs, 0o755)
+	os.WriteFile(filepath.Join(theirs, "cert.pem"), other.CertPEM, 0o600)
+	os.WriteFile(filepath.Join(theirs, "key.pem"), other.KeyPEM, 0o600)
+	var f map[string]any
+	b, _ := os.ReadFile(cfg)
+	json.Unmarshal(b, &f)
+	f["certFile"], f["keyFile"] = filepath.Join(theirs, "cert.pem"), filepath.Join(theirs, "key.pem")
+	wrongCert := filepath.Join(dir, "wrong-cert.json")
+	b, _ = json.Marshal(f)
+	os.WriteFile(wrongCert, b, 0o644)
+
+	for _, c := range []struct {
+		name, config, want string
+		extra              []string
+		attempts           int
+	}{
+		{"certificate of another thing", wrongCert, `refused the connection: check that the client id "mine" is the thing the certificate is attached to`, nil, 3},
+		{"unknown host", cfg, "the endpoint host of no-such-host.invalid:8883 does not resolve: check the endpoint", []string{"--endpoint", "no-such-host.invalid:8883"}, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var out, errb syncBuffer
+			done := make(chan int, 1)
+			args := append([]string{"device", "run", "-v", "--config", c.config, "--state", filepath.Join(t.TempDir(), "state"), "--sim"}, c.extra...)
+			go func() { done <- Run(ctx, args, &out, &errb) }()
+			waitFor(t, fmt.Sprintf("%d failed attempts", c.attempts), func() bool {
+				return strings.Count(errb.String(), "mqtt connection failed") >= c.attempts
+			})
+			if n := strings.Count(errb.String(), "cannot connect:"); n != 1 || !strings.Contains(errb.String(), c.want) {
+				t.Fatalf("stderr says it %d times (want %q once):\n%s", n, c.want, errb.String())
+			}
+			cancel()
+			<-done
+		})
+	}
+}
+
+// waitFor polls (with a deadline) until cond holds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(20 * time.Second)
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("waited in vain for %s", what)
+		}
 	}
 }
 
