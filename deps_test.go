@@ -13,7 +13,8 @@ import (
 
 const module = "github.com/awsfota/awsfota"
 
-// thirdParty are the modules DESIGN.md §6 chose; nothing else may be imported.
+// thirdParty are the modules the project chose (docs/architecture.md,
+// Dependencies); nothing else may be imported.
 var thirdParty = []string{
 	"github.com/eclipse/paho.golang",
 	"github.com/mochi-mqtt/server/v2",
@@ -110,7 +111,7 @@ func check(pkg, ip string, test bool) string {
 				return ""
 			}
 		}
-		return "module " + ip + " is not among DESIGN.md §6's dependencies"
+		return "module " + ip + " is not among the dependencies docs/architecture.md lists"
 	}
 	switch {
 	case slicesContains(formats, pkg) && !test:
@@ -142,7 +143,8 @@ func slicesContains(s []string, v string) bool {
 	return false
 }
 
-// TestImportRules fails when an import breaks DESIGN.md §3's layering.
+// TestImportRules fails when an import breaks the layering docs/architecture.md
+// describes (Package map).
 func TestImportRules(t *testing.T) {
 	pkgs := scan(t)
 	if len(pkgs) < 10 {

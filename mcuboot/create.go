@@ -101,7 +101,8 @@ var (
 	// ErrTooLarge: the image and its trailer do not fit the slot.
 	ErrTooLarge = errors.New("image too large for the slot")
 	// ErrHeaderNotZero: without PadHeader, the payload does not start with
-	// HeaderSize zero bytes for the header to go in.
+	// HeaderSize zero bytes for the header to go in (set PadHeader to put
+	// the header in front of it).
 	ErrHeaderNotZero = errors.New("header padding was not requested and the payload does not start with zeros")
 	// ErrInvalidOptions: the options contradict each other or MCUboot's
 	// limits (a header size, an alignment, padding without a slot size...).
@@ -224,7 +225,7 @@ func Create(w io.Writer, payload io.Reader, payloadSize int64, o CreateOptions) 
 	if !o.PadHeader {
 		bodySize -= int64(hs)
 		if bodySize < 0 {
-			return nil, fmt.Errorf("%w: the payload (%d bytes) is shorter than the header size %#x; use PadHeader (--pad-header)", ErrHeaderNotZero, payloadSize, hs)
+			return nil, fmt.Errorf("%w: the payload (%d bytes) is shorter than the header size %#x", ErrHeaderNotZero, payloadSize, hs)
 		}
 	}
 	if bodySize > 0xffffffff {
@@ -265,7 +266,7 @@ func Create(w io.Writer, payload io.Reader, payloadSize int64, o CreateOptions) 
 		}
 		for i, c := range gap {
 			if c != 0 {
-				return nil, fmt.Errorf("%w: payload byte %d is %#02x, but the first %#x bytes must be zero to hold the header; use PadHeader (--pad-header)", ErrHeaderNotZero, i, c, hs)
+				return nil, fmt.Errorf("%w: payload byte %d is %#02x, but the first %#x bytes must be zero to hold the header", ErrHeaderNotZero, i, c, hs)
 			}
 		}
 		if _, err := out.Write(gap[HeaderLen:]); err != nil {

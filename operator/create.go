@@ -115,7 +115,7 @@ func (c *Client) Prepare(o JobOptions) (*Plan, error) {
 	case dfu.TypeMCUboot:
 		im, err := mcuboot.Parse(f, p.Size)
 		if err != nil {
-			return nil, fmt.Errorf("%s looks like an MCUboot image but %w", o.Image, err)
+			return nil, fmt.Errorf("%s starts like an MCUboot image but is not a valid one: %w", o.Image, err)
 		}
 		if p.Version == "" {
 			p.Version = im.Header.Version.String()
@@ -123,7 +123,7 @@ func (c *Client) Prepare(o JobOptions) (*Plan, error) {
 	case dfu.TypeDelta:
 		hd, err := delta.ParseHeader(head)
 		if err != nil {
-			return nil, fmt.Errorf("%s looks like an awsfota delta but %w", o.Image, err)
+			return nil, fmt.Errorf("%s starts like an awsfota delta but is not a valid one: %w", o.Image, err)
 		}
 		p.Base = &jobdoc.Base{SHA256: hd.BaseSHA256[:], Size: hd.BaseSize}
 	case dfu.TypeModemFull:
@@ -170,17 +170,18 @@ func (c *Client) Prepare(o JobOptions) (*Plan, error) {
 	if p.Document, err = jobdoc.Marshal(spec); err != nil {
 		return nil, err
 	}
-	if o.CreateBucket {
-		p.Calls = append(p.Calls, fmt.Sprintf("s3 CreateBucket %s (if missing)", p.Bucket))
-	}
-	p.Calls = append(p.Calls, fmt.Sprintf("s3 upload (transfer manager) s3://%s/%s (%d bytes, SHA-256 %x)", p.Bucket, p.Key, p.Size, p.SHA256))
 	for _, t := range o.Things {
 		p.Calls = append(p.Calls, "iot DescribeThing "+t)
 	}
 	for _, g := range o.Groups {
 		p.Calls = append(p.Calls, "iot DescribeThingGroup "+g)
 	}
-	p.Calls = append(p.Calls, "iot CreateJob "+p.JobID+" "+describeSettings(o))
+	p.Calls = append(p.Calls, "iot DescribeJob "+p.JobID+" (must not exist)")
+	if o.CreateBucket {
+		p.Calls = append(p.Calls, fmt.Sprintf("s3 CreateBucket %s (if missing)", p.Bucket))
+	}
+	p.Calls = append(p.Calls, fmt.Sprintf("s3 upload (transfer manager) s3://%s/%s (%d bytes, SHA-256 %x)", p.Bucket, p.Key, p.Size, p.SHA256))
+	p.Calls = append(p.Calls, "iot CreateJob "+p.JobID+" "+describeSettings(o)+" (on failure: the upload is deleted)")
 	return p, nil
 }
 
@@ -215,35 +216,13 @@ type Result struct {
 	JobARN string
 }
 
-// Create carries out a plan: bucket, upload, job.
-func (c *Client) Create(ctx context.Context, p *Plan, progress func(sent, total int64)) (*Result, error) {
+// Create carries out a plan: bucket, upload, job. It checks what it can
+// before it changes anything — the targets exist, the job id is free, a
+// presigned URL has its role — and when creating the job fails it deletes
+// what it uploaded (and the bucket, if it made it), so that a failed call
+// leaves no orphaned image behind.
+func (c *Client) Create(ctx context.Context, p *Plan, progress func(sent, total int64)) (_ *Result, err error) {
 	o := p.opts
-	if o.CreateBucket {
-		in := &s3.CreateBucketInput{Bucket: aws.String(p.Bucket)}
-		if c.Region != "" && c.Region != "us-east-1" {
-			in.CreateBucketConfiguration = &s3types.CreateBucketConfiguration{LocationConstraint: s3types.BucketLocationConstraint(c.Region)}
-		}
-		if _, err := c.S3.CreateBucket(ctx, in); err != nil {
-			var owned *s3types.BucketAlreadyOwnedByYou
-			if !errors.As(err, &owned) {
-				return nil, explain("creating bucket "+p.Bucket, err)
-			}
-		}
-	}
-	f, err := os.Open(o.Image)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var body io.Reader = f
-	if progress != nil {
-		body = &countingReader{r: f, total: p.Size, progress: progress}
-	}
-	tm := transfermanager.New(c.S3)
-	if _, err := tm.UploadObject(ctx, &transfermanager.UploadObjectInput{Bucket: aws.String(p.Bucket), Key: aws.String(p.Key), Body: body}); err != nil {
-		return nil, explain(fmt.Sprintf("uploading s3://%s/%s", p.Bucket, p.Key), err)
-	}
-	doc := p.Document
 	var targets []string
 	for _, t := range o.Things {
 		arn, err := c.thingARN(ctx, t)
@@ -259,12 +238,20 @@ func (c *Client) Create(ctx context.Context, p *Plan, progress func(sent, total 
 		}
 		targets = append(targets, arn)
 	}
-	in := &iot.CreateJobInput{JobId: aws.String(p.JobID), Targets: targets, Document: aws.String(string(doc)),
+	_, err = c.IoT.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String(p.JobID)})
+	var nf *iottypes.ResourceNotFoundException
+	switch {
+	case err == nil:
+		return nil, fmt.Errorf("job %s exists already: choose another --job-id", p.JobID)
+	case !errors.As(err, &nf):
+		return nil, explain("job "+p.JobID, err)
+	}
+	in := &iot.CreateJobInput{JobId: aws.String(p.JobID), Targets: targets, Document: aws.String(string(p.Document)),
 		TargetSelection: iottypes.TargetSelectionSnapshot}
 	if o.Description != "" {
 		in.Description = aws.String(o.Description)
 	} else {
-		in.Description = aws.String(fmt.Sprintf("awsfota: %s %s (%s)", p.Component, orKind(p.Version, p.Kind), filepath.Base(o.Image)))
+		in.Description = aws.String(fmt.Sprintf("%s %s from %s (awsfota job create)", p.Component, orKind(p.Version, p.Kind), filepath.Base(o.Image)))
 	}
 	if o.Continuous {
 		in.TargetSelection = iottypes.TargetSelectionContinuous
@@ -298,6 +285,61 @@ func (c *Client) Create(ctx context.Context, p *Plan, progress func(sent, total 
 	if o.Retries > 0 {
 		in.JobExecutionsRetryConfig = &iottypes.JobExecutionsRetryConfig{CriteriaList: []iottypes.RetryCriteria{{
 			FailureType: iottypes.RetryableFailureTypeAll, NumberOfRetries: aws.Int32(int32(o.Retries))}}}
+	}
+
+	// From here on what is made is removed again if the job is not created.
+	var undo []func(context.Context) error
+	defer func() {
+		if err == nil {
+			return
+		}
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		for i := len(undo) - 1; i >= 0; i-- {
+			if uerr := undo[i](uctx); uerr != nil {
+				err = fmt.Errorf("%w; removing what was uploaded failed too: %w", err, uerr)
+			}
+		}
+	}()
+	if o.CreateBucket {
+		in := &s3.CreateBucketInput{Bucket: aws.String(p.Bucket)}
+		if c.Region != "" && c.Region != "us-east-1" {
+			in.CreateBucketConfiguration = &s3types.CreateBucketConfiguration{LocationConstraint: s3types.BucketLocationConstraint(c.Region)}
+		}
+		if _, err := c.S3.CreateBucket(ctx, in); err != nil {
+			var owned *s3types.BucketAlreadyOwnedByYou
+			if !errors.As(err, &owned) {
+				return nil, explain("creating bucket "+p.Bucket, err)
+			}
+		} else {
+			undo = append(undo, func(ctx context.Context) error {
+				_, err := c.S3.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: aws.String(p.Bucket)})
+				return explain("deleting bucket "+p.Bucket, err)
+			})
+		}
+	}
+	// An object already at the key (the same image, published before) may
+	// serve another job: it is replaced, but never removed.
+	_, herr := c.S3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(p.Bucket), Key: aws.String(p.Key)})
+	existed := herr == nil
+	f, err := os.Open(o.Image)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var body io.Reader = f
+	if progress != nil {
+		body = &countingReader{r: f, total: p.Size, progress: progress}
+	}
+	tm := transfermanager.New(c.S3)
+	if _, err := tm.UploadObject(ctx, &transfermanager.UploadObjectInput{Bucket: aws.String(p.Bucket), Key: aws.String(p.Key), Body: body}); err != nil {
+		return nil, explain(fmt.Sprintf("uploading s3://%s/%s", p.Bucket, p.Key), err)
+	}
+	if !existed {
+		undo = append(undo, func(ctx context.Context) error {
+			_, err := c.S3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(p.Bucket), Key: aws.String(p.Key)})
+			return explain(fmt.Sprintf("deleting s3://%s/%s", p.Bucket, p.Key), err)
+		})
 	}
 	out, err := c.IoT.CreateJob(ctx, in)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/iot"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
 // Client talks to AWS IoT and S3.
@@ -65,8 +67,11 @@ func NewLocal(ep Endpoint) *Client {
 	}
 }
 
-// explain makes an SDK error say what to do.
+// explain makes an SDK error say what to do; nil stays nil.
 func explain(what string, err error) error {
+	if err == nil {
+		return nil
+	}
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
 		code := ae.ErrorCode()
@@ -82,6 +87,20 @@ func explain(what string, err error) error {
 		return fmt.Errorf("%s: %s: %s%s", what, code, ae.ErrorMessage(), hint)
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// Unreachable reports whether err means that the service did not answer at
+// all — nothing listens at the endpoint, the connection was refused, reset or
+// timed out — rather than that it refused the request: the service is down,
+// restarting or out of reach, and trying again later may work. An ended
+// context is not Unreachable.
+func Unreachable(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var send *smithyhttp.RequestSendError
+	var op *net.OpError
+	return errors.As(err, &send) || errors.As(err, &op)
 }
 
 // thingARN returns a thing's ARN (and checks the thing exists).

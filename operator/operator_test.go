@@ -4,10 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/iot"
 
 	"github.com/awsfota/awsfota/cloud/emu"
 	"github.com/awsfota/awsfota/delta"
@@ -87,6 +93,11 @@ func TestPrepare(t *testing.T) {
 		t.Fatalf("modem doc %v", d)
 	}
 
+	// An image cut short says so once, plainly.
+	if _, err := c.Prepare(JobOptions{Image: file(t, old[:len(old)-100]), Things: []string{"d1"}, Bucket: "b"}); err == nil ||
+		!strings.Contains(err.Error(), "starts like an MCUboot image but is not a valid one: truncated MCUboot image") {
+		t.Errorf("truncated image: %v", err)
+	}
 	for name, o := range map[string]JobOptions{
 		"no targets": {Image: file(t, old), Bucket: "b"},
 		"no bucket":  {Image: file(t, old), Things: []string{"x"}},
@@ -112,7 +123,7 @@ func TestCreateAndWatchOnLocalCloud(t *testing.T) {
 	ep := cl.Endpoints()
 	c := NewLocal(Endpoint{URL: ep.HTTP, Region: ep.Region, AccessKeyID: ep.AccessKeyID, SecretAccessKey: ep.SecretAccessKey})
 	ctx := context.Background()
-	th, err := c.CreateThing(ctx, "op-thing", "")
+	th, err := c.CreateThing(ctx, "op-thing", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,5 +171,96 @@ func TestCreateAndWatchOnLocalCloud(t *testing.T) {
 	}
 	if _, err := c.Watch("nope").Snapshot(ctx); err == nil || !strings.Contains(err.Error(), "ResourceNotFound") {
 		t.Fatalf("unknown job: %v", err)
+	}
+}
+
+// failing answers 500 to the requests fail matches and passes the others on.
+type failing struct {
+	fail func(*http.Request) bool
+}
+
+func (f failing) RoundTrip(r *http.Request) (*http.Response, error) {
+	if f.fail(r) {
+		return &http.Response{StatusCode: 500, Status: "500 Internal Server Error", Header: http.Header{"X-Amzn-Errortype": {"InternalFailureException"}},
+			Body: io.NopCloser(strings.NewReader(`{"message":"injected failure"}`)), Request: r}, nil
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// When the job cannot be created, Create removes the image it uploaded and
+// the bucket it made; an object that was there before is left alone.
+func TestCreateUndoesTheUploadWhenTheJobFails(t *testing.T) {
+	cl, err := emu.Start(emu.Config{DataDir: t.TempDir(), MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := cl.Registry.CreateThing("t1", nil); err != nil {
+		t.Fatal(err)
+	}
+	ep := cl.Endpoints()
+	c := NewLocal(Endpoint{URL: ep.HTTP, Region: ep.Region, AccessKeyID: ep.AccessKeyID, SecretAccessKey: ep.SecretAccessKey})
+	c.IoT = iot.NewFromConfig(aws.Config{Region: ep.Region, Credentials: credentials.NewStaticCredentialsProvider(ep.AccessKeyID, ep.SecretAccessKey, ""),
+		Retryer: func() aws.Retryer { return aws.NopRetryer{} },
+		HTTPClient: &http.Client{Transport: failing{func(r *http.Request) bool {
+			return r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, "/jobs/")
+		}}},
+	}, func(o *iot.Options) { o.BaseEndpoint = aws.String(ep.HTTP) })
+	img := file(t, appImage(t, "2.0.0", bytes.Repeat([]byte{1}, 5000)))
+	ctx := context.Background()
+
+	p, err := c.Prepare(JobOptions{Image: img, Things: []string{"t1"}, Bucket: "fresh", CreateBucket: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Create(ctx, p, nil); err == nil || !strings.Contains(err.Error(), "creating job") {
+		t.Fatalf("Create = %v, want the injected CreateJob failure", err)
+	}
+	if b, err := cl.Objects.Buckets(); err != nil || len(b) != 0 {
+		t.Fatalf("after a failed Create: buckets %+v %v", b, err)
+	}
+
+	// The same image already published: the object stays for its job.
+	if err := cl.Objects.CreateBucket("kept"); err != nil {
+		t.Fatal(err)
+	}
+	p, _ = c.Prepare(JobOptions{Image: img, Things: []string{"t1"}, Bucket: "kept"})
+	b, _ := os.ReadFile(img)
+	if _, err := cl.Objects.Put(ctx, "kept", p.Key, bytes.NewReader(b)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Create(ctx, p, nil); err == nil {
+		t.Fatal("Create succeeded")
+	}
+	if _, err := cl.Objects.Stat("kept", p.Key); err != nil {
+		t.Fatalf("the object that was there before was removed: %v", err)
+	}
+}
+
+// When a step after the certificate fails, CreateThing deletes the
+// certificate and the thing it made.
+func TestCreateThingUndoes(t *testing.T) {
+	cl, err := emu.Start(emu.Config{DataDir: t.TempDir(), MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ep := cl.Endpoints()
+	c := NewLocal(Endpoint{URL: ep.HTTP, Region: ep.Region, AccessKeyID: ep.AccessKeyID, SecretAccessKey: ep.SecretAccessKey})
+	c.IoT = iot.NewFromConfig(aws.Config{Region: ep.Region, Credentials: credentials.NewStaticCredentialsProvider(ep.AccessKeyID, ep.SecretAccessKey, ""),
+		Retryer: func() aws.Retryer { return aws.NopRetryer{} },
+		HTTPClient: &http.Client{Transport: failing{func(r *http.Request) bool {
+			return strings.HasSuffix(r.URL.Path, "/principals") && r.Method == http.MethodPut
+		}}},
+	}, func(o *iot.Options) { o.BaseEndpoint = aws.String(ep.HTTP) })
+	saved := false
+	if _, err := c.CreateThing(context.Background(), "half", "", func(*Thing) error { saved = true; return nil }); err == nil || saved {
+		t.Fatalf("CreateThing = %v, saved %v; want the injected AttachThingPrincipal failure before save", err, saved)
+	}
+	if _, err := cl.Registry.DescribeThing("half"); err == nil {
+		t.Fatal("the thing is still there")
+	}
+	if cs, _ := cl.Registry.ListCertificates(); len(cs) != 0 {
+		t.Fatalf("certificates left: %+v", cs)
 	}
 }

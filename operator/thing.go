@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
@@ -24,21 +26,89 @@ type Thing struct {
 	Endpoint string
 }
 
-// CreateThing provisions a thing as a device needs it: CreateThing,
-// CreateKeysAndCertificate (ACTIVE), AttachThingPrincipal, and AttachPolicy
-// when a policy is named (real AWS needs one: see docs/aws.md), then
-// DescribeEndpoint for the MQTT endpoint.
-func (c *Client) CreateThing(ctx context.Context, name, policy string) (*Thing, error) {
-	t, err := c.IoT.CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String(name)})
+var thingNameRE = regexp.MustCompile(`^[a-zA-Z0-9:_-]{1,128}$`)
+
+// CreateThing provisions a thing as a device needs it: CreateThing (unless
+// the thing exists), CreateKeysAndCertificate (ACTIVE),
+// AttachThingPrincipal, and AttachPolicy when a policy is named (real AWS
+// needs one: see docs/aws.md), then save (if not nil), which keeps what the
+// device needs — the private key exists nowhere else.
+//
+// It checks all it can before it creates anything: the name, the policy,
+// the MQTT endpoint (DescribeEndpoint). When a later step fails, save
+// included, it undoes what it did — detaches and deletes the certificate,
+// deletes the thing if it made it — so that a failed call leaves nothing
+// behind: no thing without a device, no ACTIVE certificate whose key is lost.
+func (c *Client) CreateThing(ctx context.Context, name, policy string, save func(*Thing) error) (_ *Thing, err error) {
+	if !thingNameRE.MatchString(name) {
+		return nil, fmt.Errorf("thing name %q: use 1 to 128 letters, digits, '-', '_' or ':'", name)
+	}
+	if policy != "" && c.Local {
+		return nil, errors.New("the local cloud applies its own policy to every device (awsfota cloud serve --policy FILE): drop --policy, which is for AWS")
+	}
+	existed := true
+	if _, err := c.IoT.DescribeThing(ctx, &iot.DescribeThingInput{ThingName: aws.String(name)}); err != nil {
+		var nf *iottypes.ResourceNotFoundException
+		if !errors.As(err, &nf) {
+			return nil, explain("thing "+name, err)
+		}
+		existed = false
+	}
+	if policy != "" {
+		if _, err := c.IoT.GetPolicy(ctx, &iot.GetPolicyInput{PolicyName: aws.String(policy)}); err != nil {
+			return nil, explain("policy "+policy+" (create it first: see docs/aws.md)", err)
+		}
+	}
+	ep, err := c.IoT.DescribeEndpoint(ctx, &iot.DescribeEndpointInput{EndpointType: aws.String("iot:Data-ATS")})
 	if err != nil {
-		return nil, explain("creating thing "+name, err)
+		return nil, explain("reading the MQTT endpoint", err)
+	}
+	th := &Thing{Name: name, Endpoint: aws.ToString(ep.EndpointAddress)}
+	if _, _, err := net.SplitHostPort(th.Endpoint); err != nil {
+		th.Endpoint = net.JoinHostPort(th.Endpoint, "8883")
+	}
+
+	// From here on every step is undone if a later one fails.
+	var undo []func(context.Context) error
+	defer func() {
+		if err == nil {
+			return
+		}
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		var uerrs []error
+		for i := len(undo) - 1; i >= 0; i-- {
+			if uerr := undo[i](uctx); uerr != nil {
+				uerrs = append(uerrs, uerr)
+			}
+		}
+		if len(uerrs) > 0 {
+			err = fmt.Errorf("%w; undoing what was created failed too: %w (delete certificate %s and, if it has no other certificate, thing %s by hand)",
+				err, errors.Join(uerrs...), orNone(th.CertificateID), name)
+		}
+	}()
+	if !existed {
+		t, err := c.IoT.CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String(name)})
+		if err != nil {
+			return nil, explain("creating thing "+name, err)
+		}
+		th.ARN = aws.ToString(t.ThingArn)
+		undo = append(undo, func(ctx context.Context) error {
+			_, err := c.IoT.DeleteThing(ctx, &iot.DeleteThingInput{ThingName: aws.String(name)})
+			return explain("deleting thing "+name, err)
+		})
 	}
 	kc, err := c.IoT.CreateKeysAndCertificate(ctx, &iot.CreateKeysAndCertificateInput{SetAsActive: true})
 	if err != nil {
 		return nil, explain("creating a certificate", err)
 	}
-	th := &Thing{Name: name, ARN: aws.ToString(t.ThingArn), CertificateID: aws.ToString(kc.CertificateId),
-		CertificateARN: aws.ToString(kc.CertificateArn), CertificatePEM: aws.ToString(kc.CertificatePem)}
+	th.CertificateID, th.CertificateARN = aws.ToString(kc.CertificateId), aws.ToString(kc.CertificateArn)
+	th.CertificatePEM = aws.ToString(kc.CertificatePem)
+	undo = append(undo, func(ctx context.Context) error {
+		c.IoT.UpdateCertificate(ctx, &iot.UpdateCertificateInput{CertificateId: kc.CertificateId, NewStatus: iottypes.CertificateStatusInactive})
+		_, err := c.IoT.DeleteCertificate(ctx, &iot.DeleteCertificateInput{CertificateId: kc.CertificateId})
+		return explain("deleting certificate "+th.CertificateID, err)
+	})
 	if kc.KeyPair != nil {
 		th.PrivateKeyPEM = aws.ToString(kc.KeyPair.PrivateKey)
 	}
@@ -48,20 +118,32 @@ func (c *Client) CreateThing(ctx context.Context, name, policy string) (*Thing, 
 	if _, err := c.IoT.AttachThingPrincipal(ctx, &iot.AttachThingPrincipalInput{ThingName: aws.String(name), Principal: kc.CertificateArn}); err != nil {
 		return nil, explain("attaching the certificate to "+name, err)
 	}
+	undo = append(undo, func(ctx context.Context) error {
+		_, err := c.IoT.DetachThingPrincipal(ctx, &iot.DetachThingPrincipalInput{ThingName: aws.String(name), Principal: kc.CertificateArn})
+		return explain("detaching the certificate from "+name, err)
+	})
 	if policy != "" {
 		if _, err := c.IoT.AttachPolicy(ctx, &iot.AttachPolicyInput{PolicyName: aws.String(policy), Target: kc.CertificateArn}); err != nil {
 			return nil, explain("attaching policy "+policy, err)
 		}
+		undo = append(undo, func(ctx context.Context) error {
+			_, err := c.IoT.DetachPolicy(ctx, &iot.DetachPolicyInput{PolicyName: aws.String(policy), Target: kc.CertificateArn})
+			return explain("detaching policy "+policy, err)
+		})
 	}
-	ep, err := c.IoT.DescribeEndpoint(ctx, &iot.DescribeEndpointInput{EndpointType: aws.String("iot:Data-ATS")})
-	if err != nil {
-		return nil, explain("reading the MQTT endpoint", err)
-	}
-	th.Endpoint = aws.ToString(ep.EndpointAddress)
-	if _, _, err := net.SplitHostPort(th.Endpoint); err != nil {
-		th.Endpoint = net.JoinHostPort(th.Endpoint, "8883")
+	if save != nil {
+		if err := save(th); err != nil {
+			return nil, err
+		}
 	}
 	return th, nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
 }
 
 // DeleteThing undoes CreateThing: detaches and deletes the thing's

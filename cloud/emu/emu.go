@@ -26,6 +26,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/awsfota/awsfota/clock"
@@ -89,6 +90,21 @@ type Endpoints struct {
 	CAFile          string `json:"caFile"` // PEM of the CA that signs the broker and the devices
 }
 
+// ListenError is Start's error when the cloud cannot listen on one of its
+// addresses, most often because another process (another local cloud)
+// already does: errors.Is(err, syscall.EADDRINUSE) tells that case.
+type ListenError struct {
+	API  string // "MQTT" (Config.MQTTAddr) or "HTTP" (Config.HTTPAddr)
+	Addr string
+	Err  error
+}
+
+func (e *ListenError) Error() string {
+	return fmt.Sprintf("emu: %s: listening on %s: %v", e.API, e.Addr, e.Err)
+}
+
+func (e *ListenError) Unwrap() error { return e.Err }
+
 // Cloud is a running local cloud.
 type Cloud struct {
 	cfg      Config
@@ -132,6 +148,11 @@ func Start(cfg Config) (_ *Cloud, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	// Absolute, so that endpoints.json (caFile) means the same from any
+	// directory a tool runs in.
+	if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
+		return nil, fmt.Errorf("emu: %w", err)
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("emu: %w", err)
 	}
@@ -164,7 +185,7 @@ func Start(cfg Config) (_ *Cloud, err error) {
 	// The HTTP listener comes first: presigned URLs in job documents point
 	// at it.
 	if c.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
-		return nil, fmt.Errorf("emu: HTTP: listening on %s: %w", cfg.HTTPAddr, err)
+		return nil, &ListenError{API: "HTTP", Addr: cfg.HTTPAddr, Err: err}
 	}
 	if c.Jobs, err = jobsvc.Open(c.db, jobsvc.Config{Region: cfg.Region, AccountID: cfg.AccountID, Clock: cfg.Clock,
 		Groups: c.Registry, Presign: c.presign, Logger: cfg.Logger}); err != nil {
@@ -183,6 +204,9 @@ func Start(cfg Config) (_ *Cloud, err error) {
 		}
 		if c.broker, err = broker.Start(broker.Config{Addr: cfg.MQTTAddr, Certificate: srvCert, ClientCAs: c.CA.Pool(),
 			Authorizer: c.Registry, Jobs: c.Jobs, Policy: cfg.Policy, Region: cfg.Region, AccountID: cfg.AccountID, Logger: cfg.Logger}); err != nil {
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return nil, &ListenError{API: "MQTT", Addr: cfg.MQTTAddr, Err: err}
+			}
 			return nil, fmt.Errorf("emu: MQTT: %w", err)
 		}
 		c.Jobs.SetPublisher(c.broker)

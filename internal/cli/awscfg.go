@@ -1,7 +1,13 @@
 package cli
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/awsfota/awsfota/cloud/emu"
@@ -26,7 +32,7 @@ func (t *target) flags(cmd *cobra.Command) {
 // client returns the operator client and, for the local cloud, its endpoints.
 func (t *target) client(e *env) (*operator.Client, *emu.Endpoints, error) {
 	if t.local != "" {
-		ep, err := emu.ReadEndpoints(t.local)
+		ep, err := t.localEndpoints(e)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -47,4 +53,79 @@ func (t *target) client(e *env) (*operator.Client, *emu.Endpoints, error) {
 		return nil, nil, usagef("no AWS region: pass --region, set AWS_REGION, or use --local DIR for the local cloud")
 	}
 	return operator.New(cfg), nil, nil
+}
+
+// errNoLocalCloud is the cause of every failure to reach the local cloud.
+var errNoLocalCloud = errors.New("no local cloud answers")
+
+// noLocalCloud says that the local cloud of t.local does not answer at
+// where, and what to do.
+func (t *target) noLocalCloud(where string) error {
+	return fmt.Errorf("%w at %s — is `awsfota cloud serve --data %s` running?", errNoLocalCloud, where, t.local)
+}
+
+// localEndpoints reads the endpoints of the local cloud kept in t.local and
+// checks that it answers. A cloud started a moment ago (in the background,
+// by the previous command of a script) is given e.localWait to come up.
+func (t *target) localEndpoints(e *env) (emu.Endpoints, error) {
+	if st, err := os.Stat(t.local); err != nil || !st.IsDir() {
+		return emu.Endpoints{}, fmt.Errorf("%w in %s: it is not a directory — start one with `awsfota cloud serve --data %s`, or fix --local", errNoLocalCloud, t.local, t.local)
+	}
+	deadline := time.Now().Add(e.localWait)
+	for {
+		ep, err := emu.ReadEndpoints(t.local)
+		where := t.local + " (no " + emu.EndpointsFile + " yet)"
+		if err == nil {
+			where = ep.HTTP
+			if err = answers(e.ctx, ep.HTTP); err == nil {
+				return ep, nil
+			}
+		}
+		if !time.Now().Before(deadline) {
+			return ep, t.noLocalCloud(where)
+		}
+		select {
+		case <-e.ctx.Done():
+			return ep, e.ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// answers reports whether something accepts connections at the URL's host.
+func answers(ctx context.Context, rawURL string) error {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return err
+	}
+	d := net.Dialer{Timeout: time.Second}
+	c, err := d.DialContext(ctx, "tcp", u.Host)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+// explainErrors makes the subcommands of cmd say, when the local cloud stops
+// answering while they work, what is wrong and what to do, instead of the
+// SDK's chain of errors.
+func (t *target) explainErrors(cmd *cobra.Command) {
+	for _, sub := range cmd.Commands() {
+		run := sub.RunE
+		if run == nil {
+			continue
+		}
+		sub.RunE = func(cmd *cobra.Command, args []string) error {
+			err := run(cmd, args)
+			if t.local != "" && operator.Unreachable(err) && !errors.Is(err, errNoLocalCloud) {
+				ep, rerr := emu.ReadEndpoints(t.local)
+				where := t.local
+				if rerr == nil {
+					where = ep.HTTP
+				}
+				return t.noLocalCloud(where)
+			}
+			return err
+		}
+	}
 }

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/awsfota/awsfota/cloud/emu"
 	"github.com/awsfota/awsfota/iotjobs"
@@ -21,8 +23,15 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func run(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	code := Run(context.Background(), args, &out, &errb)
+	code := execute(testEnv(context.Background(), &out, &errb), args)
 	return code, out.String(), errb.String()
+}
+
+// testEnv is the env of the commands tests run: the local cloud is started
+// before the commands that use it, so one that does not answer is reported
+// after a short wait, not Run's five seconds.
+func testEnv(ctx context.Context, out, errOut io.Writer) *env {
+	return &env{ctx: ctx, out: out, errOut: errOut, localWait: 300 * time.Millisecond}
 }
 
 // TestDemo runs `awsfota demo` in-process, then opens what it left behind —
@@ -127,5 +136,29 @@ func TestUsageErrors(t *testing.T) {
 	}
 	if code, out, _ := run(t, "--help"); code != 0 || !strings.Contains(out, "demo") {
 		t.Errorf("help: %d %q", code, out)
+	}
+}
+
+// A mistyped or missing subcommand is a usage error that says what was
+// meant, never the help with exit 0; messages do not repeat "awsfota".
+func TestUnknownSubcommands(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"job", "creat"}, `unknown command "creat" for job: did you mean create?`},
+		{[]string{"job"}, "job needs a command: cancel, create, describe, list, watch"},
+		{[]string{"image", "verfy", "x.bin"}, `unknown command "verfy" for image: did you mean verify?`},
+		{[]string{"cloud", "srve"}, `did you mean serve?`},
+		{[]string{"demoo"}, `unknown command "demoo" for awsfota: did you mean demo?`},
+		{[]string{"thing", "nonsense"}, `unknown command "nonsense" for thing: use create`},
+		{[]string{"image", "verify", "a.bin", "b.bin"}, "awsfota: image verify takes one FILE, got 2 arguments\n"},
+		{[]string{"job", "watch"}, "awsfota: job watch takes one JOB-ID, got 0 arguments\n"},
+		{[]string{"fetch", "u1", "u2", "-o", "x"}, "fetch takes one URL, got 2 arguments"},
+	} {
+		code, out, errOut := run(t, c.args...)
+		if code != exitUsage || !strings.Contains(errOut, c.want) || strings.Contains(errOut, "awsfota: awsfota") {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit 2 and %q", c.args, code, out, errOut, c.want)
+		}
 	}
 }

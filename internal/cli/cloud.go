@@ -1,13 +1,20 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"syscall"
 
 	"github.com/awsfota/awsfota/cloud/broker"
 	"github.com/awsfota/awsfota/cloud/emu"
 	"github.com/spf13/cobra"
 )
+
+// defaultDataDir is where `cloud serve` keeps its state unless told: in the
+// current directory, hidden, and in .gitignore, so that a cloud started in a
+// source tree leaves its database, credentials and CA key out of it.
+const defaultDataDir = ".awsfota/cloud"
 
 func cloudCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
@@ -28,9 +35,10 @@ func cloudServeCmd(e *env) *cobra.Command {
 on mutual TLS with AWS IoT's device rules, the AWS IoT Jobs service, and one
 HTTP port serving both the AWS IoT control-plane API and an S3-compatible object
 store (the AWS SDKs and the AWS CLI work against it with --endpoint-url).
-State lives in --data and survives a restart. The addresses, credentials and
-CA file are written to DIR/endpoints.json; port 0 picks a free port and the
-file holds the real one.
+State lives in --data DIR (default .awsfota/cloud, in the current directory)
+and survives a restart. The addresses, credentials and CA file are written
+to DIR/endpoints.json; port 0 picks a free port and the file holds the real
+one. Other commands reach this cloud with --local DIR.
 
 With --external-mqtt the cloud runs no broker of its own: its Jobs service
 attaches to that broker (e.g. Mosquitto, configured by
@@ -48,6 +56,11 @@ attaches to that broker (e.g. Mosquitto, configured by
 				}
 			}
 			c, err := emu.Start(cfg)
+			var le *emu.ListenError
+			if errors.As(err, &le) && errors.Is(err, syscall.EADDRINUSE) {
+				flag := map[string]string{"MQTT": "--mqtt-addr", "HTTP": "--http-addr"}[le.API]
+				return fmt.Errorf("the %s address %s is already in use (another local cloud?): stop what listens there, or choose another address with %s (port 0 picks a free one; endpoints.json then holds it)", le.API, le.Addr, flag)
+			}
 			if err != nil {
 				return err
 			}
@@ -63,7 +76,7 @@ attaches to that broker (e.g. Mosquitto, configured by
 			return c.Close()
 		},
 	}
-	serve.Flags().StringVar(&cfg.DataDir, "data", "awsfota-cloud", "keep the cloud's state in `DIR`")
+	serve.Flags().StringVar(&cfg.DataDir, "data", defaultDataDir, "keep the cloud's state in `DIR`")
 	serve.Flags().StringVar(&cfg.MQTTAddr, "mqtt-addr", emu.DefaultMQTTAddr, "MQTT listen `address`")
 	serve.Flags().StringVar(&cfg.HTTPAddr, "http-addr", emu.DefaultHTTPAddr, "HTTP (AWS IoT and S3 APIs) listen `address`")
 	serve.Flags().StringSliceVar(&cfg.ServerNames, "server-name", nil, "extra host `name` or IP the broker's certificate is valid for")
@@ -95,7 +108,7 @@ certificate's common name), the Jobs service allowed everywhere. Then:
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&dataDir, "data", "awsfota-cloud", "the local cloud's data `DIR`")
+	cmd.Flags().StringVar(&dataDir, "data", defaultDataDir, "the local cloud's data `DIR`")
 	cmd.Flags().StringVar(&listen, "listen", emu.DefaultMQTTAddr, "the `address` Mosquitto listens on")
 	cmd.Flags().StringSliceVar(&names, "server-name", nil, "extra host `name` or IP Mosquitto's certificate is valid for")
 	return cmd

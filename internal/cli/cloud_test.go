@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -140,5 +141,42 @@ func TestCloudServeErrors(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "pki", "ca.pem")); errors.Is(err, os.ErrNotExist) {
 		t.Fatal("no CA written")
+	}
+}
+
+// An address in use names the flag that changes it.
+func TestCloudServeAddressInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	busy := ln.Addr().String()
+	for _, c := range []struct{ flag, other string }{{"--http-addr", "--mqtt-addr"}, {"--mqtt-addr", "--http-addr"}} {
+		code, _, errOut := run(t, "cloud", "serve", "--data", t.TempDir(), c.flag, busy, c.other, "127.0.0.1:0")
+		if code != exitFailure || !strings.Contains(errOut, busy+" is already in use") || !strings.Contains(errOut, "another address with "+c.flag) {
+			t.Errorf("%s %s in use: exit %d, %q", c.flag, busy, code, errOut)
+		}
+	}
+}
+
+// endpoints.json names the CA by an absolute path, so that it means the
+// same to commands run from another directory than serve's.
+func TestEndpointsHoldAbsolutePaths(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := filepath.Rel(wd, t.TempDir())
+	if err != nil || filepath.IsAbs(rel) {
+		t.Skipf("no relative path from %s to the temporary directory", wd) // a different volume
+	}
+	ep, stop := serving(t, rel)
+	defer stop()
+	if !filepath.IsAbs(ep.CAFile) {
+		t.Fatalf("caFile %q is relative to where serve started", ep.CAFile)
+	}
+	if _, err := os.Stat(ep.CAFile); err != nil {
+		t.Fatal(err)
 	}
 }

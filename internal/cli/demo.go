@@ -120,7 +120,7 @@ func runDemo(e *env, f demoFlags) error {
 	for i := range things {
 		things[i] = fmt.Sprintf("demo-device-%d", i+1)
 	}
-	view := newFleetView(e.out, things)
+	view := newFleetView(e.out, e.tty(e.out), things)
 	fleet, err := sim.NewFleet(sim.FleetConfig{
 		Cloud: cloud, Dir: filepath.Join(dir, "devices"), Things: things, Factory: factory,
 		Keys:            []*mcuboot.PublicKey{signer.Public()},

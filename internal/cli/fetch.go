@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/awsfota/awsfota/device/download"
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 )
 
@@ -31,12 +30,7 @@ servers that ignore Range or omit Content-Range, retries with backoff.
 
 The download goes to FILE.part; if fetch is interrupted, running it again
 resumes where it stopped (unless the object changed, which restarts it).`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usagef("fetch takes one URL, got %d arguments", len(args))
-			}
-			return nil
-		},
+		Args: exactArgs(1, "one URL"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
 				return usagef("fetch needs -o FILE")
@@ -107,10 +101,9 @@ func runFetch(e *env, url, out string, cfg download.Config, fresh, quiet, noSync
 	if offset > 0 && !quiet {
 		fmt.Fprintf(e.errOut, "resuming at %d bytes\n", offset)
 	}
-	var bar *progressbar.ProgressBar
-	if !quiet && tty(e.errOut) {
-		bar = progressbar.NewOptions64(-1, progressbar.OptionSetWriter(e.errOut), progressbar.OptionShowBytes(true),
-			progressbar.OptionSetDescription(out), progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
+	var bar *progress
+	if !quiet {
+		bar = e.progress(out, -1)
 	}
 	saveMeta := func() {
 		b, _ := json.Marshal(meta)
@@ -121,22 +114,18 @@ func runFetch(e *env, url, out string, cfg download.Config, fresh, quiet, noSync
 	start := time.Now()
 	res, err := d.Fetch(e.ctx, download.Request{URL: url, Offset: offset, ETag: meta.ETag, OnProgress: func(p download.Progress) {
 		meta.ETag = p.ETag
-		if bar != nil {
-			if p.Total > 0 && bar.GetMax64() != p.Total {
-				bar.ChangeMax64(p.Total)
-			}
-			bar.Set64(p.Offset)
+		if p.Total > 0 {
+			bar.SetTotal(p.Total)
 		}
+		bar.Set(p.Offset)
 	}}, &fileSink{f})
-	if bar != nil {
-		bar.Finish()
-	}
+	bar.Done()
 	if err != nil {
 		meta.ETag = res.ETag
 		saveMeta()
 		if errors.Is(err, e.ctx.Err()) && e.ctx.Err() != nil {
 			fmt.Fprintf(e.errOut, "interrupted at %d bytes; run the same command again to resume\n", res.Size)
-			return errSilent
+			return exitCode(exitInterrupted)
 		}
 		return fmt.Errorf("%w (%d bytes kept in %s for a later resume)", err, res.Size, part)
 	}

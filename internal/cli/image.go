@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -25,16 +26,6 @@ hold. Key types: ecdsa-p256, ed25519, rsa-2048, rsa-3072. See docs/images.md.`,
 	}
 	cmd.AddCommand(imageKeygenCmd(e), imageCreateCmd(e), imageVerifyCmd(e), imageInfoCmd(e))
 	return cmd
-}
-
-// imageArgs refuses any other number of positional arguments with a usage error.
-func imageArgs(n int, what string) cobra.PositionalArgs {
-	return func(cmd *cobra.Command, args []string) error {
-		if len(args) != n {
-			return usagef("%s takes %s, got %d arguments", cmd.CommandPath(), what, len(args))
-		}
-		return nil
-	}
 }
 
 // number is a flag holding an integer written in decimal or, as imgtool
@@ -80,7 +71,7 @@ the KEYHASH TLV in the images the key signs (imgtool getpubhash).
 
 TYPE is ecdsa-p256, ed25519, rsa-2048 or rsa-3072. Existing files are never
 overwritten.`,
-		Args: imageArgs(0, "no arguments"),
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
 				return usagef("image keygen needs -o KEY.pem")
@@ -163,7 +154,7 @@ devices use to refuse rollbacks.
 fills the file up to the slot with 0xff and the trailer magic (a test swap
 once programmed into the secondary slot), --confirm also sets image_ok (a
 permanent swap). OUT.bin is written only when everything succeeded.`,
-		Args: imageArgs(2, "IN.bin and OUT.bin"),
+		Args: exactArgs(2, "IN.bin and OUT.bin"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o, err := f.options()
 			if err != nil {
@@ -307,10 +298,15 @@ func runImageCreate(e *env, in, out string, o mcuboot.CreateOptions) error {
 	}
 	defer src.Close()
 	var im *mcuboot.Image
+	bar := e.progress("making "+filepath.Base(out), size)
 	err = writeFileAtomic(out, 0o644, func(w io.Writer) error {
-		im, err = mcuboot.Create(w, src, size, o)
+		im, err = mcuboot.Create(w, bar.Reader(src), size, o)
 		return err
 	})
+	bar.Done()
+	if errors.Is(err, mcuboot.ErrHeaderNotZero) {
+		return fmt.Errorf("image create %s: %w; add --pad-header to put the header in front of it (for firmware linked to run after the header)", in, err)
+	}
 	if err != nil {
 		return fmt.Errorf("image create %s: %w", in, err)
 	}
@@ -385,7 +381,7 @@ files, public (KEY.pub.pem) or private.
 
 Without --key only the hash is checked, as by an MCUboot built without
 signatures. It exits 0 only when the image is valid.`,
-		Args: imageArgs(1, "one FILE"),
+		Args: exactArgs(1, "one FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			trusted, err := loadPublicKeys(keys)
 			if err != nil {
@@ -406,7 +402,9 @@ func runImageVerify(e *env, path string, keys []*mcuboot.PublicKey, asJSON bool)
 	}
 	defer f.Close()
 	res := verifyResult{File: path, Signed: len(keys) > 0}
-	v, verr := mcuboot.Verify(f, size, keys)
+	bar := e.progress("verifying "+filepath.Base(path), size)
+	v, verr := mcuboot.Verify(bar.ReaderAt(f), size, keys)
+	bar.Done()
 	if verr == nil {
 		res.Valid, res.Version, res.SHA256 = true, v.Image.Header.Version.String(), hex.EncodeToString(v.Hash)
 		if v.Key != nil {
@@ -537,7 +535,7 @@ unprotected TLV with its offset and value, whether the SHA-256 matches, and,
 for a file padded to a slot, the trailer (magic, image_ok, copy_done,
 swap_info, swap_size) and the swap MCUboot would make of it as the
 secondary slot. It checks no signature: see image verify.`,
-		Args: imageArgs(1, "one FILE"),
+		Args: exactArgs(1, "one FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runImageInfo(e, args[0], asJSON)
 		},
@@ -565,7 +563,9 @@ func runImageInfo(e *env, path string, asJSON bool) error {
 	if err != nil {
 		return fmt.Errorf("image info %s: %w", path, err)
 	}
-	sum, err := mcuboot.HashRegion(f, im.Header)
+	bar := e.progress("hashing "+filepath.Base(path), im.Header.HashedLen())
+	sum, err := mcuboot.HashRegion(bar.ReaderAt(f), im.Header)
+	bar.Done()
 	if err != nil {
 		return fmt.Errorf("image info %s: %w", path, err)
 	}

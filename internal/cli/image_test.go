@@ -265,6 +265,11 @@ func TestImageUsageErrors(t *testing.T) {
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Fatal("a failed create left an output file")
 	}
+	// The advice names the command's flag, not the library's option.
+	if _, _, errOut := run(t, "image", "create", "--version", "1.0.0", in, out); !strings.Contains(errOut, "add --pad-header to put the header in front") ||
+		strings.Contains(errOut, "PadHeader") {
+		t.Errorf("no room for the header: %q", errOut)
+	}
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 1 {
 		t.Fatalf("temporary files left behind: %v", entries)

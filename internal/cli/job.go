@@ -2,8 +2,10 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -17,16 +19,8 @@ func jobCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "job", Short: "Publish, follow and cancel firmware jobs (AWS or the local cloud)"}
 	t.flags(cmd)
 	cmd.AddCommand(jobCreateCmd(e, &t), jobWatchCmd(e, &t), jobDescribeCmd(e, &t), jobListCmd(e, &t), jobCancelCmd(e, &t))
+	t.explainErrors(cmd)
 	return cmd
-}
-
-func oneArg(what string) cobra.PositionalArgs {
-	return func(cmd *cobra.Command, args []string) error {
-		if len(args) != 1 {
-			return usagef("%s takes one %s, got %d arguments", cmd.CommandPath(), what, len(args))
-		}
-		return nil
-	}
 }
 
 // localBucket is the bucket `job create --local` uses when none is given.
@@ -59,8 +53,25 @@ procedure). --dry-run prints the document and the calls without making them.`,
 			if len(o.Things) == 0 && len(o.Groups) == 0 {
 				return usagef("job create needs targets: --thing NAME or --group NAME")
 			}
+			// AWS's limits, checked before anything is uploaded.
+			for _, r := range []struct {
+				flag      string
+				v, lo, hi int
+			}{
+				{"--rollout-per-minute", o.RolloutPerMinute, 1, 1000},
+				{"--timeout-minutes", o.TimeoutMinutes, 1, 10080},
+				{"--step-timeout-minutes", o.StepTimeoutMinutes, 1, 10080},
+				{"--retries", o.Retries, 1, 10},
+			} {
+				if r.v != 0 && (r.v < r.lo || r.v > r.hi) {
+					return usagef("%s %d: use %d to %d, or 0 for none", r.flag, r.v, r.lo, r.hi)
+				}
+			}
 			if o.AbortFailurePercent < 0 || o.AbortFailurePercent > 100 {
 				return usagef("--abort-failure-percent %g: use 0 to 100", o.AbortFailurePercent)
+			}
+			if o.PresignExpires < time.Minute || o.PresignExpires > time.Hour {
+				return usagef("--presign-expires %v: use 1m to 1h", o.PresignExpires)
 			}
 			c, _, err := t.client(e)
 			if err != nil {
@@ -87,19 +98,9 @@ procedure). --dry-run prints the document and the calls without making them.`,
 				}
 				return nil
 			}
-			var bar *progressbar.ProgressBar
-			if tty(e.errOut) {
-				bar = progressbar.DefaultBytes(p.Size, "uploading")
-				bar.Reset()
-			}
-			res, err := c.Create(e.ctx, p, func(sent, total int64) {
-				if bar != nil {
-					bar.Set64(sent)
-				}
-			})
-			if bar != nil {
-				bar.Finish()
-			}
+			bar := e.progress("uploading "+filepath.Base(o.Image), p.Size)
+			res, err := c.Create(e.ctx, p, func(sent, total int64) { bar.Set(sent) })
+			bar.Done()
 			if err != nil {
 				return err
 			}
@@ -124,9 +125,9 @@ procedure). --dry-run prints the document and the calls without making them.`,
 	f.IntVar(&o.RolloutPerMinute, "rollout-per-minute", 0, "notify at most `N` devices a minute (1-1000; 0: all at once)")
 	f.Float64Var(&o.AbortFailurePercent, "abort-failure-percent", 0, "cancel the rest once this `percent` of executed devices failed, timed out or rejected")
 	f.IntVar(&o.AbortMinExecuted, "abort-min-executed", 1, "… but only after `N` devices finished")
-	f.IntVar(&o.TimeoutMinutes, "timeout-minutes", 0, "time an execution out after `M` minutes IN_PROGRESS")
-	f.IntVar(&o.StepTimeoutMinutes, "step-timeout-minutes", 0, "time an execution out when its device is silent for `M` minutes")
-	f.IntVar(&o.Retries, "retries", 0, "re-run a failed or timed-out execution up to `N` times")
+	f.IntVar(&o.TimeoutMinutes, "timeout-minutes", 0, "time an execution out after `M` minutes IN_PROGRESS (1-10080; 0: never)")
+	f.IntVar(&o.StepTimeoutMinutes, "step-timeout-minutes", 0, "time an execution out when its device is silent for `M` minutes (1-10080; 0: never)")
+	f.IntVar(&o.Retries, "retries", 0, "re-run a failed or timed-out execution up to `N` times (0-10)")
 	f.BoolVar(&o.Continuous, "continuous", false, "also update things added to the groups later")
 	f.StringVar(&o.Description, "description", "", "job description")
 	f.BoolVar(&dryRun, "dry-run", false, "print the document and the calls, make none")
@@ -145,8 +146,11 @@ func jobWatchCmd(e *env, t *target) *cobra.Command {
 statusDetails, the reason of a failure — and a summary, until every execution
 has ended. It exits 0 when every execution SUCCEEDED, 1 otherwise. --json
 prints the final state as JSON.`,
-		Args: oneArg("JOB-ID"),
+		Args: exactArgs(1, "one JOB-ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if interval <= 0 {
+				return usagef("--interval %v: give a positive duration", interval)
+			}
 			c, _, err := t.client(e)
 			if err != nil {
 				return err
@@ -158,23 +162,48 @@ prints the final state as JSON.`,
 				defer tm.Stop()
 				deadline = tm.C
 			}
-			view := &jobView{w: e.out, tty: tty(e.out) && !asJSON, quiet: asJSON}
-			tick := time.NewTicker(interval)
-			defer tick.Stop()
-			var snap *operator.Snapshot
+			view := &jobView{w: e.out, tty: e.tty(e.out) && !asJSON, quiet: asJSON}
+			var (
+				snap  *operator.Snapshot
+				wait  = interval // until the next poll
+				since time.Time  // when the cloud stopped answering
+			)
 			for {
-				if snap, err = w.Snapshot(e.ctx); err != nil {
+				s, err := w.Snapshot(e.ctx)
+				switch {
+				case err == nil:
+					if !since.IsZero() {
+						fmt.Fprintf(e.errOut, "the cloud answers again (after %v)\n", time.Since(since).Round(time.Second))
+						since, wait = time.Time{}, interval
+					}
+					snap = s
+					view.show(snap)
+				case operator.Unreachable(err):
+					// A cloud that restarts, or a network that drops, is no
+					// reason to stop following the rollout: poll less often
+					// until it answers again.
+					if since.IsZero() {
+						since = time.Now()
+						fmt.Fprintf(e.errOut, "the cloud does not answer (%v); still watching: trying again with a growing delay (from %v up to %v)\n",
+							unreachableCause(err), wait, maxWatchBackoff)
+					}
+					wait = min(2*wait, maxWatchBackoff)
+				default:
 					return err
 				}
-				view.show(snap)
-				if snap.Done {
+				if snap != nil && snap.Done {
 					break
 				}
+				tick := time.NewTimer(wait)
 				select {
 				case <-e.ctx.Done():
+					tick.Stop()
 					return e.ctx.Err()
 				case <-deadline:
-					view.summary(snap)
+					tick.Stop()
+					if snap != nil {
+						view.summary(snap)
+					}
 					return fmt.Errorf("job %s still running after %v", args[0], timeout)
 				case <-tick.C:
 				}
@@ -268,12 +297,28 @@ func (v *jobView) summary(s *operator.Snapshot) {
 	fmt.Fprintf(v.w, "job %s %s: %s\n", s.JobID, s.Status, strings.Join(parts, ", "))
 }
 
+// maxWatchBackoff bounds the delay between polls of a cloud that does not
+// answer.
+const maxWatchBackoff = 30 * time.Second
+
+// unreachableCause is the last link of an SDK error chain ("connection
+// refused"): the rest repeats the operation and the URL.
+func unreachableCause(err error) error {
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			return err
+		}
+		err = next
+	}
+}
+
 func jobDescribeCmd(e *env, t *target) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "describe JOB-ID",
 		Short: "Show a job, its document and its executions",
-		Args:  oneArg("JOB-ID"),
+		Args:  exactArgs(1, "one JOB-ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _, err := t.client(e)
 			if err != nil {
@@ -295,7 +340,13 @@ func jobDescribeCmd(e *env, t *target) *cobra.Command {
 				fmt.Fprintln(e.out, string(b))
 				return nil
 			}
-			fmt.Fprintf(e.out, "job %s: %s\n%s\ndocument: %s\n\n", s.JobID, s.Status, s.Description, doc)
+			rows := [][]string{{"job", s.JobID}, {"status", s.Status}}
+			if s.Description != "" {
+				rows = append(rows, []string{"description", s.Description})
+			}
+			rows = append(rows, []string{"document", doc})
+			printTable(e.out, rows)
+			fmt.Fprintln(e.out)
 			(&jobView{w: e.out}).show(s)
 			(&jobView{w: e.out}).summary(s)
 			return nil
@@ -325,7 +376,7 @@ func jobListCmd(e *env, t *target) *cobra.Command {
 				fmt.Fprintln(e.out, string(b))
 				return nil
 			}
-			rows := [][]string{{"JOB", "STATUS", "TARGETS", "CREATED"}}
+			rows := [][]string{{"JOB", "STATUS", "SELECTION", "CREATED"}}
 			for _, j := range jobs {
 				rows = append(rows, []string{j.JobID, j.Status, j.TargetSelection, j.CreatedAt.Local().Format(time.DateTime)})
 			}
@@ -345,7 +396,7 @@ func jobCancelCmd(e *env, t *target) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cancel JOB-ID",
 		Short: "Cancel a job (--force also stops devices already updating)",
-		Args:  oneArg("JOB-ID"),
+		Args:  exactArgs(1, "one JOB-ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _, err := t.client(e)
 			if err != nil {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/awsfota/awsfota/cloud/emu"
 	"github.com/awsfota/awsfota/sim"
 )
@@ -38,9 +40,17 @@ func newOperatorEnv(t *testing.T) *operatorEnv {
 			s()
 		}
 		o.wg.Wait()
-		c.Close()
+		o.stopCloud()
 	})
 	return o
+}
+
+// stopCloud stops the local cloud (as a Ctrl-C of `cloud serve` does).
+func (o *operatorEnv) stopCloud() {
+	if o.cloud != nil {
+		o.cloud.Close()
+		o.cloud = nil
+	}
 }
 
 // device provisions a thing with `thing create` and runs it with
@@ -231,4 +241,151 @@ func TestOperatorDeltaJob(t *testing.T) {
 		t.Fatalf("watch: %s\n%s", out, o.outs["dj-1"].String())
 	}
 	waitOutput(t, o.outs["dj-1"], "booted 1.0.1")
+}
+
+// job create checks its targets and settings before it uploads anything.
+func TestJobCreateChecksBeforeUploading(t *testing.T) {
+	o := newOperatorEnv(t)
+	img := o.image("1.0.1", 1000)
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--thing", "nobody"}, exitFailure, "thing nobody: ResourceNotFoundException"},
+		{[]string{"--group", "no-group"}, exitFailure, "thing group no-group: ResourceNotFoundException"},
+		{[]string{"--thing", "x", "--rollout-per-minute", "5000"}, exitUsage, "--rollout-per-minute 5000: use 1 to 1000"},
+		{[]string{"--thing", "x", "--retries", "11"}, exitUsage, "--retries 11: use 1 to 10"},
+		{[]string{"--thing", "x", "--presign-expires", "2h"}, exitUsage, "--presign-expires 2h0m0s: use 1m to 1h"},
+	} {
+		code, _, errOut := run(t, append([]string{"job", "create", "--local", o.data, "--image", img}, c.args...)...)
+		if code != c.code || !strings.Contains(errOut, c.want) {
+			t.Errorf("%v: exit %d, %q; want %d and %q", c.args, code, errOut, c.code, c.want)
+		}
+	}
+	if b, err := o.cloud.Objects.Buckets(); err != nil || len(b) != 0 {
+		t.Fatalf("refused job creations left buckets %v (%v)", b, err)
+	}
+	// A job id in use is refused before the upload too.
+	if _, err := o.cloud.Registry.CreateThing("t1", nil); err != nil {
+		t.Fatal(err)
+	}
+	o.createJob("--image", img, "--thing", "t1", "--job-id", "taken")
+	other := o.image("1.0.2", 1000)
+	if code, _, errOut := run(t, "job", "create", "--local", o.data, "--image", other, "--thing", "t1", "--job-id", "taken"); code != exitFailure ||
+		!strings.Contains(errOut, "job taken exists already: choose another --job-id") {
+		t.Fatalf("job id in use: %d %q", code, errOut)
+	}
+	if keys := o.objects(localBucket); len(keys) != 1 {
+		t.Fatalf("objects %v: the refused job's image was uploaded", keys)
+	}
+}
+
+// objects lists the keys in bucket.
+func (o *operatorEnv) objects(bucket string) []string {
+	o.t.Helper()
+	_, sc := clients(o.cloud.Endpoints())
+	l, err := sc.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String(bucket)})
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	var keys []string
+	for _, obj := range l.Contents {
+		keys = append(keys, aws.ToString(obj.Key))
+	}
+	return keys
+}
+
+// With the local cloud down, every operator command says so and what to
+// do, instead of the SDK's chain of errors.
+func TestOperatorCommandsWithTheCloudDown(t *testing.T) {
+	o := newOperatorEnv(t)
+	img := o.image("1.0.1", 1000)
+	http := o.cloud.Endpoints().HTTP
+	o.stopCloud()
+	want := "no local cloud answers at " + http + " — is `awsfota cloud serve --data " + o.data + "` running?"
+	for _, args := range [][]string{
+		{"job", "list"}, {"job", "describe", "j1"}, {"job", "watch", "j1"}, {"job", "cancel", "j1"},
+		{"job", "create", "--image", img, "--thing", "t1"},
+		{"thing", "create", "t1", "--out", filepath.Join(t.TempDir(), "t1")},
+	} {
+		code, _, errOut := run(t, append(args, "--local", o.data)...)
+		if code != exitFailure || errOut != "awsfota: "+want+"\n" {
+			t.Errorf("%v: exit %d, stderr %q; want %q", args, code, errOut, want)
+		}
+	}
+	empty := t.TempDir()
+	if code, _, errOut := run(t, "job", "list", "--local", empty); code != exitFailure ||
+		!strings.Contains(errOut, "no local cloud answers at "+empty+" (no endpoints.json yet) — is `awsfota cloud serve --data "+empty+"` running?") {
+		t.Errorf("empty data directory: exit %d, %q", code, errOut)
+	}
+}
+
+// job watch rides out a restart of the cloud, and says so.
+func TestJobWatchRidesOutACloudRestart(t *testing.T) {
+	o := newOperatorEnv(t)
+	if _, err := o.cloud.Registry.CreateThing("rw-1", nil); err != nil {
+		t.Fatal(err)
+	}
+	id := o.createJob("--image", o.image("1.0.1", 1000), "--thing", "rw-1")
+	ep := o.cloud.Endpoints()
+	var out, errOut syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- execute(testEnv(context.Background(), &out, &errOut), []string{"job", "watch", id, "--local", o.data, "--interval", "20ms"})
+	}()
+	waitOutput(t, &out, "rw-1")
+	o.stopCloud()
+	waitOutput(t, &errOut, "the cloud does not answer (connection refused); still watching")
+	c, err := emu.Start(emu.Config{DataDir: o.data, MQTTAddr: ep.MQTT, HTTPAddr: strings.TrimPrefix(ep.HTTP, "http://"), NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.cloud = c // closed by the cleanup
+	if _, err := c.Jobs.CancelJob(id, true, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	if code := <-done; code != exitFailure || !strings.Contains(out.String(), "1 canceled") || !strings.Contains(errOut.String(), "the cloud answers again") {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
+	}
+	if n := strings.Count(errOut.String(), "does not answer"); n != 1 {
+		t.Fatalf("the outage was reported %d times:\n%s", n, errOut.String())
+	}
+}
+
+// Ctrl-C ends job watch with status 130 and nothing alarming.
+func TestJobWatchInterrupted(t *testing.T) {
+	o := newOperatorEnv(t)
+	if _, err := o.cloud.Registry.CreateThing("ci-1", nil); err != nil {
+		t.Fatal(err)
+	}
+	id := o.createJob("--image", o.image("1.0.1", 1000), "--thing", "ci-1")
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errOut syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- execute(testEnv(ctx, &out, &errOut), []string{"job", "watch", id, "--local", o.data, "--interval", "20ms"})
+	}()
+	waitOutput(t, &out, "ci-1")
+	cancel() // as the SIGINT of Ctrl-C does
+	if code := <-done; code != exitInterrupted || errOut.String() != "" {
+		t.Fatalf("exit %d, stderr %q", code, errOut.String())
+	}
+}
+
+// job describe labels what it prints; job list names the target selection.
+func TestJobDescribeAndListWording(t *testing.T) {
+	o := newOperatorEnv(t)
+	if _, err := o.cloud.Registry.CreateThing("w-1", nil); err != nil {
+		t.Fatal(err)
+	}
+	id := o.createJob("--image", o.image("1.0.1", 1000), "--thing", "w-1")
+	code, out, _ := run(t, "job", "describe", id, "--local", o.data)
+	if code != 0 || !strings.Contains(out, "description  app 1.0.1 from app-1.0.1.bin (awsfota job create)") || strings.Contains(out, "awsfota:") {
+		t.Fatalf("describe: %d\n%s", code, out)
+	}
+	code, out, _ = run(t, "job", "list", "--local", o.data)
+	if code != 0 || !strings.Contains(out, "SELECTION") || strings.Contains(out, "TARGETS") {
+		t.Fatalf("list: %d\n%s", code, out)
+	}
 }

@@ -39,8 +39,8 @@ type deviceRow struct {
 	logged string
 }
 
-func newFleetView(w io.Writer, things []string) *fleetView {
-	v := &fleetView{w: w, tty: tty(w), rows: map[string]*deviceRow{}, order: things}
+func newFleetView(w io.Writer, tty bool, things []string) *fleetView {
+	v := &fleetView{w: w, tty: tty, rows: map[string]*deviceRow{}, order: things}
 	width := 0
 	for _, th := range things {
 		width = max(width, len(th))
@@ -206,4 +206,147 @@ func (v *fleetView) draw() {
 	}
 	v.drawn = len(v.order)
 	io.WriteString(v.w, b.String())
+}
+
+// progress shows how far a long step has come, as a bar on stderr when
+// stderr is a terminal and not at all otherwise (a pipe or a log stays
+// clean). It draws nothing until the step has run for env.progressAfter, so
+// quick work prints nothing, and it clears its line when done, before the
+// command prints its result. A nil *progress is valid and does nothing.
+//
+// Every command whose work can take more than a second uses it:
+//
+//	p := e.progress("hashing app.bin", size)
+//	defer p.Done()
+//	_, err := io.Copy(h, p.Reader(f))
+type progress struct {
+	e     *env
+	what  string
+	start time.Time
+
+	mu    sync.Mutex
+	total int64 // -1: unknown
+	n     int64
+	bar   *progressbar.ProgressBar
+	done  bool
+}
+
+// progress starts showing the progress of what, total bytes long (-1 if
+// unknown). It returns nil when stderr is not a terminal.
+func (e *env) progress(what string, total int64) *progress {
+	if !e.tty(e.errOut) {
+		return nil
+	}
+	return &progress{e: e, what: what, total: total, start: time.Now()}
+}
+
+// Set records that n bytes are done.
+func (p *progress) Set(n int64) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.n = n
+	p.drawLocked()
+}
+
+// Add records n more bytes done.
+func (p *progress) Add(n int64) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.n += n
+	p.drawLocked()
+}
+
+// SetTotal changes the size of the work, once it is known.
+func (p *progress) SetTotal(total int64) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if total != p.total {
+		p.total = total
+		if p.bar != nil {
+			p.bar.ChangeMax64(total)
+		}
+	}
+}
+
+func (p *progress) drawLocked() {
+	if p.done {
+		return
+	}
+	if p.bar == nil {
+		if time.Since(p.start) < p.e.progressAfter {
+			return
+		}
+		p.bar = progressbar.NewOptions64(p.total, progressbar.OptionSetWriter(p.e.errOut), progressbar.OptionSetDescription(p.what),
+			progressbar.OptionShowBytes(true), progressbar.OptionShowCount(), progressbar.OptionSetWidth(30),
+			progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionSetRenderBlankState(true))
+	}
+	p.bar.Set64(p.n)
+}
+
+// Done ends the progress and clears its line.
+func (p *progress) Done() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.done && p.bar != nil {
+		p.bar.Exit() // no more drawing
+		p.bar.Clear()
+	}
+	p.done = true
+}
+
+// Reader counts what is read from r as done.
+func (p *progress) Reader(r io.Reader) io.Reader {
+	if p == nil {
+		return r
+	}
+	return progressReader{r, p}
+}
+
+type progressReader struct {
+	r io.Reader
+	p *progress
+}
+
+func (r progressReader) Read(b []byte) (int, error) {
+	n, err := r.r.Read(b)
+	r.p.Add(int64(n))
+	return n, err
+}
+
+// ReaderAt counts what is read from r as done, up to the total: the readers
+// of an image read it once, and its header and TLVs a second time.
+func (p *progress) ReaderAt(r io.ReaderAt) io.ReaderAt {
+	if p == nil {
+		return r
+	}
+	return progressReaderAt{r, p}
+}
+
+type progressReaderAt struct {
+	r io.ReaderAt
+	p *progress
+}
+
+func (r progressReaderAt) ReadAt(b []byte, off int64) (int, error) {
+	n, err := r.r.ReadAt(b, off)
+	r.p.mu.Lock()
+	r.p.n += int64(n)
+	if r.p.total >= 0 {
+		r.p.n = min(r.p.n, r.p.total)
+	}
+	r.p.drawLocked()
+	r.p.mu.Unlock()
+	return n, err
 }
