@@ -55,21 +55,25 @@ func (t *target) client(e *env) (*operator.Client, *emu.Endpoints, error) {
 	return operator.New(cfg), nil, nil
 }
 
-// errNoLocalCloud is the cause of every failure to reach the local cloud.
-var errNoLocalCloud = errors.New("no local cloud answers")
-
-// noLocalCloud says that the local cloud of t.local does not answer at
-// where, and what to do.
-func (t *target) noLocalCloud(where string) error {
-	return fmt.Errorf("%w at %s — is `awsfota cloud serve --data %s` running?", errNoLocalCloud, where, t.local)
+// noLocalCloudError says that no local cloud answers for a --local
+// directory, and what to do.
+type noLocalCloudError struct {
+	where string // the URL, or the directory
+	dir   string // --local
 }
+
+func (e *noLocalCloudError) Error() string {
+	return fmt.Sprintf("no local cloud answers at %s — is `awsfota cloud serve --data %s` running?", e.where, e.dir)
+}
+
+func (t *target) noLocalCloud(where string) error { return &noLocalCloudError{where: where, dir: t.local} }
 
 // localEndpoints reads the endpoints of the local cloud kept in t.local and
 // checks that it answers. A cloud started a moment ago (in the background,
 // by the previous command of a script) is given e.localWait to come up.
 func (t *target) localEndpoints(e *env) (emu.Endpoints, error) {
 	if st, err := os.Stat(t.local); err != nil || !st.IsDir() {
-		return emu.Endpoints{}, fmt.Errorf("%w in %s: it is not a directory — start one with `awsfota cloud serve --data %s`, or fix --local", errNoLocalCloud, t.local, t.local)
+		return emu.Endpoints{}, fmt.Errorf("no local cloud in %s: it is not a directory — start one with `awsfota cloud serve --data %s`, or fix --local", t.local, t.local)
 	}
 	deadline := time.Now().Add(e.localWait)
 	for {
@@ -117,7 +121,7 @@ func (t *target) explainErrors(cmd *cobra.Command) {
 		}
 		sub.RunE = func(cmd *cobra.Command, args []string) error {
 			err := run(cmd, args)
-			if t.local != "" && operator.Unreachable(err) && !errors.Is(err, errNoLocalCloud) {
+			if t.local != "" && operator.Unreachable(err) && !errors.As(err, new(*noLocalCloudError)) {
 				ep, rerr := emu.ReadEndpoints(t.local)
 				where := t.local
 				if rerr == nil {
