@@ -66,7 +66,9 @@ func (e *noLocalCloudError) Error() string {
 	return fmt.Sprintf("no local cloud answers at %s — is `awsfota cloud serve --data %s` running?", e.where, e.dir)
 }
 
-func (t *target) noLocalCloud(where string) error { return &noLocalCloudError{where: where, dir: t.local} }
+func (t *target) noLocalCloud(where string) error {
+	return &noLocalCloudError{where: where, dir: t.local}
+}
 
 // localEndpoints reads the endpoints of the local cloud kept in t.local and
 // checks that it answers. A cloud started a moment ago (in the background,

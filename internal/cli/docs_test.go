@@ -131,7 +131,7 @@ func sourceStrings(t *testing.T) []string {
 	return out
 }
 
-// codeSpanRE finds `code` and ``code with `backticks` inside``.
+// codeSpanRE finds `code` and “code with `backticks` inside“.
 var codeSpanRE = regexp.MustCompile("``(.+?)``|`([^`\n]+)`")
 
 // placeholderRE splits a document's rendering of a message into the pieces
