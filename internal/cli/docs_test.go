@@ -131,7 +131,8 @@ func sourceStrings(t *testing.T) []string {
 	return out
 }
 
-// codeSpanRE finds `code` and “code with `backticks` inside“.
+// codeSpanRE finds Markdown code spans: in single backticks, or in double
+// backticks (which may hold single ones).
 var codeSpanRE = regexp.MustCompile("``(.+?)``|`([^`\n]+)`")
 
 // placeholderRE splits a document's rendering of a message into the pieces
