@@ -327,6 +327,11 @@ func ReadEndpoints(dir string) (Endpoints, error) {
 	if err := json.Unmarshal(b, &e); err != nil {
 		return e, fmt.Errorf("emu: %s: %w", filepath.Join(dir, EndpointsFile), err)
 	}
+	if e.CAFile != "" && !filepath.IsAbs(e.CAFile) {
+		// Written by an older cloud, relative to where it was started: the
+		// CA is in the data directory all the same.
+		e.CAFile = filepath.Join(dir, "pki", "ca.pem")
+	}
 	return e, nil
 }
 

@@ -233,6 +233,9 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 				cause = CauseNotAuthorized
 				err = fmt.Errorf("the broker at %s refused the connection: check that the client id %q is the thing the certificate is attached to, and that the certificate is ACTIVE and its policy allows iot:Connect (%s)", addr, cfg.ClientID, connackReason(ce))
 			} else {
+				if inner := errors.Unwrap(err); inner != nil {
+					err = inner // autopaho's "failed to connect to mqtts://…": the address is said already
+				}
 				cause, err = explain(addr, err)
 			}
 			bmu.Lock()

@@ -74,13 +74,13 @@ func (t *target) noLocalCloud(where string) error {
 // checks that it answers. A cloud started a moment ago (in the background,
 // by the previous command of a script) is given e.localWait to come up.
 func (t *target) localEndpoints(e *env) (emu.Endpoints, error) {
-	if st, err := os.Stat(t.local); err != nil || !st.IsDir() {
-		return emu.Endpoints{}, fmt.Errorf("no local cloud in %s: it is not a directory — start one with `awsfota cloud serve --data %s`, or fix --local", t.local, t.local)
-	}
 	deadline := time.Now().Add(e.localWait)
 	for {
 		ep, err := emu.ReadEndpoints(t.local)
 		where := t.local + " (no " + emu.EndpointsFile + " yet)"
+		if st, serr := os.Stat(t.local); serr != nil || !st.IsDir() {
+			where = t.local + " (no such directory)"
+		}
 		if err == nil {
 			where = ep.HTTP
 			if err = answers(e.ctx, ep.HTTP); err == nil {
@@ -115,7 +115,7 @@ func answers(ctx context.Context, rawURL string) error {
 // explainErrors makes the subcommands of cmd say, when the local cloud stops
 // answering while they work, what is wrong and what to do, instead of the
 // SDK's chain of errors.
-func (t *target) explainErrors(cmd *cobra.Command) {
+func (t *target) explainErrors(e *env, cmd *cobra.Command) {
 	for _, sub := range cmd.Commands() {
 		run := sub.RunE
 		if run == nil {
@@ -123,7 +123,7 @@ func (t *target) explainErrors(cmd *cobra.Command) {
 		}
 		sub.RunE = func(cmd *cobra.Command, args []string) error {
 			err := run(cmd, args)
-			if t.local != "" && operator.Unreachable(err) && !errors.As(err, new(*noLocalCloudError)) {
+			if t.local != "" && e.ctx.Err() == nil && operator.Unreachable(err) && !errors.As(err, new(*noLocalCloudError)) {
 				ep, rerr := emu.ReadEndpoints(t.local)
 				where := t.local
 				if rerr == nil {

@@ -186,8 +186,9 @@ func execute(e *env, args []string) int {
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.Is(err, context.Canceled) && e.ctx.Err() != nil:
-		// Interrupted: the user knows, and nothing went wrong.
+	case e.ctx.Err() != nil && !errors.As(err, new(exitCode)):
+		// Interrupted (the failure follows from it, whatever the error
+		// chain says): the user knows, and nothing went wrong.
 		return exitInterrupted
 	case errors.As(err, new(usageError)):
 		fmt.Fprintf(e.errOut, "awsfota: %v\nRun 'awsfota --help' for usage.\n", err)

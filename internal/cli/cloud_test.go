@@ -179,4 +179,11 @@ func TestEndpointsHoldAbsolutePaths(t *testing.T) {
 	if _, err := os.Stat(ep.CAFile); err != nil {
 		t.Fatal(err)
 	}
+	// A file written by an older cloud, relative to where it started,
+	// still leads to the CA.
+	old := t.TempDir()
+	os.WriteFile(filepath.Join(old, emu.EndpointsFile), []byte(`{"http":"http://127.0.0.1:1","caFile":"somewhere/pki/ca.pem"}`), 0o600)
+	if ep, err := emu.ReadEndpoints(old); err != nil || ep.CAFile != filepath.Join(old, "pki", "ca.pem") {
+		t.Fatalf("old endpoints.json: caFile %q, %v", ep.CAFile, err)
+	}
 }

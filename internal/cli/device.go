@@ -173,6 +173,7 @@ type connReporter struct {
 
 	mu   sync.Mutex
 	last string // the cause last reported; "" while connected
+	told bool   // that it keeps trying, and when it speaks again
 }
 
 func (r *connReporter) failed(err error) {
@@ -191,8 +192,12 @@ func (r *connReporter) failed(err error) {
 		fmt.Fprintf(r.e.errOut, "%s: %v\n", r.thing, err)
 		return
 	}
-	fmt.Fprintf(r.e.errOut, "%s: cannot connect: %v\n%s: trying again in %v, then less and less often; this is said again only if the cause changes (-v logs every attempt)\n",
-		r.thing, ce.Err, r.thing, ce.Retry.Round(time.Millisecond))
+	fmt.Fprintf(r.e.errOut, "%s: cannot connect: %v\n%s: trying again in %v", r.thing, ce.Err, r.thing, ce.Retry.Round(time.Millisecond))
+	if !r.told {
+		r.told = true
+		fmt.Fprint(r.e.errOut, ", then less and less often; this is said again only if the cause changes (-v logs every attempt)")
+	}
+	fmt.Fprintln(r.e.errOut)
 }
 
 func (r *connReporter) up() {

@@ -19,7 +19,7 @@ func jobCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "job", Short: "Publish, follow and cancel firmware jobs (AWS or the local cloud)"}
 	t.flags(cmd)
 	cmd.AddCommand(jobCreateCmd(e, &t), jobWatchCmd(e, &t), jobDescribeCmd(e, &t), jobListCmd(e, &t), jobCancelCmd(e, &t))
-	t.explainErrors(cmd)
+	t.explainErrors(e, cmd)
 	return cmd
 }
 
@@ -171,6 +171,8 @@ prints the final state as JSON.`,
 			for {
 				s, err := w.Snapshot(e.ctx)
 				switch {
+				case e.ctx.Err() != nil:
+					return e.ctx.Err() // interrupted: not the cloud's fault
 				case err == nil:
 					if !since.IsZero() {
 						fmt.Fprintf(e.errOut, "the cloud answers again (after %v)\n", time.Since(since).Round(time.Second))

@@ -287,7 +287,9 @@ func (p *progress) drawLocked() {
 		}
 		p.bar = progressbar.NewOptions64(p.total, progressbar.OptionSetWriter(p.e.errOut), progressbar.OptionSetDescription(p.what),
 			progressbar.OptionShowBytes(true), progressbar.OptionShowCount(), progressbar.OptionSetWidth(30),
-			progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionSetRenderBlankState(true))
+			progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionSetRenderBlankState(true),
+			// No spinner for an unknown size: its goroutine would outlive Done.
+			progressbar.OptionSetSpinnerChangeInterval(0))
 	}
 	p.bar.Set64(p.n)
 }

@@ -80,7 +80,7 @@ when a later step fails it deletes the certificate and the thing it made.`,
 	create.Flags().StringVar(&policy, "policy", "", "attach this IoT `policy` to the certificate (needed on AWS: see docs/aws.md)")
 	create.Flags().BoolVar(&force, "force", false, "replace device files already in --out")
 	cmd.AddCommand(create)
-	t.explainErrors(cmd)
+	t.explainErrors(e, cmd)
 	return cmd
 }
 
