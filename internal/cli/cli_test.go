@@ -162,3 +162,17 @@ func TestUnknownSubcommands(t *testing.T) {
 		}
 	}
 }
+
+// Counts read as English: "1 record", "2 records".
+func TestPlural(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "a.bin")
+	os.WriteFile(img, bytes.Repeat([]byte("firmware image "), 1000), 0o644)
+	code, out, errOut := run(t, "delta", "create", img, img, "-o", filepath.Join(dir, "p"))
+	if code != 0 || !strings.Contains(out, "; 1 record: ") {
+		t.Fatalf("delta create of an image against itself: exit %d %q %q", code, out, errOut)
+	}
+	if plural(0, "argument") != "arguments" || plural(1, "argument") != "argument" || plural(2, "argument") != "arguments" {
+		t.Fatal("plural")
+	}
+}

@@ -79,8 +79,8 @@ func runDeltaCreate(e *env, oldPath, newPath, out string) error {
 		{"result", newPath, fmt.Sprint(info.ResultSize), hex.EncodeToString(info.ResultSHA256[:])},
 		{"patch", out, fmt.Sprint(info.PatchSize()), ""},
 	})
-	fmt.Fprintf(e.out, "patch is %s of the new image; %d records: %d bytes copied from the base (%d changed), %d inserted\n",
-		deltaPercent(info.PatchSize(), info.ResultSize), info.Records, info.Copied, info.Changed, info.Inserted)
+	fmt.Fprintf(e.out, "patch is %s of the new image; %d %s: %d bytes copied from the base (%d changed), %d inserted\n",
+		deltaPercent(info.PatchSize(), info.ResultSize), info.Records, plural(int(info.Records), "record"), info.Copied, info.Changed, info.Inserted)
 	return nil
 }
 
