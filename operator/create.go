@@ -57,6 +57,9 @@ type JobOptions struct {
 	Retries             int
 	Continuous          bool
 	Description         string
+	// Progress, if set, is told how far Prepare has read the image (it
+	// hashes it whole).
+	Progress func(read, total int64)
 }
 
 // Plan is what publishing a job does: the object, the document and the
@@ -98,7 +101,11 @@ func (c *Client) Prepare(o JobOptions) (*Plan, error) {
 		return nil, err
 	}
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
+	var r io.Reader = f
+	if o.Progress != nil {
+		r = &countingReader{r: f, total: st.Size(), progress: o.Progress}
+	}
+	if _, err := io.Copy(h, r); err != nil {
 		return nil, fmt.Errorf("reading %s: %w", o.Image, err)
 	}
 	p := &Plan{Size: st.Size(), SHA256: h.Sum(nil), Bucket: o.Bucket, Key: o.Key, Version: o.Version, Component: o.Component, opts: o}

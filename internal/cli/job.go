@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -83,7 +84,13 @@ procedure). --dry-run prints the document and the calls without making them.`,
 			if o.Bucket == "" {
 				return usagef("job create needs --bucket on AWS")
 			}
+			var reading *progress
+			if st, err := os.Stat(o.Image); err == nil {
+				reading = e.progress("reading "+filepath.Base(o.Image), st.Size())
+				o.Progress = func(read, _ int64) { reading.Set(read) }
+			}
 			p, err := c.Prepare(o)
+			reading.Done()
 			if err != nil {
 				return err
 			}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 	"unsafe"
 )
 
@@ -56,8 +57,12 @@ func TestProgressOnATerminalOnly(t *testing.T) {
 	}()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, in) }))
 	defer srv.Close()
+	o := newOperatorEnv(t)
+	if _, err := o.cloud.Registry.CreateThing("p-1", nil); err != nil {
+		t.Fatal(err)
+	}
 	var out bytes.Buffer
-	e := &env{ctx: context.Background(), out: &out, errOut: slave}
+	e := &env{ctx: context.Background(), out: &out, errOut: slave, localWait: time.Second}
 	for _, args := range [][]string{
 		{"image", "create", "--version", "1.0.1", "--pad-header", in, img},
 		{"image", "verify", img},
@@ -68,10 +73,18 @@ func TestProgressOnATerminalOnly(t *testing.T) {
 			t.Fatalf("%v: exit %d", args, code)
 		}
 	}
+	// job create: its progress on the terminal, and nothing but the job id
+	// on stdout, which scripts capture with $(...).
+	var id bytes.Buffer
+	if code := execute(&env{ctx: context.Background(), out: &id, errOut: slave, localWait: time.Second},
+		[]string{"job", "create", "--local", o.data, "--image", img, "--thing", "p-1", "--job-id", "progress-job"}); code != 0 || id.String() != "progress-job\n" {
+		t.Fatalf("job create: exit %d, stdout %q", code, id.String())
+	}
 	slave.Close()
 	got := <-drawn
 	master.Close()
-	for _, want := range []string{"making app-1.0.1.bin", "verifying app-1.0.1.bin", "hashing app-1.0.1.bin", "8.4/8.4 MB", "fetched.bin"} {
+	for _, want := range []string{"making app-1.0.1.bin", "verifying app-1.0.1.bin", "hashing app-1.0.1.bin", "8.4/8.4 MB", "fetched.bin",
+		"reading app-1.0.1.bin", "uploading app-1.0.1.bin"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("the terminal shows no %q:\n%q", want, got)
 		}
