@@ -295,17 +295,13 @@ func (c *Client) Create(ctx context.Context, p *Plan, progress func(sent, total 
 	}
 
 	// From here on what is made is removed again if the job is not created.
-	var undo []func(context.Context) error
+	var made undo
 	defer func() {
 		if err == nil {
 			return
 		}
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		for i := len(undo) - 1; i >= 0; i-- {
-			if uerr := undo[i](uctx); uerr != nil {
-				err = fmt.Errorf("%w; removing what was uploaded failed too: %w", err, uerr)
-			}
+		if uerr := made.run(ctx); uerr != nil {
+			err = fmt.Errorf("%w; removing what was uploaded failed too: %w", err, uerr)
 		}
 	}()
 	if o.CreateBucket {
@@ -319,7 +315,7 @@ func (c *Client) Create(ctx context.Context, p *Plan, progress func(sent, total 
 				return nil, explain("creating bucket "+p.Bucket, err)
 			}
 		} else {
-			undo = append(undo, func(ctx context.Context) error {
+			made.add(func(ctx context.Context) error {
 				_, err := c.S3.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: aws.String(p.Bucket)})
 				return explain("deleting bucket "+p.Bucket, err)
 			})
@@ -343,7 +339,7 @@ func (c *Client) Create(ctx context.Context, p *Plan, progress func(sent, total 
 		return nil, explain(fmt.Sprintf("uploading s3://%s/%s", p.Bucket, p.Key), err)
 	}
 	if !existed {
-		undo = append(undo, func(ctx context.Context) error {
+		made.add(func(ctx context.Context) error {
 			_, err := c.S3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(p.Bucket), Key: aws.String(p.Key)})
 			return explain(fmt.Sprintf("deleting s3://%s/%s", p.Bucket, p.Key), err)
 		})

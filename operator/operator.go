@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -101,6 +102,27 @@ func Unreachable(err error) bool {
 	var send *smithyhttp.RequestSendError
 	var op *net.OpError
 	return errors.As(err, &send) || errors.As(err, &op)
+}
+
+// undo holds the steps that reverse what a call has done so far, for when
+// a later step fails: a call leaves everything as it found it, or done.
+type undo []func(context.Context) error
+
+func (u *undo) add(step func(context.Context) error) { *u = append(*u, step) }
+
+// run runs the steps, the last first, on a context that outlives ctx's
+// cancellation (an interrupted call is undone too, within 30 s), and
+// returns what failed.
+func (u undo) run(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	var errs []error
+	for i := len(u) - 1; i >= 0; i-- {
+		if err := u[i](ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // thingARN returns a thing's ARN (and checks the thing exists).

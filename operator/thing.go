@@ -7,7 +7,6 @@ import (
 	"net"
 	"regexp"
 	"strings"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
@@ -69,22 +68,14 @@ func (c *Client) CreateThing(ctx context.Context, name, policy string, save func
 	}
 
 	// From here on every step is undone if a later one fails.
-	var undo []func(context.Context) error
+	var made undo
 	defer func() {
 		if err == nil {
 			return
 		}
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		var uerrs []error
-		for i := len(undo) - 1; i >= 0; i-- {
-			if uerr := undo[i](uctx); uerr != nil {
-				uerrs = append(uerrs, uerr)
-			}
-		}
-		if len(uerrs) > 0 {
+		if uerr := made.run(ctx); uerr != nil {
 			err = fmt.Errorf("%w; undoing what was created failed too: %w (delete certificate %s and, if it has no other certificate, thing %s by hand)",
-				err, errors.Join(uerrs...), orNone(th.CertificateID), name)
+				err, uerr, orNone(th.CertificateID), name)
 		}
 	}()
 	if !existed {
@@ -93,7 +84,7 @@ func (c *Client) CreateThing(ctx context.Context, name, policy string, save func
 			return nil, explain("creating thing "+name, err)
 		}
 		th.ARN = aws.ToString(t.ThingArn)
-		undo = append(undo, func(ctx context.Context) error {
+		made.add(func(ctx context.Context) error {
 			_, err := c.IoT.DeleteThing(ctx, &iot.DeleteThingInput{ThingName: aws.String(name)})
 			return explain("deleting thing "+name, err)
 		})
@@ -104,7 +95,7 @@ func (c *Client) CreateThing(ctx context.Context, name, policy string, save func
 	}
 	th.CertificateID, th.CertificateARN = aws.ToString(kc.CertificateId), aws.ToString(kc.CertificateArn)
 	th.CertificatePEM = aws.ToString(kc.CertificatePem)
-	undo = append(undo, func(ctx context.Context) error {
+	made.add(func(ctx context.Context) error {
 		c.IoT.UpdateCertificate(ctx, &iot.UpdateCertificateInput{CertificateId: kc.CertificateId, NewStatus: iottypes.CertificateStatusInactive})
 		_, err := c.IoT.DeleteCertificate(ctx, &iot.DeleteCertificateInput{CertificateId: kc.CertificateId})
 		return explain("deleting certificate "+th.CertificateID, err)
@@ -118,7 +109,7 @@ func (c *Client) CreateThing(ctx context.Context, name, policy string, save func
 	if _, err := c.IoT.AttachThingPrincipal(ctx, &iot.AttachThingPrincipalInput{ThingName: aws.String(name), Principal: kc.CertificateArn}); err != nil {
 		return nil, explain("attaching the certificate to "+name, err)
 	}
-	undo = append(undo, func(ctx context.Context) error {
+	made.add(func(ctx context.Context) error {
 		_, err := c.IoT.DetachThingPrincipal(ctx, &iot.DetachThingPrincipalInput{ThingName: aws.String(name), Principal: kc.CertificateArn})
 		return explain("detaching the certificate from "+name, err)
 	})
@@ -126,7 +117,7 @@ func (c *Client) CreateThing(ctx context.Context, name, policy string, save func
 		if _, err := c.IoT.AttachPolicy(ctx, &iot.AttachPolicyInput{PolicyName: aws.String(policy), Target: kc.CertificateArn}); err != nil {
 			return nil, explain("attaching policy "+policy, err)
 		}
-		undo = append(undo, func(ctx context.Context) error {
+		made.add(func(ctx context.Context) error {
 			_, err := c.IoT.DetachPolicy(ctx, &iot.DetachPolicyInput{PolicyName: aws.String(policy), Target: kc.CertificateArn})
 			return explain("detaching policy "+policy, err)
 		})

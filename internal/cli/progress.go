@@ -241,24 +241,21 @@ func (e *env) progress(what string, total int64) *progress {
 }
 
 // Set records that n bytes are done.
-func (p *progress) Set(n int64) {
-	if p == nil {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.n = n
-	p.drawLocked()
-}
+func (p *progress) Set(n int64) { p.update(func(int64) int64 { return n }) }
 
-// Add records n more bytes done.
-func (p *progress) Add(n int64) {
+// Add records n more bytes done (never more than the total).
+func (p *progress) Add(n int64) { p.update(func(done int64) int64 { return done + n }) }
+
+func (p *progress) update(next func(done int64) int64) {
 	if p == nil {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.n += n
+	p.n = next(p.n)
+	if p.total >= 0 {
+		p.n = min(p.n, p.total)
+	}
 	p.drawLocked()
 }
 
@@ -343,12 +340,6 @@ type progressReaderAt struct {
 
 func (r progressReaderAt) ReadAt(b []byte, off int64) (int, error) {
 	n, err := r.r.ReadAt(b, off)
-	r.p.mu.Lock()
-	r.p.n += int64(n)
-	if r.p.total >= 0 {
-		r.p.n = min(r.p.n, r.p.total)
-	}
-	r.p.drawLocked()
-	r.p.mu.Unlock()
+	r.p.Add(int64(n))
 	return n, err
 }
