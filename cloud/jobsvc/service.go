@@ -109,12 +109,13 @@ const (
 
 // Service is the Jobs service. It is safe for concurrent use.
 type Service struct {
-	db   *bolt.DB
-	cfg  Config
-	log  *slog.Logger
-	pub  atomic.Pointer[Publisher]
-	mu   sync.Mutex    // serialises state changes and their notifications
-	kick chan struct{} // a timer was added or moved
+	db    *bolt.DB
+	cfg   Config
+	log   *slog.Logger
+	pub   atomic.Pointer[Publisher]
+	mu    sync.Mutex    // serialises state changes and their notifications
+	kick  chan struct{} // a timer was added or moved
+	watch watchers      // Subscribe's subscribers (watch.go)
 }
 
 // Open prepares the service's buckets in db.
@@ -207,6 +208,7 @@ type txn struct {
 	dirtyState map[string]bool
 	touched    []string // jobs whose progress must be re-evaluated
 	timers     bool     // the timer set changed
+	changes    []Change // for Subscribe's subscribers (watch.go)
 }
 
 func newTxn(s *Service, tx *bolt.Tx, now time.Time) *txn {
@@ -432,6 +434,7 @@ func (t *txn) putExec(old *Execution, e Execution) error {
 			return err
 		}
 	}
+	t.recordExec(e.JobID, e.Thing, &e)
 	b, err := json.Marshal(e)
 	if err != nil {
 		return err
@@ -459,6 +462,7 @@ func (t *txn) archive(e Execution) error {
 
 // deleteExec removes a job's executions on a thing, the earlier ones too.
 func (t *txn) deleteExec(e Execution) error {
+	t.recordExec(e.JobID, e.Thing, nil)
 	if st, err := t.state(e.JobID); err == nil {
 		st.Counts[e.Status]--
 		t.markState(e.JobID)
@@ -793,7 +797,11 @@ func (s *Service) commit(f func(t *txn) error) error {
 		if err := t.settle(); err != nil {
 			return err
 		}
-		return t.flush()
+		if err := t.flush(); err != nil {
+			return err
+		}
+		t.collectJobs()
+		return nil
 	})
 	if err != nil {
 		return err
@@ -805,6 +813,7 @@ func (s *Service) commit(f func(t *txn) error) error {
 		}
 	}
 	s.publish(t.msgs)
+	s.broadcast(t.changes)
 	return nil
 }
 
