@@ -104,6 +104,8 @@ type Cloud struct {
 	httpLn   net.Listener
 	httpDone chan struct{}
 	creds    sigv4.Credentials
+	mountMu  sync.RWMutex
+	mounted  mounts // see Mount
 
 	stopTimers context.CancelFunc
 	timers     sync.WaitGroup
@@ -257,6 +259,10 @@ func (c *Cloud) router() http.Handler {
 	s3 := c.Objects.Handler()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		svc, _ := sigv4.ScopeService(r)
+		if h := c.mountFor(r); h != nil && svc == "" {
+			h.ServeHTTP(w, r)
+			return
+		}
 		switch svc {
 		case "", "s3":
 			s3.ServeHTTP(w, r)
