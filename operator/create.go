@@ -2,7 +2,6 @@ package operator
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -19,11 +18,7 @@ import (
 	iottypes "github.com/aws/aws-sdk-go-v2/service/iot/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
-	"github.com/awsfota/awsfota/delta"
-	"github.com/awsfota/awsfota/device/dfu"
-	"github.com/awsfota/awsfota/device/dfu/modem"
 	"github.com/awsfota/awsfota/jobdoc"
-	"github.com/awsfota/awsfota/mcuboot"
 )
 
 // JobOptions describe a firmware job to publish.
@@ -71,6 +66,7 @@ type Plan struct {
 	Version   string
 	Component string
 	Base      *jobdoc.Base
+	KeyHash   []byte // of the key the image is signed with, if it is
 	Document  []byte
 	Calls     []string
 
@@ -88,57 +84,17 @@ func (c *Client) Prepare(o JobOptions) (*Plan, error) {
 	if o.Bucket == "" {
 		return nil, errors.New("a bucket is needed for the image (--bucket)")
 	}
-	f, err := os.Open(o.Image)
+	in, err := InspectImage(o.Image)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
+	p := &Plan{Size: in.Size, SHA256: in.SHA256, Kind: in.Kind, Base: in.Base, KeyHash: in.KeyHash, Bucket: o.Bucket, Key: o.Key,
+		Version: o.Version, Component: o.Component, opts: o}
+	if p.Version == "" {
+		p.Version = in.Version
 	}
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return nil, fmt.Errorf("reading %s: %w", o.Image, err)
-	}
-	p := &Plan{Size: st.Size(), SHA256: h.Sum(nil), Bucket: o.Bucket, Key: o.Key, Version: o.Version, Component: o.Component, opts: o}
-	if p.Size == 0 {
-		return nil, fmt.Errorf("%s is empty", o.Image)
-	}
-	head := make([]byte, min(p.Size, 4+0xffff))
-	if _, err := f.ReadAt(head, 0); err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
-	}
-	kind := dfu.Identify(head)
-	p.Kind = kind.String()
-	switch kind {
-	case dfu.TypeMCUboot:
-		im, err := mcuboot.Parse(f, p.Size)
-		if err != nil {
-			return nil, fmt.Errorf("%s looks like an MCUboot image but %w", o.Image, err)
-		}
-		if p.Version == "" {
-			p.Version = im.Header.Version.String()
-		}
-	case dfu.TypeDelta:
-		hd, err := delta.ParseHeader(head)
-		if err != nil {
-			return nil, fmt.Errorf("%s looks like an awsfota delta but %w", o.Image, err)
-		}
-		p.Base = &jobdoc.Base{SHA256: hd.BaseSHA256[:], Size: hd.BaseSize}
-	case dfu.TypeModemFull:
-		v, err := modem.ParseFullImage(head)
-		if err != nil {
-			return nil, err
-		}
-		if p.Version == "" {
-			p.Version = v
-		}
-		p.Component = jobdoc.ComponentModem
-	case dfu.TypeModemDelta:
-		p.Component = jobdoc.ComponentModem
-	default:
-		return nil, fmt.Errorf("%s is not an image awsfota devices install (MCUboot image, awsfota delta, modem image or delta): its first bytes are % x", o.Image, head[:min(len(head), 8)])
+	if in.Component == jobdoc.ComponentModem {
+		p.Component = jobdoc.ComponentModem // a modem image is for the modem, whatever was asked
 	}
 	if p.Component == "" {
 		p.Component = jobdoc.ComponentApp

@@ -79,9 +79,25 @@ func explain(what string, err error) error {
 		case code == "InvalidSignatureException" || code == "SignatureDoesNotMatch" || code == "UnrecognizedClientException" || code == "InvalidAccessKeyId":
 			hint = " (check the credentials: profile, AWS_ACCESS_KEY_ID, or the local cloud's endpoints.json)"
 		}
-		return fmt.Errorf("%s: %s: %s%s", what, code, ae.ErrorMessage(), hint)
+		return &apiError{msg: fmt.Sprintf("%s: %s: %s%s", what, code, ae.ErrorMessage(), hint), err: err}
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// apiError is an AWS error explained; errors.As finds the SDK's error in it.
+type apiError struct {
+	msg string
+	err error
+}
+
+func (e *apiError) Error() string { return e.msg }
+func (e *apiError) Unwrap() error { return e.err }
+
+// IsNotFound reports whether err says that the job, execution, thing or
+// group asked for does not exist.
+func IsNotFound(err error) bool {
+	var ae smithy.APIError
+	return errors.As(err, &ae) && ae.ErrorCode() == "ResourceNotFoundException"
 }
 
 // thingARN returns a thing's ARN (and checks the thing exists).

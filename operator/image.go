@@ -1,0 +1,100 @@
+package operator
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/awsfota/awsfota/delta"
+	"github.com/awsfota/awsfota/device/dfu"
+	"github.com/awsfota/awsfota/device/dfu/modem"
+	"github.com/awsfota/awsfota/jobdoc"
+	"github.com/awsfota/awsfota/mcuboot"
+)
+
+// ImageInfo is what an operator needs to know of an image before publishing
+// it, as `awsfota image info` and the console's Publish page show it.
+type ImageInfo struct {
+	Kind      string // the image type (dfu.Type's name)
+	Version   string // the version a device runs afterwards, when the image says
+	Component string // "app" or "modem"
+	Size      int64
+	SHA256    []byte // of the whole file
+	// KeyHash is the SHA-256 of the public key the image names (its KEYHASH
+	// TLV, or the hash of its PUBKEY TLV), and Signature the signature TLV's
+	// name ("ECDSASIG", "ED25519", ...); both empty for an unsigned image.
+	KeyHash   []byte
+	Signature string
+	Base      *jobdoc.Base // a delta's base
+}
+
+// InspectImage reads an image file and says what it is. An MCUboot image
+// must parse and its SHA-256 TLV must match its contents (a device would
+// refuse it otherwise); the error says what is wrong.
+func InspectImage(path string) (*ImageInfo, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	in := &ImageInfo{Size: st.Size(), SHA256: h.Sum(nil)}
+	if in.Size == 0 {
+		return nil, fmt.Errorf("%s is empty", path)
+	}
+	head := make([]byte, min(in.Size, 4+0xffff))
+	if _, err := f.ReadAt(head, 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	kind := dfu.Identify(head)
+	in.Kind = kind.String()
+	switch kind {
+	case dfu.TypeMCUboot:
+		im, _, err := mcuboot.VerifyHash(f, in.Size)
+		if err != nil {
+			return nil, fmt.Errorf("%s looks like an MCUboot image but %w", path, err)
+		}
+		in.Version = im.Header.Version.String()
+		for _, t := range append(append([]mcuboot.TLV{}, im.Protected...), im.Unprotected...) {
+			switch t.Type {
+			case mcuboot.TLVKeyHash:
+				in.KeyHash = t.Value
+			case mcuboot.TLVPubKey:
+				sum := sha256.Sum256(t.Value)
+				in.KeyHash = sum[:]
+			case mcuboot.TLVRSA2048PSS, mcuboot.TLVECDSA224, mcuboot.TLVECDSASig, mcuboot.TLVRSA3072PSS, mcuboot.TLVED25519:
+				in.Signature = mcuboot.TLVName(t.Type)
+			}
+		}
+	case dfu.TypeDelta:
+		hd, err := delta.ParseHeader(head)
+		if err != nil {
+			return nil, fmt.Errorf("%s looks like an awsfota delta but %w", path, err)
+		}
+		in.Base = &jobdoc.Base{SHA256: hd.BaseSHA256[:], Size: hd.BaseSize}
+	case dfu.TypeModemFull:
+		v, err := modem.ParseFullImage(head)
+		if err != nil {
+			return nil, err
+		}
+		in.Version = v
+		in.Component = jobdoc.ComponentModem
+	case dfu.TypeModemDelta:
+		in.Component = jobdoc.ComponentModem
+	default:
+		return nil, fmt.Errorf("%s is not an image awsfota devices install (MCUboot image, awsfota delta, modem image or delta): its first bytes are % x", path, head[:min(len(head), 8)])
+	}
+	if in.Component == "" {
+		in.Component = jobdoc.ComponentApp
+	}
+	return in, nil
+}
