@@ -16,6 +16,9 @@ func TestConnected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if got := e.b.ConnectedClients(); len(got) != 1 || got[0] != "dev-1" {
+		t.Fatalf("connected clients: %v", got)
+	}
 	if !e.b.Connected("dev-1") || e.b.Connected("dev-2") {
 		t.Fatalf("connected: dev-1 %v (want true), dev-2 %v (want false)", e.b.Connected("dev-1"), e.b.Connected("dev-2"))
 	}

@@ -106,6 +106,7 @@ type Cloud struct {
 	creds    sigv4.Credentials
 	mountMu  sync.RWMutex
 	mounted  mounts // see Mount
+	own      ownAPI // see changes.go
 
 	stopTimers context.CancelFunc
 	timers     sync.WaitGroup
@@ -258,6 +259,9 @@ func (c *Cloud) openObject(bucket, key string) (io.ReadCloser, error) {
 func (c *Cloud) router() http.Handler {
 	s3 := c.Objects.Handler()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c.serveOwn(w, r) {
+			return
+		}
 		svc, _ := sigv4.ScopeService(r)
 		if h := c.mountFor(r); h != nil && svc == "" {
 			h.ServeHTTP(w, r)

@@ -51,15 +51,21 @@ attaches to that broker (e.g. Mosquitto, configured by
 			if err != nil {
 				return err
 			}
+			consoleURL, stopConsole, err := mountConsole(e, c)
+			if err != nil {
+				c.Close()
+				return err
+			}
 			ep := c.Endpoints()
 			broker := "MQTT (mutual TLS)   "
 			if cfg.ExternalMQTT != "" {
 				broker = "MQTT (external)     "
 			}
-			fmt.Fprintf(e.out, "local cloud serving\n  %s%s\n  AWS IoT and S3 API  %s (region %s)\n  CA certificate      %s\n  endpoints file      %s/%s\n",
-				broker, ep.MQTT, ep.HTTP, ep.Region, ep.CAFile, cfg.DataDir, emu.EndpointsFile)
+			fmt.Fprintf(e.out, "local cloud serving\n  %s%s\n  AWS IoT and S3 API  %s (region %s)\n  CA certificate      %s\n  endpoints file      %s/%s\n  web console         %s\n",
+				broker, ep.MQTT, ep.HTTP, ep.Region, ep.CAFile, cfg.DataDir, emu.EndpointsFile, consoleURL)
 			<-e.ctx.Done()
 			fmt.Fprintln(e.out, "shutting down")
+			stopConsole()
 			return c.Close()
 		},
 	}
