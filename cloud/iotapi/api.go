@@ -58,9 +58,11 @@ type Config struct {
 	// OpenObject reads an object of the local object store, for CreateJob's
 	// documentSource. Optional.
 	OpenObject func(bucket, key string) (io.ReadCloser, error)
-	// Endpoint returns the MQTT endpoint DescribeEndpoint answers with
-	// (host:port of the broker).
-	Endpoint func() string
+	// Endpoint returns the host names DescribeEndpoint answers with: of the
+	// MQTT broker (iot:Data-ATS, iot:Data) and of the HTTP API (iot:Jobs).
+	// As on AWS the answer is a host without a port: the ports are in
+	// endpoints.json.
+	Endpoint func(endpointType string) string
 	Logger   *slog.Logger
 }
 
@@ -125,12 +127,16 @@ func (a *API) routes() {
 	// Things, groups, certificates.
 	a.handle("POST /things/{thingName}", "CreateThing", a.createThing)
 	a.handle("GET /things/{thingName}", "DescribeThing", a.describeThing)
+	a.handle("PATCH /things/{thingName}", "UpdateThing", a.updateThing)
 	a.handle("GET /things", "ListThings", a.listThings)
 	a.handle("DELETE /things/{thingName}", "DeleteThing", a.deleteThing)
 	a.handle("POST /thing-groups/{thingGroupName}", "CreateThingGroup", a.createThingGroup)
 	a.handle("GET /thing-groups/{thingGroupName}", "DescribeThingGroup", a.describeThingGroup)
 	a.handle("GET /thing-groups", "ListThingGroups", a.listThingGroups)
 	a.handle("DELETE /thing-groups/{thingGroupName}", "DeleteThingGroup", a.deleteThingGroup)
+	a.handle("POST /dynamic-thing-groups/{thingGroupName}", "CreateDynamicThingGroup", a.createDynamicThingGroup)
+	a.handle("PATCH /dynamic-thing-groups/{thingGroupName}", "UpdateDynamicThingGroup", a.updateDynamicThingGroup)
+	a.handle("DELETE /dynamic-thing-groups/{thingGroupName}", "DeleteDynamicThingGroup", a.deleteDynamicThingGroup)
 	a.handle("PUT /thing-groups/addThingToThingGroup", "AddThingToThingGroup", a.addThingToThingGroup)
 	a.handle("PUT /thing-groups/removeThingFromThingGroup", "RemoveThingFromThingGroup", a.removeThingFromThingGroup)
 	a.handle("GET /thing-groups/{thingGroupName}/things", "ListThingsInThingGroup", a.listThingsInThingGroup)
@@ -151,10 +157,19 @@ func (a *API) routes() {
 	a.handle("PUT /jobs/{jobId}/cancel", "CancelJob", a.cancelJob)
 	a.handle("DELETE /jobs/{jobId}", "DeleteJob", a.deleteJob)
 	a.handle("GET /jobs/{jobId}/job-document", "GetJobDocument", a.getJobDocument)
+	a.handle("PATCH /jobs/{jobId}", "UpdateJob", a.updateJob)
+	a.handle("POST /jobs/{jobId}/targets", "AssociateTargetsWithJob", a.associateTargetsWithJob)
 	a.handle("GET /things/{thingName}/jobs/{jobId}", "DescribeJobExecution", a.describeJobExecution)
 	a.handle("GET /jobs/{jobId}/things", "ListJobExecutionsForJob", a.listJobExecutionsForJob)
 	a.handle("GET /things/{thingName}/jobs", "ListJobExecutionsForThing", a.listJobExecutionsForThing)
 	a.handle("PUT /things/{thingName}/jobs/{jobId}/cancel", "CancelJobExecution", a.cancelJobExecution)
+	a.handle("DELETE /things/{thingName}/jobs/{jobId}/executionNumber/{executionNumber}", "DeleteJobExecution", a.deleteJobExecution)
+	a.handle("PUT /job-templates/{jobTemplateId}", "CreateJobTemplate", a.createJobTemplate)
+	a.handle("GET /job-templates/{jobTemplateId}", "DescribeJobTemplate", a.describeJobTemplate)
+	a.handle("GET /job-templates", "ListJobTemplates", a.listJobTemplates)
+	a.handle("DELETE /job-templates/{jobTemplateId}", "DeleteJobTemplate", a.deleteJobTemplate)
+	a.handle("GET /event-configurations", "DescribeEventConfigurations", a.describeEventConfigurations)
+	a.handle("PATCH /event-configurations", "UpdateEventConfigurations", a.updateEventConfigurations)
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, "", apiErr(http.StatusNotImplemented, "NotImplementedException",
 			"the awsfota local cloud does not implement %s %s of the AWS IoT API; see docs/local-cloud.md for what it serves", r.Method, r.URL.Path))
@@ -242,8 +257,12 @@ func fromError(err error) *apiError {
 		return invalid("%s", trimPrefix(err))
 	case errors.Is(err, jobsvc.ErrInvalidState):
 		return apiErr(http.StatusConflict, "InvalidStateTransitionException", "%s", trimPrefix(err))
-	case errors.Is(err, jobsvc.ErrVersionConflict):
+	case errors.Is(err, jobsvc.ErrVersionConflict), errors.Is(err, registry.ErrVersionConflict):
 		return apiErr(http.StatusConflict, "VersionConflictException", "%s", trimPrefix(err))
+	case errors.Is(err, jobsvc.ErrLimitExceeded):
+		return apiErr(http.StatusGone, "LimitExceededException", "%s", trimPrefix(err))
+	case errors.Is(err, registry.ErrInvalidQuery):
+		return apiErr(http.StatusBadRequest, "InvalidQueryException", "%s", trimPrefix(err))
 	case errors.Is(err, registry.ErrCertificateState):
 		return apiErr(http.StatusNotAcceptable, "CertificateStateException", "%s", trimPrefix(err))
 	case errors.Is(err, registry.ErrConflict):
@@ -257,7 +276,8 @@ func fromError(err error) *apiError {
 func trimPrefix(err error) string {
 	s := err.Error()
 	for _, p := range []error{registry.ErrNotFound, registry.ErrExists, registry.ErrInvalid, registry.ErrCertificateState, registry.ErrConflict,
-		jobsvc.ErrNotFound, jobsvc.ErrExists, jobsvc.ErrInvalid, jobsvc.ErrInvalidState, jobsvc.ErrVersionConflict} {
+		registry.ErrVersionConflict, registry.ErrInvalidQuery, jobsvc.ErrNotFound, jobsvc.ErrExists, jobsvc.ErrInvalid, jobsvc.ErrInvalidState,
+		jobsvc.ErrVersionConflict, jobsvc.ErrLimitExceeded} {
 		if r, ok := strings.CutPrefix(s, p.Error()+": "); ok {
 			return r
 		}

@@ -88,7 +88,12 @@ func newEnv(t *testing.T) *env {
 			}
 			return io.NopCloser(strings.NewReader(d)), nil
 		},
-		Endpoint: func() string { return "127.0.0.1:8883" }})
+		Endpoint: func(typ string) string {
+			if typ == "iot:Jobs" {
+				return "jobs.localhost"
+			}
+			return "mqtt.localhost"
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,11 +281,17 @@ func TestSDKCertificates(t *testing.T) {
 	_, err = c.AttachThingPrincipal(cx, &iot.AttachThingPrincipalInput{ThingName: aws.String("nope"), Principal: kc2.CertificateArn})
 	wantError(t, err, "ResourceNotFoundException", 404)
 
-	ep, err := c.DescribeEndpoint(cx, &iot.DescribeEndpointInput{EndpointType: aws.String("iot:Data-ATS")})
-	if err != nil || *ep.EndpointAddress != "127.0.0.1:8883" {
-		t.Fatalf("%+v %v", ep, err)
+	for typ, want := range map[string]string{"iot:Data-ATS": "mqtt.localhost", "": "mqtt.localhost", "iot:Jobs": "jobs.localhost"} {
+		in := &iot.DescribeEndpointInput{}
+		if typ != "" {
+			in.EndpointType = aws.String(typ)
+		}
+		ep, err := c.DescribeEndpoint(cx, in)
+		if err != nil || *ep.EndpointAddress != want {
+			t.Fatalf("%s: %+v %v", typ, ep, err)
+		}
 	}
-	_, err = c.DescribeEndpoint(cx, &iot.DescribeEndpointInput{EndpointType: aws.String("iot:Jobs")})
+	_, err = c.DescribeEndpoint(cx, &iot.DescribeEndpointInput{EndpointType: aws.String("iot:CredentialProvider")})
 	wantError(t, err, "InvalidRequestException", 400)
 }
 
@@ -452,13 +463,15 @@ func TestSDKJobs(t *testing.T) {
 		{JobId: aws.String("x"), Targets: []string{"arn:aws:iot:us-east-1:123456789012:thing/c"}, Document: aws.String(`{}`)},
 		{JobId: aws.String("x"), Targets: []string{"arn:aws:iot:eu-west-1:123456789012:policy/p"}, Document: aws.String(`{}`)},
 		{JobId: aws.String("x"), Targets: []string{"arn:aws:iot:eu-west-1:123456789012:thing/c"}, Document: aws.String(`{}`), TimeoutConfig: &types.TimeoutConfig{InProgressTimeoutInMinutes: aws.Int64(0)}},
-		{JobId: aws.String("x"), Targets: []string{"arn:aws:iot:eu-west-1:123456789012:thing/c"}, Document: aws.String(`{}`), JobTemplateArn: aws.String("arn:aws:iot:eu-west-1:123456789012:jobtemplate/t")},
 		{JobId: aws.String("x"), Targets: []string{"arn:aws:iot:eu-west-1:123456789012:thing/c"}},
 	} {
 		_, err := c.CreateJob(cx, in)
 		wantError(t, err, "InvalidRequestException", 400)
 	}
 	_, err = c.CreateJob(cx, &iot.CreateJobInput{JobId: aws.String("x"), Targets: []string{"arn:aws:iot:eu-west-1:123456789012:thing/zz"}, Document: aws.String(`{}`)})
+	wantError(t, err, "ResourceNotFoundException", 404)
+	_, err = c.CreateJob(cx, &iot.CreateJobInput{JobId: aws.String("x"), Targets: []string{"arn:aws:iot:eu-west-1:123456789012:thing/c"},
+		JobTemplateArn: aws.String("arn:aws:iot:eu-west-1:123456789012:jobtemplate/t")})
 	wantError(t, err, "ResourceNotFoundException", 404)
 	_, err = c.DescribeJob(cx, &iot.DescribeJobInput{JobId: aws.String("nope")})
 	wantError(t, err, "ResourceNotFoundException", 404)
@@ -494,6 +507,14 @@ func TestSDKJobs(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := c.DeleteJob(cx, &iot.DeleteJobInput{JobId: aws.String("fw-1"), Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	// Deletion takes a while, as on AWS.
+	if lj, _ := c.ListJobs(cx, &iot.ListJobsInput{Status: types.JobStatusDeletionInProgress}); len(lj.Jobs) != 2 {
+		t.Fatal(lj.Jobs)
+	}
+	e.clk.Advance(jobsvc.DefaultDeletionDelay)
+	if err := e.jobs.Tick(); err != nil {
 		t.Fatal(err)
 	}
 	if lj, _ := c.ListJobs(cx, &iot.ListJobsInput{}); len(lj.Jobs) != 0 {

@@ -27,6 +27,14 @@ func (s *Service) HandleDevice(thing, clientID, topic string, payload []byte) {
 	if err != nil || t.Thing != thing || t.Reply != iotjobs.ReplyNone {
 		return
 	}
+	if !s.limit.allow(thing, s.cfg.Clock.Now()) {
+		r := reject(iotjobs.CodeRequestThrottled, "thing %s made more than %g Jobs requests a second: slow down and retry later", thing, s.cfg.DeviceRequestRate)
+		r.ClientToken, r.Timestamp = tokenOf(payload), s.cfg.Clock.Now().Unix()
+		s.mu.Lock()
+		s.publish([]Message{{Topic: t.Rejected().String(), Payload: iotjobs.Encode(r), ClientID: clientID}})
+		s.mu.Unlock()
+		return
+	}
 	switch t.Op {
 	case iotjobs.OpGetPending:
 		var req iotjobs.GetPendingRequest
@@ -198,8 +206,11 @@ func (s *Service) describe(x *txn, thing, jobID string, req *iotjobs.DescribeReq
 		}
 		e = old
 	}
-	if s.cfg.StrictTerminalDescribe && jobID != iotjobs.NextJobID && e.Status.Terminal() {
-		return nil, reject(iotjobs.CodeTerminalStateReached, "the execution of job %s on %s is %s, a terminal state", e.JobID, thing, e.Status), nil
+	if e.Status.Terminal() {
+		// As AWS documents it: a describe of an execution in a terminal
+		// state. The device learns the status by updating it
+		// (InvalidStateTransition carries executionState).
+		return nil, reject(iotjobs.CodeTerminalStateReached, "the execution %d of job %s on %s is in a terminal state (%s): it can no longer change", e.ExecutionNumber, e.JobID, thing, e.Status), nil
 	}
 	var doc json.RawMessage
 	if req.IncludeJobDocument == nil || *req.IncludeJobDocument {

@@ -37,6 +37,11 @@ const (
 	JobInProgress JobStatus = "IN_PROGRESS"
 	JobCanceled   JobStatus = "CANCELED"
 	JobCompleted  JobStatus = "COMPLETED"
+	// JobScheduled: the job waits for its schedulingConfig.startTime.
+	JobScheduled JobStatus = "SCHEDULED"
+	// JobDeletionInProgress: DeleteJob was called; the job and its
+	// executions disappear when the deletion ends (Config.DeletionDelay).
+	JobDeletionInProgress JobStatus = "DELETION_IN_PROGRESS"
 )
 
 // TargetSelection says whether a job also runs on things that join a target
@@ -122,10 +127,15 @@ type RetryCriteria struct {
 
 // Job is a job: a document sent to target things.
 type Job struct {
-	ID          string          `json:"jobId"`
-	ARN         string          `json:"jobArn"`
-	Description string          `json:"description,omitempty"`
-	Document    json.RawMessage `json:"document"`
+	ID          string `json:"jobId"`
+	ARN         string `json:"jobArn"`
+	Description string `json:"description,omitempty"`
+	// Document is the job document exactly as it was given (GetJobDocument
+	// returns these bytes, so that hashes and diffs of it hold).
+	Document string `json:"documentText"`
+	// LegacyDocument is where an earlier version kept the document (as
+	// compacted JSON); it is read once and moved to Document.
+	LegacyDocument json.RawMessage `json:"document,omitempty"`
 	// DocumentSource is where the document was read from, if it came from
 	// the object store (CreateJob's documentSource).
 	DocumentSource string `json:"documentSource,omitempty"`
@@ -148,6 +158,14 @@ type Job struct {
 	Rollout      *RolloutConfig      `json:"jobExecutionsRolloutConfig,omitempty"`
 	Abort        *AbortConfig        `json:"abortConfig,omitempty"`
 	Retry        *RetryConfig        `json:"jobExecutionsRetryConfig,omitempty"`
+	Scheduling   *SchedulingConfig   `json:"schedulingConfig,omitempty"`
+	// TemplateARN is the job template the job was created from, if any.
+	TemplateARN string `json:"jobTemplateArn,omitempty"`
+	// RolloutStopped: the scheduling end time passed with endBehavior
+	// STOP_ROLLOUT; no new execution is created.
+	RolloutStopped bool `json:"rolloutStopped,omitempty"`
+	// DeleteAt is when a deletion in progress ends.
+	DeleteAt time.Time `json:"deleteAt,omitzero"`
 }
 
 // Execution is a job's execution on one thing.
@@ -268,8 +286,9 @@ func next(execs []Execution) *Execution {
 	return nil
 }
 
-// maxNotifyJobs is how many executions a notify message lists at most.
-const maxNotifyJobs = 10
+// MaxNotifyJobs is how many executions a notify (JobExecutionsChanged)
+// message lists at most, as AWS's current documentation says.
+const MaxNotifyJobs = 15
 
 // notifyMessage is the JobExecutionsChanged message for a thing's executions.
 func notifyMessage(execs []Execution, now time.Time) iotjobs.NotifyMessage {
@@ -281,7 +300,7 @@ func notifyMessage(execs []Execution, now time.Time) iotjobs.NotifyMessage {
 		execs  []Execution
 	}{{iotjobs.StatusInProgress, ip}, {iotjobs.StatusQueued, q}} {
 		for _, e := range list.execs {
-			if n == maxNotifyJobs {
+			if n == MaxNotifyJobs {
 				break
 			}
 			m.Jobs[list.status] = append(m.Jobs[list.status], e.Summary())
