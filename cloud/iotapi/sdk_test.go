@@ -58,7 +58,10 @@ type env struct {
 	docs    map[string]string
 }
 
-func newEnv(t *testing.T) *env {
+// newEnv starts the API on a fake clock; opts adjust the API's Config (a
+// test that moves the fake clock far gives the API the real one, with which
+// the SDK signs).
+func newEnv(t *testing.T, opts ...func(*Config)) *env {
 	t.Helper()
 	dir := t.TempDir()
 	db, err := bolt.Open(filepath.Join(dir, "c.db"), 0o600, &bolt.Options{NoSync: true})
@@ -78,7 +81,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.api, err = New(Config{Region: region, AccountID: account, Credentials: []sigv4.Credentials{creds}, Clock: e.clk,
+	cfg := Config{Region: region, AccountID: account, Credentials: []sigv4.Credentials{creds}, Clock: e.clk,
 		Registry: e.reg, Jobs: e.jobs, CA: ca,
 		Disconnect: func(id string) { e.mu.Lock(); e.dropped = append(e.dropped, id); e.mu.Unlock() },
 		OpenObject: func(b, k string) (io.ReadCloser, error) {
@@ -93,7 +96,11 @@ func newEnv(t *testing.T) *env {
 				return "jobs.localhost"
 			}
 			return "mqtt.localhost"
-		}})
+		}}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	e.api, err = New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
