@@ -340,7 +340,7 @@ func TestSDKDeleteJobExecution(t *testing.T) {
 		return err
 	}
 	wantError(t, del(1, false), "InvalidStateTransitionException", 409) // QUEUED
-	e.device("a", "j/update", `{"status":"FAILED"}`)                  // execution 2 is the retry
+	e.device("a", "j/update", `{"status":"FAILED"}`)                    // execution 2 is the retry
 	e.device("a", "start-next", `{}`)
 	wantError(t, del(2, false), "InvalidStateTransitionException", 409) // IN_PROGRESS needs force
 	if err := del(1, false); err != nil {                               // the failed one
@@ -443,7 +443,7 @@ func TestSDKDynamicThingGroups(t *testing.T) {
 	// Changing the query changes the members.
 	if u, err := c.UpdateDynamicThingGroup(cx, &iot.UpdateDynamicThingGroupInput{ThingGroupName: aws.String("new-91"),
 		ThingGroupProperties: &types.ThingGroupProperties{ThingGroupDescription: aws.String("9160 rev 2+")},
-		QueryString: aws.String("thingName:c OR (attributes.model:nrf9160 AND NOT attributes.rev:[0 TO 1])")}); err != nil || u.Version != 2 {
+		QueryString:          aws.String("thingName:c OR (attributes.model:nrf9160 AND NOT attributes.rev:[0 TO 1])")}); err != nil || u.Version != 2 {
 		t.Fatalf("%+v %v", u, err)
 	}
 	if m := members(); !slices.Equal(m, []string{"b", "c"}) {
