@@ -399,7 +399,9 @@ func TestAWSCLIFidelityInterop(t *testing.T) {
 	ep := c.Endpoints()
 	aws := newAWSCLI(t, ep)
 	dir := t.TempDir()
-	arn := func(kind, name string) string { return "arn:aws:iot:" + ep.Region + ":" + ep.AccountID + ":" + kind + "/" + name }
+	arn := func(kind, name string) string {
+		return "arn:aws:iot:" + ep.Region + ":" + ep.AccountID + ":" + kind + "/" + name
+	}
 	for _, th := range []string{"dev-1", "dev-2"} {
 		aws.run(nil, "iot", "create-thing", "--thing-name", th, "--attribute-payload", `{"attributes":{"model":"nrf9160"}}`)
 	}
@@ -455,7 +457,9 @@ func TestAWSCLIFidelityInterop(t *testing.T) {
 	if dj.Job.JobTemplateArn != tpl.JobTemplateArn || dj.Job.TimeoutConfig.InProgressTimeoutInMinutes != 15 {
 		t.Fatalf("%+v", dj)
 	}
-	var lt struct{ JobTemplates []struct{ JobTemplateId string } }
+	var lt struct {
+		JobTemplates []struct{ JobTemplateId string }
+	}
 	aws.run(&lt, "iot", "list-job-templates")
 	if len(lt.JobTemplates) != 1 {
 		t.Fatal(lt)
