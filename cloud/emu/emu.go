@@ -316,11 +316,13 @@ func (c *Cloud) router() http.Handler {
 			s3.ServeHTTP(w, r)
 		case iotapi.ServiceIoT, iotapi.ServiceExecuteAPI:
 			c.IoT.ServeHTTP(w, r)
+		case iotapi.ServiceJobsData:
+			c.IoT.JobsData().ServeHTTP(w, r)
 		default:
 			w.Header().Set("Content-Type", "application/json")
 			w.Header().Set("X-Amzn-ErrorType", "NotImplementedException")
 			w.WriteHeader(http.StatusNotImplemented)
-			fmt.Fprintf(w, `{"__type":"NotImplementedException","message":"the awsfota local cloud serves S3 and AWS IoT, not %q: sign the request for s3 or iot"}`, svc)
+			fmt.Fprintf(w, `{"__type":"NotImplementedException","message":"the awsfota local cloud serves S3, AWS IoT and the iot-jobs-data API, not %q: sign the request for s3, iot or iot-jobs-data"}`, svc)
 		}
 	})
 }

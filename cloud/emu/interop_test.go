@@ -508,6 +508,31 @@ func TestAWSCLIFidelityInterop(t *testing.T) {
 	aws.run(nil, "iot", "delete-job-execution", "--job-id", "cont", "--thing-name", "other", "--execution-number", "1")
 	aws.fails("ResourceNotFoundException", "iot", "describe-job-execution", "--job-id", "cont", "--thing-name", "other")
 	aws.run(nil, "iot", "delete-dynamic-thing-group", "--thing-group-name", "nrf91")
+
+	// The device side over HTTPS: the iot-jobs-data API.
+	var pending struct{ QueuedJobs []struct{ JobId string } }
+	aws.run(&pending, "iot-jobs-data", "get-pending-job-executions", "--thing-name", "dev-2")
+	if len(pending.QueuedJobs) != 1 || pending.QueuedJobs[0].JobId != "from-tpl" {
+		t.Fatalf("%+v", pending)
+	}
+	var next struct {
+		Execution struct {
+			JobId, Status, JobDocument string
+			VersionNumber              int
+		}
+	}
+	aws.run(&next, "iot-jobs-data", "start-next-pending-job-execution", "--thing-name", "dev-2", "--status-details", "step=download")
+	if next.Execution.JobId != "from-tpl" || next.Execution.Status != "IN_PROGRESS" || next.Execution.JobDocument != doc {
+		t.Fatalf("%+v", next)
+	}
+	var upd struct{ ExecutionState struct{ Status string } }
+	aws.run(&upd, "iot-jobs-data", "update-job-execution", "--thing-name", "dev-2", "--job-id", "from-tpl", "--status", "SUCCEEDED",
+		"--expected-version", "2", "--include-job-execution-state")
+	if upd.ExecutionState.Status != "SUCCEEDED" {
+		t.Fatalf("%+v", upd)
+	}
+	aws.fails("TerminalStateException", "iot-jobs-data", "describe-job-execution", "--thing-name", "dev-2", "--job-id", "from-tpl")
+	aws.fails("InvalidStateTransitionException", "iot-jobs-data", "update-job-execution", "--thing-name", "dev-2", "--job-id", "from-tpl", "--status", "IN_PROGRESS")
 }
 
 // TestMosquittoClientsInterop uses the Jobs device API over mutual TLS with

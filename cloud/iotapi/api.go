@@ -31,6 +31,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -72,6 +73,7 @@ type API struct {
 	log      *slog.Logger
 	verifier *sigv4.Verifier
 	mux      *http.ServeMux
+	data     *http.ServeMux // the iot-jobs-data API
 }
 
 // Signing names accepted in the credential scope.
@@ -105,6 +107,7 @@ func New(cfg Config) (*API, error) {
 		return s, ok
 	}}
 	a.routes()
+	a.dataRoutes()
 	return a, nil
 }
 
@@ -186,9 +189,15 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.mux.ServeHTTP(w, r)
 }
 
-// authenticate verifies the SigV4 signature, answering failures with the
-// error types AWS's JSON services use (S3's codes translated).
+// authenticate verifies the SigV4 signature of a control-plane request.
 func (a *API) authenticate(r *http.Request) error {
+	return a.authenticateAs(r, ServiceIoT, ServiceExecuteAPI)
+}
+
+// authenticateAs verifies the SigV4 signature, for one of the signing
+// names, answering failures with the error types AWS's JSON services use
+// (S3's codes translated).
+func (a *API) authenticateAs(r *http.Request, services ...string) error {
 	auth, err := a.verifier.Verify(r)
 	var se *sigv4.Error
 	if errors.As(err, &se) {
@@ -212,9 +221,9 @@ func (a *API) authenticate(r *http.Request) error {
 	if err != nil {
 		return apiErr(http.StatusBadRequest, "IncompleteSignatureException", "%v", err)
 	}
-	if auth.Service != ServiceIoT && auth.Service != ServiceExecuteAPI {
+	if !slices.Contains(services, auth.Service) {
 		return apiErr(http.StatusForbidden, "InvalidSignatureException",
-			"Credential should be scoped to correct service: 'execute-api' or 'iot', not %q", auth.Service)
+			"Credential should be scoped to correct service: '%s', not %q", strings.Join(services, "' or '"), auth.Service)
 	}
 	return nil
 }
@@ -226,6 +235,9 @@ type apiError struct {
 	Message string
 	// ResourceID and ResourceARN accompany ResourceAlreadyExistsException.
 	ResourceID, ResourceARN string
+	// ExecutionState accompanies the iot-jobs-data API's
+	// InvalidStateTransitionException.
+	ExecutionState any
 }
 
 func (e *apiError) Error() string { return e.Type + ": " + e.Message }
@@ -292,7 +304,10 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, op string, err error)
 	} else {
 		a.log.Debug("IoT API request refused", "op", op, "method", r.Method, "path", r.URL.Path, "type", ae.Type, "message", ae.Message)
 	}
-	body := map[string]string{"message": ae.Message, "__type": ae.Type}
+	body := map[string]any{"message": ae.Message, "__type": ae.Type}
+	if ae.ExecutionState != nil {
+		body["executionState"] = ae.ExecutionState
+	}
 	if ae.ResourceID != "" {
 		body["resourceId"] = ae.ResourceID
 	}
