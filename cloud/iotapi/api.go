@@ -1,15 +1,18 @@
 // Package iotapi is the local cloud's AWS IoT control plane: the REST-JSON
-// subset of the AWS IoT API a FOTA operator uses — things, static thing
-// groups, certificates (CreateKeysAndCertificate, AttachThingPrincipal,
-// UpdateCertificate, ...), jobs and their executions, DescribeEndpoint — on
-// the same paths, methods, JSON field names, HTTP status codes and error
-// types as AWS (taken from the aws-sdk-go-v2 service/iot serializers), so
-// that the official SDKs and the AWS CLI (`--endpoint-url`) work against it
-// unmodified.
+// subset of the AWS IoT API a FOTA operator uses — things, static and
+// dynamic thing groups, certificates (CreateKeysAndCertificate,
+// AttachThingPrincipal, UpdateCertificate, ...), jobs, job templates and
+// job executions, the event configuration, DescribeEndpoint — on the same
+// paths, methods, JSON field names, HTTP status codes and error types as
+// AWS (taken from the aws-sdk-go-v2 service/iot serializers), so that the
+// official SDKs and the AWS CLI (`--endpoint-url`) work against it
+// unmodified. JobsData serves the Jobs device API over HTTPS (the
+// iot-jobs-data API).
 //
 // Every request must carry a valid SigV4 signature (checked with
 // cloud/sigv4) whose scope names the service "iot" (the SDKs) or
-// "execute-api" (the AWS CLI, after the service model's signing name).
+// "execute-api" (the AWS CLI, after the service model's signing name);
+// "iot-jobs-data" for JobsData.
 // Errors are answered in AWS's shape: {"message": ..., "__type": ...} with
 // the error type also in the x-amzn-ErrorType header.
 //
@@ -171,6 +174,8 @@ func (a *API) routes() {
 	a.handle("GET /job-templates/{jobTemplateId}", "DescribeJobTemplate", a.describeJobTemplate)
 	a.handle("GET /job-templates", "ListJobTemplates", a.listJobTemplates)
 	a.handle("DELETE /job-templates/{jobTemplateId}", "DeleteJobTemplate", a.deleteJobTemplate)
+	a.handle("GET /managed-job-templates", "ListManagedJobTemplates", a.listManagedJobTemplates)
+	a.handle("GET /managed-job-templates/{templateName}", "DescribeManagedJobTemplate", a.describeManagedJobTemplate)
 	a.handle("GET /event-configurations", "DescribeEventConfigurations", a.describeEventConfigurations)
 	a.handle("PATCH /event-configurations", "UpdateEventConfigurations", a.updateEventConfigurations)
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

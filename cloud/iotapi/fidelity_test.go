@@ -188,6 +188,12 @@ func TestSDKJobTemplates(t *testing.T) {
 	}
 	_, err = c.DescribeJobTemplate(cx, &iot.DescribeJobTemplateInput{JobTemplateId: aws.String("from-job")})
 	wantError(t, err, "ResourceNotFoundException", 404)
+	// No AWS managed templates here.
+	if lm, err := c.ListManagedJobTemplates(cx, &iot.ListManagedJobTemplatesInput{}); err != nil || len(lm.ManagedJobTemplates) != 0 {
+		t.Fatalf("%+v %v", lm, err)
+	}
+	_, err = c.DescribeManagedJobTemplate(cx, &iot.DescribeManagedJobTemplateInput{TemplateName: aws.String("AWS-Reboot")})
+	wantError(t, err, "ResourceNotFoundException", 404)
 }
 
 // realSignatures lets the SDK's signatures (made with the wall clock) be

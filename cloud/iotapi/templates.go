@@ -110,6 +110,20 @@ func (a *API) deleteJobTemplate(r *http.Request) (any, error) {
 	return nil, a.cfg.Jobs.DeleteJobTemplate(r.PathValue("jobTemplateId"))
 }
 
+// The local cloud has none of AWS's managed job templates (AWS-Reboot,
+// AWS-Download-File, ...): the list is empty and each is not found.
+
+func (a *API) listManagedJobTemplates(r *http.Request) (any, error) {
+	if _, _, _, err := page(r, 0, "maxResults", "nextToken"); err != nil {
+		return nil, err
+	}
+	return map[string][]any{"managedJobTemplates": {}}, nil
+}
+
+func (a *API) describeManagedJobTemplate(r *http.Request) (any, error) {
+	return nil, notFound("managed job template %s does not exist: the local cloud has no AWS managed templates; use CreateJobTemplate", r.PathValue("templateName"))
+}
+
 // eventConfiguration is AWS's Configuration shape (its member is
 // capitalised on the wire).
 type eventConfiguration struct {

@@ -1,19 +1,25 @@
-// Package jobsvc is the local cloud's AWS IoT Jobs service: jobs, their
-// executions on things, and the device MQTT API (get, start-next,
-// {jobId}/get, {jobId}/update) with the notifications AWS sends (notify,
-// notify-next) and the $aws/events/job and $aws/events/jobExecution events,
-// persisted in bbolt so that the cloud survives a restart.
+// Package jobsvc is the local cloud's AWS IoT Jobs service: jobs, job
+// templates, their executions on things, and the device API (get,
+// start-next, {jobId}/get, {jobId}/update, over MQTT through HandleDevice
+// or any other way through DeviceRequest) with the notifications AWS sends
+// (notify, notify-next) and, once UpdateEventConfigurations enables them,
+// the $aws/events/job and $aws/events/jobExecution events, persisted in
+// bbolt so that the cloud survives a restart.
 //
 // The rules — which status may follow which, versionNumber and
 // executionNumber, which execution is next, when a notification is due, when
-// a timer times an execution out, how fast a rollout releases executions,
-// when abort criteria cancel a job, when a failure is retried, which things
-// a job targets, how presigned-URL placeholders are replaced — are pure
-// functions in model.go, rollout.go and presign.go, tested without a
-// database, a broker or a wall clock. Service applies them in bbolt
-// transactions and hands the resulting messages to a Publisher (the broker)
-// after each commit; time comes from an injected clock.Clock and timers fire
-// from Tick (RunTimers calls it when a deadline arrives).
+// a timer times an execution out, how fast a rollout releases executions and
+// in which maintenance windows, when abort criteria cancel a job, when a
+// failure is retried, which things a job targets, how presigned-URL
+// placeholders are replaced — are pure functions in model.go, rollout.go,
+// schedule.go, cron.go and presign.go, tested without a database, a broker
+// or a wall clock. Service applies them in bbolt transactions and hands the
+// resulting messages to a Publisher (the broker) after each commit; time
+// comes from an injected clock.Clock and timers (execution timeouts,
+// rollout windows, schedule starts and ends, deletions) fire from Tick
+// (RunTimers calls it when a deadline arrives). Watch streams every
+// committed change of a job or an execution, numbered, to in-process
+// consumers such as a console.
 //
 // It imports the standard library, bbolt, clock and iotjobs; cloud/* must
 // never import device/* or sim/.
