@@ -81,11 +81,16 @@ func (a *API) createJob(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	return jobRef(j), nil
+}
+
+// jobRef is how CreateJob, CancelJob and AssociateTargetsWithJob answer.
+func jobRef(j jobsvc.Job) any {
 	return struct {
 		JobArn      string `json:"jobArn"`
 		JobID       string `json:"jobId"`
 		Description string `json:"description,omitempty"`
-	}{j.ARN, j.ID, j.Description}, nil
+	}{j.ARN, j.ID, j.Description}
 }
 
 // targets reads job targets: thing and thing group ARNs of this cloud,
@@ -316,11 +321,7 @@ func (a *API) cancelJob(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return struct {
-		JobArn      string `json:"jobArn"`
-		JobID       string `json:"jobId"`
-		Description string `json:"description,omitempty"`
-	}{j.ARN, j.ID, j.Description}, nil
+	return jobRef(j), nil
 }
 
 func (a *API) deleteJob(r *http.Request) (any, error) {
@@ -400,11 +401,7 @@ func (a *API) associateTargetsWithJob(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return struct {
-		JobArn      string `json:"jobArn"`
-		JobID       string `json:"jobId"`
-		Description string `json:"description,omitempty"`
-	}{j.ARN, j.ID, j.Description}, nil
+	return jobRef(j), nil
 }
 
 func (a *API) deleteJobExecution(r *http.Request) (any, error) {

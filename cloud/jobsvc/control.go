@@ -21,11 +21,27 @@ import (
 // Settings are the settings of a job that UpdateJob may change and a job
 // template carries.
 type Settings struct {
-	PresignedURL *PresignedURLConfig
-	Timeout      *TimeoutConfig
-	Rollout      *RolloutConfig
-	Abort        *AbortConfig
-	Retry        *RetryConfig
+	PresignedURL *PresignedURLConfig `json:"presignedUrlConfig,omitempty"`
+	Timeout      *TimeoutConfig      `json:"timeoutConfig,omitempty"`
+	Rollout      *RolloutConfig      `json:"jobExecutionsRolloutConfig,omitempty"`
+	Abort        *AbortConfig        `json:"abortConfig,omitempty"`
+	Retry        *RetryConfig        `json:"jobExecutionsRetryConfig,omitempty"`
+}
+
+// merge sets the settings u gives (those not nil); with keep, only those s
+// does not have.
+func (s *Settings) merge(u Settings, keep bool) {
+	setPtr(&s.PresignedURL, u.PresignedURL, keep)
+	setPtr(&s.Timeout, u.Timeout, keep)
+	setPtr(&s.Rollout, u.Rollout, keep)
+	setPtr(&s.Abort, u.Abort, keep)
+	setPtr(&s.Retry, u.Retry, keep)
+}
+
+func setPtr[T any](dst **T, src *T, keep bool) {
+	if src != nil && (!keep || *dst == nil) {
+		*dst = src
+	}
 }
 
 // JobSpec describes a job to create.
@@ -65,21 +81,9 @@ func (spec *JobSpec) applyTemplate(t JobTemplate) {
 	if spec.Description == "" {
 		spec.Description = t.Description
 	}
-	if spec.PresignedURL == nil {
-		spec.PresignedURL = t.PresignedURL
-	}
-	if spec.Timeout == nil {
-		spec.Timeout = t.Timeout
-	}
-	if spec.Rollout == nil {
-		spec.Rollout = t.Rollout
-	}
-	if spec.Abort == nil {
-		spec.Abort = t.Abort
-	}
-	if spec.Retry == nil {
-		spec.Retry = t.Retry
-	}
+	set := spec.settings()
+	set.merge(t.Settings, true)
+	spec.PresignedURL, spec.Timeout, spec.Rollout, spec.Abort, spec.Retry = set.PresignedURL, set.Timeout, set.Rollout, set.Abort, set.Retry
 	if len(t.MaintenanceWindows) > 0 && (spec.Scheduling == nil || len(spec.Scheduling.MaintenanceWindows) == 0) {
 		sc := SchedulingConfig{}
 		if spec.Scheduling != nil {
@@ -124,8 +128,8 @@ func (s *Service) CreateJob(spec JobSpec) (Job, error) {
 	}
 	job := Job{ID: spec.JobID, ARN: s.JobARN(spec.JobID), Description: spec.Description, Document: string(spec.Document),
 		DocumentSource: spec.DocumentSource, TargetThings: slices.Clone(spec.Things), TargetGroups: slices.Clone(spec.Groups),
-		TargetSelection: spec.TargetSelection, Status: JobInProgress, PresignedURL: spec.PresignedURL, Timeout: spec.Timeout,
-		Rollout: spec.Rollout, Abort: spec.Abort, Retry: spec.Retry, Scheduling: spec.Scheduling, TemplateARN: templateARN}
+		TargetSelection: spec.TargetSelection, Status: JobInProgress, Settings: spec.settings(), Scheduling: spec.Scheduling,
+		TemplateARN: templateARN}
 	if err := s.checkPlaceholders(&job); err != nil {
 		return Job{}, err
 	}
@@ -756,20 +760,8 @@ func (s *Service) UpdateJob(jobID string, u JobUpdate) error {
 		if u.Description != nil {
 			j.Description = *u.Description
 		}
-		if u.PresignedURL != nil {
-			j.PresignedURL = u.PresignedURL
-		}
-		if u.Timeout != nil {
-			j.Timeout = u.Timeout
-		}
-		if u.Abort != nil {
-			j.Abort = u.Abort
-		}
-		if u.Retry != nil {
-			j.Retry = u.Retry
-		}
+		j.Settings.merge(u.Settings, false)
 		if u.Rollout != nil {
-			j.Rollout = u.Rollout
 			st, err := t.state(jobID)
 			if err != nil {
 				return err

@@ -159,12 +159,8 @@ type Job struct {
 	LastUpdatedAt   time.Time       `json:"lastUpdatedAt"`
 	CompletedAt     time.Time       `json:"completedAt,omitzero"`
 
-	PresignedURL *PresignedURLConfig `json:"presignedUrlConfig,omitempty"`
-	Timeout      *TimeoutConfig      `json:"timeoutConfig,omitempty"`
-	Rollout      *RolloutConfig      `json:"jobExecutionsRolloutConfig,omitempty"`
-	Abort        *AbortConfig        `json:"abortConfig,omitempty"`
-	Retry        *RetryConfig        `json:"jobExecutionsRetryConfig,omitempty"`
-	Scheduling   *SchedulingConfig   `json:"schedulingConfig,omitempty"`
+	Settings
+	Scheduling *SchedulingConfig `json:"schedulingConfig,omitempty"`
 	// TemplateARN is the job template the job was created from, if any.
 	TemplateARN string `json:"jobTemplateArn,omitempty"`
 	// RolloutStopped: the scheduling end time passed with endBehavior

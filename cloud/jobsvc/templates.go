@@ -21,12 +21,8 @@ type JobTemplate struct {
 	Document       string `json:"document"`
 	DocumentSource string `json:"documentSource,omitempty"`
 	// JobARN is the job the template was made from, if any.
-	JobARN             string              `json:"jobArn,omitempty"`
-	PresignedURL       *PresignedURLConfig `json:"presignedUrlConfig,omitempty"`
-	Timeout            *TimeoutConfig      `json:"timeoutConfig,omitempty"`
-	Rollout            *RolloutConfig      `json:"jobExecutionsRolloutConfig,omitempty"`
-	Abort              *AbortConfig        `json:"abortConfig,omitempty"`
-	Retry              *RetryConfig        `json:"jobExecutionsRetryConfig,omitempty"`
+	JobARN string `json:"jobArn,omitempty"`
+	Settings
 	MaintenanceWindows []MaintenanceWindow `json:"maintenanceWindows,omitempty"`
 	CreatedAt          time.Time           `json:"createdAt"`
 }
@@ -56,9 +52,7 @@ func (s *Service) CreateJobTemplate(spec TemplateSpec) (JobTemplate, error) {
 		return JobTemplate{}, fmt.Errorf("%w: jobTemplateId: %v", ErrInvalid, err)
 	}
 	t := JobTemplate{ID: spec.ID, ARN: s.TemplateARN(spec.ID), Description: spec.Description, Document: string(spec.Document),
-		DocumentSource: spec.DocumentSource, PresignedURL: spec.Settings.PresignedURL, Timeout: spec.Settings.Timeout,
-		Rollout: spec.Settings.Rollout, Abort: spec.Settings.Abort, Retry: spec.Settings.Retry,
-		MaintenanceWindows: slices.Clone(spec.MaintenanceWindows)}
+		DocumentSource: spec.DocumentSource, Settings: spec.Settings, MaintenanceWindows: slices.Clone(spec.MaintenanceWindows)}
 	if spec.JobID != "" {
 		if spec.Document != nil {
 			return JobTemplate{}, fmt.Errorf("%w: give either jobArn or a document, not both", ErrInvalid)
@@ -71,21 +65,7 @@ func (s *Service) CreateJobTemplate(spec TemplateSpec) (JobTemplate, error) {
 		if t.Description == "" {
 			t.Description = j.Description
 		}
-		if t.PresignedURL == nil {
-			t.PresignedURL = j.PresignedURL
-		}
-		if t.Timeout == nil {
-			t.Timeout = j.Timeout
-		}
-		if t.Rollout == nil {
-			t.Rollout = j.Rollout
-		}
-		if t.Abort == nil {
-			t.Abort = j.Abort
-		}
-		if t.Retry == nil {
-			t.Retry = j.Retry
-		}
+		t.Settings.merge(j.Settings, true)
 		if t.MaintenanceWindows == nil && j.Scheduling != nil {
 			t.MaintenanceWindows = j.Scheduling.MaintenanceWindows
 		}
@@ -98,7 +78,7 @@ func (s *Service) CreateJobTemplate(spec TemplateSpec) (JobTemplate, error) {
 	if err := validateDescription(t.Description); err != nil {
 		return JobTemplate{}, err
 	}
-	if err := validateConfig(Settings{t.PresignedURL, t.Timeout, t.Rollout, t.Abort, t.Retry}); err != nil {
+	if err := validateConfig(t.Settings); err != nil {
 		return JobTemplate{}, err
 	}
 	if _, err := parseWindows(t.MaintenanceWindows); err != nil {

@@ -226,54 +226,46 @@ func (p *parser) keyword(k string) bool {
 }
 
 func (p *parser) or(depth int) (node, error) {
-	first, err := p.and(depth)
-	if err != nil {
-		return nil, err
+	l, err := p.list(depth, "OR", false, p.and)
+	if err != nil || len(l) == 1 {
+		return one(l), err
 	}
-	out := orNode{first}
-	for p.keyword("OR") {
-		n, err := p.and(depth)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, n)
-	}
-	if len(out) == 1 {
-		return first, nil
-	}
-	return out, nil
+	return orNode(l), nil
 }
 
 func (p *parser) and(depth int) (node, error) {
-	first, err := p.unary(depth)
-	if err != nil {
-		return nil, err
+	l, err := p.list(depth, "AND", true, p.unary)
+	if err != nil || len(l) == 1 {
+		return one(l), err
 	}
-	out := andNode{first}
+	return andNode(l), nil
+}
+
+// list reads sub (sep sub)*; with implicit, terms side by side are joined
+// too (a b is a AND b) until the end, OR or a closing parenthesis.
+func (p *parser) list(depth int, sep string, implicit bool, sub func(int) (node, error)) ([]node, error) {
+	var out []node
 	for {
-		if p.keyword("AND") {
-			n, err := p.unary(depth)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, n)
-			continue
-		}
-		p.space()
-		// Adjacent terms are ANDed; OR and a closing parenthesis end this.
-		if p.i >= len(p.s) || p.s[p.i] == ')' || p.atKeyword("OR") {
-			break
-		}
-		n, err := p.unary(depth)
+		n, err := sub(depth)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, n)
+		if p.keyword(sep) {
+			continue
+		}
+		p.space()
+		if !implicit || p.i >= len(p.s) || p.s[p.i] == ')' || p.atKeyword("OR") {
+			return out, nil
+		}
 	}
-	if len(out) == 1 {
-		return first, nil
+}
+
+func one(l []node) node {
+	if len(l) == 0 {
+		return nil
 	}
-	return out, nil
+	return l[0]
 }
 
 func (p *parser) atKeyword(k string) bool {
