@@ -387,6 +387,10 @@ func (c *Cloud) ProvisionThing(name string) (*ThingCredentials, error) {
 	if err := c.Registry.AttachThingPrincipal(name, iss.ID); err != nil {
 		return nil, err
 	}
+	// A dynamic group's query may match it: continuous jobs reach it.
+	if err := c.Jobs.ReconcileThing(name); err != nil {
+		return nil, err
+	}
 	return &ThingCredentials{Thing: name, CertificateID: iss.ID, CertPEM: iss.CertPEM, KeyPEM: iss.KeyPEM, CAPEM: c.CA.CertPEM()}, nil
 }
 
