@@ -535,6 +535,35 @@ func TestAWSCLIFidelityInterop(t *testing.T) {
 	aws.fails("InvalidStateTransitionException", "iot-jobs-data", "update-job-execution", "--thing-name", "dev-2", "--job-id", "from-tpl", "--status", "IN_PROGRESS")
 }
 
+// TestAWSCLIOverHTTPSInterop: against a cloud serving HTTPS, the AWS CLI
+// works once it trusts the local CA (AWS_CA_BUNDLE), and refuses otherwise.
+func TestAWSCLIOverHTTPSInterop(t *testing.T) {
+	c, err := Start(Config{DataDir: t.TempDir(), MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", NoSync: true, HTTPS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ep := c.Endpoints()
+	if !strings.HasPrefix(ep.HTTP, "https://") {
+		t.Fatal(ep.HTTP)
+	}
+	aws := newAWSCLI(t, ep)
+	if out, code := aws.try("iot", "list-things"); code == 0 || !strings.Contains(out, "SSL") {
+		t.Fatalf("the CLI trusted the local CA without being told: exit %d\n%s", code, out)
+	}
+	aws.env = append(aws.env, "AWS_CA_BUNDLE="+ep.CAFile)
+	aws.run(nil, "iot", "create-thing", "--thing-name", "dev-1")
+	aws.run(nil, "s3", "mb", "s3://firmware")
+	f := filepath.Join(t.TempDir(), "app.bin")
+	os.WriteFile(f, []byte("image"), 0o600)
+	if out, code := aws.try("s3", "cp", "--no-progress", f, "s3://firmware/app.bin"); code != 0 {
+		t.Fatalf("aws s3 cp: %s", out)
+	}
+	if out, code := aws.try("s3", "presign", "s3://firmware/app.bin"); code != 0 || !strings.HasPrefix(strings.TrimSpace(out), "https://") {
+		t.Fatalf("aws s3 presign: %d %s", code, out)
+	}
+}
+
 // TestMosquittoClientsInterop uses the Jobs device API over mutual TLS with
 // mosquitto_pub, mosquitto_sub and mosquitto_rr, and checks the broker's
 // policy refusals as those clients see them.
