@@ -294,6 +294,7 @@ type jobsView struct {
 	Statuses []string
 	Rows     []part
 	Pager    pager
+	jobs     map[string]bool
 }
 
 type jobsRow struct {
@@ -306,7 +307,9 @@ func (v *jobsView) parts() []part {
 	return []part{{ID: "jobs-rows", Tmpl: "jobs-rows", Data: v, Children: v.Rows}}
 }
 
-func (v *jobsView) relevant(c Change) bool { return c.Thing == "" }
+// relevant: a job's change (created, its status) or a change of an
+// execution of a job on the page (its counts moved).
+func (v *jobsView) relevant(c Change) bool { return c.Thing == "" || v.jobs[c.JobID] }
 
 // jobsPerPage is the size of a page of the jobs list: each row costs a
 // DescribeJob.
@@ -319,7 +322,7 @@ func (s *Server) jobsPage(w http.ResponseWriter, r *http.Request) error {
 	}
 	page := pageParam(r)
 	return s.serve(w, r, "jobs", func(ctx context.Context) (liveView, error) {
-		v := &jobsView{base: s.base(r, "jobs", "Jobs"), Status: status, Statuses: jobStatuses}
+		v := &jobsView{base: s.base(r, "jobs", "Jobs"), Status: status, Statuses: jobStatuses, jobs: map[string]bool{}}
 		v.Live = true
 		all, err := s.c.ListJobs(ctx)
 		if err != nil {
@@ -346,6 +349,7 @@ func (s *Server) jobsPage(w http.ResponseWriter, r *http.Request) error {
 		}
 		for _, d := range rows {
 			if d != nil {
+				v.jobs[d.JobID] = true
 				v.Rows = append(v.Rows, part{ID: "job-" + d.JobID, Tmpl: "jobs-row", Data: jobsRow{Prefix: s.cfg.Prefix, Job: d, Bar: stack(d.Counts)}})
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/awsfota/awsfota/cloud/emu"
 	"github.com/awsfota/awsfota/cloud/jobsvc"
@@ -17,7 +18,7 @@ import (
 // its counts and settings, a page of executions, one execution with its
 // statusDetails and timestamps, a thing's executions, and deleting a job.
 func TestReads(t *testing.T) {
-	cl, err := emu.Start(emu.Config{DataDir: t.TempDir(), MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", NoSync: true})
+	cl, err := emu.Start(emu.Config{DataDir: t.TempDir(), MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", NoSync: true, JobDeletionDelay: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,8 +92,20 @@ func TestReads(t *testing.T) {
 	if err := c.DeleteJob(ctx, "j", true); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.DescribeJob(ctx, "j"); !IsNotFound(err) {
-		t.Fatalf("after delete: %v (IsNotFound false)", err)
+	// The deletion is asynchronous, as on AWS: DELETION_IN_PROGRESS, then
+	// gone.
+	deadline := time.Now().Add(30 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		d, err := c.DescribeJob(ctx, "j")
+		if IsNotFound(err) {
+			break
+		}
+		if err != nil || d.Status != "DELETION_IN_PROGRESS" || time.Now().After(deadline) {
+			t.Fatalf("after delete: %+v %v", d, err)
+		}
+		<-tick.C
 	}
 	if IsNotFound(context.Canceled) {
 		t.Fatal("IsNotFound(context.Canceled)")

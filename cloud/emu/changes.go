@@ -2,10 +2,13 @@ package emu
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -28,13 +31,6 @@ const (
 // stream before the cloud ends it (the reader re-reads and starts again).
 const changesBuffer = 4096
 
-// wireChange is a change as the stream sends it: one JSON object a line.
-type wireChange struct {
-	JobID     string            `json:"jobId"`
-	Thing     string            `json:"thing,omitempty"`
-	Execution *jobsvc.Execution `json:"execution,omitempty"`
-}
-
 // serveOwn serves the cloud's own API, or reports that r is not for it.
 func (c *Cloud) serveOwn(w http.ResponseWriter, r *http.Request) bool {
 	if r.URL.Path != ChangesPath && r.URL.Path != ConnectedPath {
@@ -52,10 +48,11 @@ func (c *Cloud) serveOwn(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	if r.URL.Path == ConnectedPath {
-		var things []string
-		if c.broker != nil {
-			things = c.broker.ConnectedClients()
+		if c.broker == nil {
+			http.Error(w, "this local cloud runs on an external broker (--external-mqtt): it cannot tell which things are connected", http.StatusNotImplemented)
+			return true
 		}
+		things := c.broker.ConnectedClients()
 		sort.Strings(things)
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(struct {
@@ -78,8 +75,8 @@ func (c *Cloud) streamChanges(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	stop := context.AfterFunc(c.own.streams, cancel)
 	defer stop()
-	in, unsubscribe := c.Jobs.Subscribe(changesBuffer)
-	defer unsubscribe()
+	watch := c.Jobs.Watch(changesBuffer)
+	defer watch.Close()
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
@@ -89,14 +86,14 @@ func (c *Cloud) streamChanges(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-ctx.Done():
 			return
-		case ch, ok := <-in:
+		case ch, ok := <-watch.C:
 			if !ok {
 				return // fell behind
 			}
-			if enc.Encode(wireChange{JobID: ch.JobID, Thing: ch.Thing, Execution: ch.Execution}) != nil {
+			if enc.Encode(ch) != nil {
 				return
 			}
-			if len(in) == 0 && rc.Flush() != nil {
+			if len(watch.C) == 0 && rc.Flush() != nil {
 				return
 			}
 		}
@@ -112,7 +109,20 @@ func signedGet(ctx context.Context, ep Endpoints, path string) (*http.Response, 
 	if err := sigv4.Sign(req, sigv4.Credentials{AccessKeyID: ep.AccessKeyID, SecretAccessKey: ep.SecretAccessKey}, ep.Region, "iot", time.Now(), ""); err != nil {
 		return nil, err
 	}
-	resp, err := (&http.Client{}).Do(req)
+	client := &http.Client{}
+	if strings.HasPrefix(ep.HTTP, "https://") {
+		// The port serves TLS with a certificate of the local CA.
+		pem, err := os.ReadFile(ep.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("emu: reading the local cloud's CA: %w", err)
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("emu: %s holds no PEM certificate: restart the local cloud to rewrite it", ep.CAFile)
+		}
+		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("emu: %w (is the local cloud at %s running?)", err, ep.HTTP)
 	}
@@ -125,10 +135,10 @@ func signedGet(ctx context.Context, ep Endpoints, path string) (*http.Response, 
 }
 
 // WatchChanges follows the Jobs service of the local cloud at ep from
-// another process: the channel receives every change committed after the
-// call returns (Execution and Thing set for an execution; Job and Counts
-// are not carried), and is closed when ctx ends, the cloud stops, or the
-// reader fell behind (then re-read, and watch again).
+// another process, as jobsvc.Service.Watch does in the cloud's: the channel
+// receives every change committed after the call returns, and is closed
+// when ctx ends, the cloud stops, or the reader fell behind (then re-read,
+// and watch again).
 func WatchChanges(ctx context.Context, ep Endpoints) (<-chan jobsvc.Change, error) {
 	resp, err := signedGet(ctx, ep, ChangesPath)
 	if err != nil {
@@ -140,12 +150,12 @@ func WatchChanges(ctx context.Context, ep Endpoints) (<-chan jobsvc.Change, erro
 		defer resp.Body.Close()
 		dec := json.NewDecoder(resp.Body)
 		for {
-			var wc wireChange
-			if err := dec.Decode(&wc); err != nil {
+			var c jobsvc.Change
+			if err := dec.Decode(&c); err != nil {
 				return
 			}
 			select {
-			case ch <- jobsvc.Change{JobID: wc.JobID, Thing: wc.Thing, Execution: wc.Execution}:
+			case ch <- c:
 			case <-ctx.Done():
 				return
 			}

@@ -1,151 +1,184 @@
 package jobsvc
 
 import (
-	"maps"
-	"sync"
-	"sync/atomic"
+	"encoding/binary"
+	"errors"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
-// Change is one committed change of the service's state, as Subscribe
-// delivers it: an execution that changed (Thing is set) or a job that did
-// (Thing is empty). Its values are the service's own and must not be
-// modified.
+// The change stream: every committed change of a job or an execution, in
+// commit order, numbered. It is meant for an in-process console (or a
+// test) that shows the fleet live without polling.
+//
+// A consumer calls Watch, then reads the state it shows (ListJobs,
+// ListExecutionsForJob, ...), then applies each Change it receives: a
+// Change carries the whole new state of the job or execution, so applying
+// one that the read already reflected changes nothing.
+
+// ChangeKind says what a Change is about.
+type ChangeKind string
+
+// Change kinds.
+const (
+	ChangeJob       ChangeKind = "job"
+	ChangeExecution ChangeKind = "execution"
+)
+
+// Change is one committed change.
 type Change struct {
-	JobID string
-	// Thing names the thing whose execution of the job changed; empty for a
-	// change of the job itself (created, canceled, completed, deleted, or its
-	// counts moved).
-	Thing string
-	// Execution is the execution after the change (the latest one of the job
-	// on Thing: a retry replaces a failure); nil when it was deleted.
-	Execution *Execution
-	// Job is the job after a job change; nil when the job was deleted.
+	// Seq numbers changes from 1, without gaps, across restarts: a
+	// consumer that sees a gap missed changes (see ErrWatchLagged).
+	Seq  uint64
+	At   time.Time
+	Kind ChangeKind
+	// Job is the job as the change left it (Kind ChangeJob): created,
+	// updated, its status changed, or (Deleted) its last state.
 	Job *Job
-	// Counts are the job's execution counts by status after a job change.
-	Counts Counts
+	// Execution is the execution as the change left it (Kind
+	// ChangeExecution), or (Deleted) its last state. An execution is
+	// identified by JobID, Thing and ExecutionNumber.
+	Execution *Execution
+	// Deleted: the job or execution no longer exists.
+	Deleted bool
 }
 
-// watchers are the subscriptions to the service's changes.
-type watchers struct {
-	mu   sync.Mutex
-	subs map[*watcher]struct{}
-	n    atomic.Int32 // len(subs), read without the lock by commit
+// ErrWatchLagged: a watcher did not keep up; its channel was closed.
+// Watch again and re-read the state.
+var ErrWatchLagged = errors.New("jobsvc: the watcher fell behind and was closed; watch again and re-read the state")
+
+// DefaultWatchBuffer is Watch's buffer when none is given.
+const DefaultWatchBuffer = 1024
+
+// Watcher receives changes on C until Close, or until it falls behind by
+// more than its buffer (then C is closed and Err returns ErrWatchLagged).
+type Watcher struct {
+	C <-chan Change
+
+	s   *Service
+	c   chan Change
+	err error // set, under s.watchMu, when C is closed for lagging
 }
 
-type watcher struct {
-	ch     chan Change
-	closed bool
-}
-
-// Subscribe returns a channel that receives every change committed after
-// Subscribe returns, in commit order, and a function that ends the
-// subscription. The service never waits for a subscriber: one that lets more
-// than buffer changes pile up is dropped — its channel is closed, as it is
-// by cancel — and should re-read what it shows and subscribe again. Changes
-// are sent after the commit, before the method that made them returns.
-func (s *Service) Subscribe(buffer int) (<-chan Change, func()) {
-	w := &watcher{ch: make(chan Change, max(buffer, 1))}
-	s.watch.mu.Lock()
-	if s.watch.subs == nil {
-		s.watch.subs = map[*watcher]struct{}{}
+// Watch starts a watcher whose channel holds up to buffer changes (0:
+// DefaultWatchBuffer). Delivery never blocks the service: a watcher that
+// lets its buffer fill is closed with ErrWatchLagged. Close it when done.
+func (s *Service) Watch(buffer int) *Watcher {
+	if buffer <= 0 {
+		buffer = DefaultWatchBuffer
 	}
-	s.watch.subs[w] = struct{}{}
-	s.watch.n.Store(int32(len(s.watch.subs)))
-	s.watch.mu.Unlock()
-	return w.ch, func() {
-		s.watch.mu.Lock()
-		defer s.watch.mu.Unlock()
-		s.watch.drop(w)
+	c := make(chan Change, buffer)
+	w := &Watcher{C: c, s: s, c: c}
+	s.watchMu.Lock()
+	s.watchers[w] = true
+	s.watchMu.Unlock()
+	return w
+}
+
+// Close stops the watcher and closes C (if it is not closed already).
+func (w *Watcher) Close() {
+	w.s.watchMu.Lock()
+	defer w.s.watchMu.Unlock()
+	if w.s.watchers[w] {
+		delete(w.s.watchers, w)
+		close(w.c)
 	}
 }
 
-// drop ends a subscription; the caller holds mu.
-func (ws *watchers) drop(w *watcher) {
-	if w.closed {
+// Err returns ErrWatchLagged after the watcher was closed for falling
+// behind, nil otherwise.
+func (w *Watcher) Err() error {
+	w.s.watchMu.Lock()
+	defer w.s.watchMu.Unlock()
+	return w.err
+}
+
+// LastSeq returns the number of the last committed change (0: none yet).
+func (s *Service) LastSeq() uint64 {
+	var n uint64
+	s.db.View(func(tx *bolt.Tx) error {
+		n = readSeq(tx)
+		return nil
+	})
+	return n
+}
+
+var keySeq = []byte("changeSeq")
+
+func readSeq(tx *bolt.Tx) uint64 {
+	if b := tx.Bucket(bucketConfig).Get(keySeq); len(b) == 8 {
+		return binary.BigEndian.Uint64(b)
+	}
+	return 0
+}
+
+// changeLog collects a transaction's changes: one per job and one per
+// execution (its last state), in the order they were first changed.
+type changeLog struct {
+	order []string
+	byKey map[string]*Change
+}
+
+func (l *changeLog) add(key string, c Change) {
+	if l.byKey == nil {
+		l.byKey = map[string]*Change{}
+	}
+	if old, ok := l.byKey[key]; ok {
+		*old = c
 		return
 	}
-	w.closed = true
-	close(w.ch)
-	delete(ws.subs, w)
-	ws.n.Store(int32(len(ws.subs)))
+	l.order = append(l.order, key)
+	l.byKey[key] = &c
 }
 
-// recordExec notes a changed (or, with e nil, deleted) execution for the
-// subscribers. It is called for every write of an execution in a
-// transaction.
-func (t *txn) recordExec(jobID, thing string, e *Execution) {
-	if t.s.watch.n.Load() == 0 {
-		return
-	}
-	var c *Execution
-	if e != nil {
-		cp := *e
-		cp.StatusDetails = maps.Clone(e.StatusDetails)
-		cp.Retries = maps.Clone(e.Retries)
-		c = &cp
-	}
-	t.changes = append(t.changes, Change{JobID: jobID, Thing: thing, Execution: c})
+func (t *txn) jobChanged(j *Job, deleted bool) {
+	cp := *j
+	t.changes.add("j\x00"+j.ID, Change{Kind: ChangeJob, Job: &cp, Deleted: deleted})
 }
 
-// collectJobs adds a change for every job the transaction touched — whose
-// record, counts or executions it wrote — with the job as it now is in the
-// transaction (nil when it was deleted). It runs in the transaction, after
-// the last write.
-func (t *txn) collectJobs() {
-	if t.s.watch.n.Load() == 0 {
-		return
-	}
-	seen := map[string]bool{}
-	var ids []string
-	add := func(id string) {
-		if !seen[id] {
-			seen[id] = true
-			ids = append(ids, id)
-		}
-	}
-	for _, c := range t.changes {
-		add(c.JobID)
-	}
-	for id := range t.dirtyJobs {
-		add(id)
-	}
-	for id := range t.dirtyState {
-		add(id)
-	}
-	for _, id := range ids {
-		c := Change{JobID: id}
-		if t.tx.Bucket(bucketJobs).Get([]byte(id)) != nil {
-			if j, ok := t.job(id); ok {
-				cp := *j
-				c.Job = &cp
-			}
-			if st, err := t.state(id); err == nil {
-				c.Counts = maps.Clone(st.Counts)
-			}
-		}
-		t.changes = append(t.changes, c)
-	}
+func (t *txn) execChanged(e Execution, deleted bool) {
+	t.changes.add("e\x00"+e.Thing+"\x00"+e.JobID+"\x00"+strconv.FormatInt(e.ExecutionNumber, 10),
+		Change{Kind: ChangeExecution, Execution: &e, Deleted: deleted})
 }
 
-// broadcast hands a committed transaction's changes to the subscribers.
-// The caller holds s.mu, so that changes go out in commit order.
-func (s *Service) broadcast(changes []Change) {
+// numberChanges gives the transaction's changes their numbers, stored with
+// the transaction.
+func (t *txn) numberChanges() ([]Change, error) {
+	if len(t.changes.order) == 0 {
+		return nil, nil
+	}
+	seq := readSeq(t.tx)
+	out := make([]Change, 0, len(t.changes.order))
+	for _, k := range t.changes.order {
+		c := *t.changes.byKey[k]
+		seq++
+		c.Seq, c.At = seq, t.now
+		out = append(out, c)
+	}
+	return out, t.tx.Bucket(bucketConfig).Put(keySeq, binary.BigEndian.AppendUint64(nil, seq))
+}
+
+// deliver hands committed changes to the watchers. The caller holds s.mu,
+// so that changes arrive in commit order.
+func (s *Service) deliver(changes []Change) {
 	if len(changes) == 0 {
 		return
 	}
-	s.watch.mu.Lock()
-	defer s.watch.mu.Unlock()
-	for w := range s.watch.subs {
+	s.watchMu.Lock()
+	defer s.watchMu.Unlock()
+	for w := range s.watchers {
 		for _, c := range changes {
 			select {
-			case w.ch <- c:
+			case w.c <- c:
+				continue
 			default:
-				s.log.Warn("a subscriber to the Jobs service's changes fell behind; dropping it")
-				s.watch.drop(w)
 			}
-			if w.closed {
-				break
-			}
+			w.err = ErrWatchLagged
+			delete(s.watchers, w)
+			close(w.c)
+			break
 		}
 	}
 }

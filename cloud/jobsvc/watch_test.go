@@ -1,113 +1,160 @@
 package jobsvc
 
 import (
+	"errors"
 	"testing"
+	"time"
 
 	"github.com/awsfota/awsfota/iotjobs"
+	bolt "go.etcd.io/bbolt"
 )
 
-// drain returns the changes waiting on ch (they are sent before the method
-// that commits them returns).
-func drain(ch <-chan Change) []Change {
-	var out []Change
-	for {
+func TestWatchSeesEveryChangeInOrder(t *testing.T) {
+	f := newFixture(t)
+	w := f.s.Watch(0)
+	defer w.Close()
+	f.create(JobSpec{JobID: "j", Things: []string{"d1"}})
+	f.update("d1", "j", `{"status":"SUCCEEDED"}`)
+	var got []Change
+	for len(got) < 4 {
 		select {
-		case c, ok := <-ch:
-			if !ok {
-				return out
-			}
-			out = append(out, c)
-		default:
-			return out
+		case c := <-w.C:
+			got = append(got, c)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("changes so far: %+v", got)
 		}
+	}
+	// Creation: the job and its execution; the update: the execution, then
+	// the job completed.
+	want := []struct {
+		kind   ChangeKind
+		status string
+	}{{ChangeJob, "IN_PROGRESS"}, {ChangeExecution, "QUEUED"}, {ChangeExecution, "SUCCEEDED"}, {ChangeJob, "COMPLETED"}}
+	for i, c := range got {
+		status := ""
+		if c.Job != nil {
+			status = string(c.Job.Status)
+		} else {
+			status = string(c.Execution.Status)
+		}
+		if c.Seq != uint64(i+1) || c.Kind != want[i].kind || status != want[i].status || c.At.IsZero() {
+			t.Fatalf("change %d: %+v (status %s), want %+v", i, c, status, want[i])
+		}
+	}
+	if f.s.LastSeq() != 4 {
+		t.Fatal(f.s.LastSeq())
+	}
+	// A deletion: the execution and the job, marked deleted.
+	f.s.DeleteJob("j", false)
+	<-w.C // DELETION_IN_PROGRESS
+	f.tick(DefaultDeletionDelay)
+	e, j := <-w.C, <-w.C
+	if e.Kind != ChangeExecution || !e.Deleted || e.Execution.Thing != "d1" || j.Kind != ChangeJob || !j.Deleted || j.Job.ID != "j" || j.Seq != 7 {
+		t.Fatalf("%+v %+v", e, j)
+	}
+	// The numbers go on across a restart.
+	f.db.Close()
+	f.open()
+	w2 := f.s.Watch(1)
+	defer w2.Close()
+	f.create(JobSpec{JobID: "k", Things: []string{"d1"}})
+	if c := <-w2.C; c.Seq != 8 {
+		t.Fatalf("%+v", c)
 	}
 }
 
-// TestSubscribe follows a job through its life in the change stream: the
-// creation with its queued executions, a device's progress report with its
-// statusDetails, the completion, and the deletion.
-func TestSubscribe(t *testing.T) {
+func TestWatcherThatFallsBehindIsClosed(t *testing.T) {
 	f := newFixture(t)
-	ch, cancel := f.s.Subscribe(100)
-	defer cancel()
+	w := f.s.Watch(1)
+	f.create(JobSpec{JobID: "j", Things: []string{"d1", "d2"}})
+	// Three changes into a buffer of one: the watcher is dropped, the
+	// service carries on.
+	n := 0
+	for range w.C {
+		n++
+	}
+	if n != 1 || !errors.Is(w.Err(), ErrWatchLagged) {
+		t.Fatal(n, w.Err())
+	}
+	w.Close() // harmless after the service closed it
+	if e := f.exec("j", "d2"); e.Status != iotjobs.StatusQueued {
+		t.Fatal(e)
+	}
+}
 
-	f.job("j", "a", "b")
-	got := drain(ch)
-	execs, jobs := 0, 0
-	for _, c := range got {
-		switch {
-		case c.Thing != "" && c.Execution != nil && c.Execution.Status == iotjobs.StatusQueued:
-			execs++
-		case c.Thing == "" && c.Job != nil && c.Job.Status == JobInProgress && c.Counts[iotjobs.StatusQueued] == 2:
-			jobs++
-		default:
-			t.Errorf("unexpected change at creation: %+v", c)
-		}
+func TestLimiter(t *testing.T) {
+	if l := newLimiter(0, 5); l != nil || !l.allow("x", t0) {
+		t.Fatal("a zero rate must not limit")
 	}
-	if execs != 2 || jobs != 1 {
-		t.Fatalf("creation: %d execution changes, %d job changes; want 2 and 1: %+v", execs, jobs, got)
+	l := newLimiter(2, 0) // burst defaults to the rate
+	at := t0
+	if !l.allow("a", at) || !l.allow("a", at) || l.allow("a", at) {
+		t.Fatal("burst of 2")
 	}
+	if !l.allow("b", at) {
+		t.Fatal("things share a bucket")
+	}
+	if l.allow("a", at.Add(400*time.Millisecond)) {
+		t.Fatal("refilled too fast")
+	}
+	if !l.allow("a", at.Add(500*time.Millisecond)) {
+		t.Fatal("not refilled at the rate")
+	}
+	if !l.allow("a", at.Add(time.Hour)) || !l.allow("a", at.Add(time.Hour)) || l.allow("a", at.Add(time.Hour)) {
+		t.Fatal("refill above the burst")
+	}
+}
 
-	f.update("a", "j", `{"status":"IN_PROGRESS","statusDetails":{"state":"downloading","progress":"40"}}`)
-	got = drain(ch)
-	if len(got) != 2 || got[0].Thing != "a" || got[0].Execution.Status != iotjobs.StatusInProgress ||
-		got[0].Execution.StatusDetails["progress"] != "40" || got[1].Thing != "" || got[1].Counts[iotjobs.StatusInProgress] != 1 {
-		t.Fatalf("progress report: got %+v", got)
+func TestDocumentKeptExactly(t *testing.T) {
+	f := newFixture(t)
+	doc := "{ \"operation\" : \"app_fw_update\",\n\t\"n\": 1.0 }"
+	f.create(JobSpec{JobID: "j", Things: []string{"d1"}, Document: []byte(doc)})
+	if d, _ := f.s.JobDocument("j"); d != doc {
+		t.Fatalf("%q", d)
 	}
-	// The change is a copy: what the subscriber holds does not move.
-	got[0].Execution.StatusDetails["progress"] = "99"
-	if e := f.exec("j", "a"); e.StatusDetails["progress"] != "40" {
-		t.Errorf("the service's execution changed with the subscriber's copy: %v", e.StatusDetails)
+	// Devices get it as a JSON value.
+	if x := f.describe("d1", "j", `{}`); string(x.JobDocument) != `{"operation":"app_fw_update","n":1.0}` {
+		t.Fatalf("%s", x.JobDocument)
 	}
-
-	f.update("a", "j", `{"status":"SUCCEEDED"}`)
-	f.update("b", "j", `{"status":"FAILED","statusDetails":{"reason":"<script>alert(1)</script>"}}`)
-	got = drain(ch)
-	last := got[len(got)-1]
-	if last.Thing != "" || last.Job == nil || last.Job.Status != JobCompleted || last.Counts[iotjobs.StatusFailed] != 1 {
-		t.Fatalf("completion: last change %+v", last)
-	}
-
-	if err := f.s.DeleteJob("j", false); err != nil {
+	// A job stored by an earlier version (compacted, under "document") is
+	// read.
+	if err := f.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketJobs).Put([]byte("old"), []byte(`{"jobId":"old","status":"COMPLETED","targets":[],"targetThings":["d1"],"document":{"a":1}}`))
+	}); err != nil {
 		t.Fatal(err)
 	}
-	got = drain(ch)
-	deleted := map[string]bool{}
-	for _, c := range got {
-		if c.Execution != nil || c.Job != nil {
-			t.Errorf("deletion: change %+v carries a state", c)
-		}
-		deleted[c.Thing] = true
-	}
-	if !deleted["a"] || !deleted["b"] || !deleted[""] {
-		t.Fatalf("deletion: got %+v", got)
+	if d, err := f.s.JobDocument("old"); err != nil || d != `{"a":1}` {
+		t.Fatalf("%q %v", d, err)
 	}
 }
 
-// TestSubscribeSlowSubscriber: the service never waits for a subscriber; one
-// that falls behind is dropped (its channel closed), the others go on.
-func TestSubscribeSlowSubscriber(t *testing.T) {
+func TestEventsOffByDefault(t *testing.T) {
 	f := newFixture(t)
-	slow, cancelSlow := f.s.Subscribe(1)
-	defer cancelSlow()
-	fast, cancelFast := f.s.Subscribe(100)
-	defer cancelFast()
-
-	f.job("j", "a", "b", "c") // 3 execution changes and a job change
-	got := drain(slow)
-	if len(got) != 1 {
-		t.Fatalf("the slow subscriber got %d changes, want the 1 its buffer held", len(got))
+	if err := f.s.UpdateEventConfigurations(map[string]bool{EventTypeJob: false, EventTypeJobExecution: false}); err != nil {
+		t.Fatal(err)
 	}
-	if _, ok := <-slow; ok {
-		t.Fatal("the slow subscriber's channel is still open")
+	f.create(JobSpec{JobID: "j", Things: []string{"d1"}})
+	msgs := f.call("d1", iotjobs.UpdateTopic("d1", "j"), `{"status":"SUCCEEDED"}`)
+	for _, m := range msgs {
+		if len(m.Topic) > 11 && m.Topic[:11] == "$aws/events" {
+			t.Fatalf("event %s while events are off", m.Topic)
+		}
 	}
-	if n := len(drain(fast)); n != 4 {
-		t.Fatalf("the other subscriber got %d changes, want 4", n)
+	// Only JOB on: job events without execution events; the setting
+	// survives a restart.
+	f.s.UpdateEventConfigurations(map[string]bool{EventTypeJob: true})
+	f.db.Close()
+	f.open()
+	f.create(JobSpec{JobID: "k", Things: []string{"d1"}})
+	msgs = f.call("d1", iotjobs.UpdateTopic("d1", "k"), `{"status":"SUCCEEDED"}`)
+	if !hasTopic(msgs, "$aws/events/job/k/completed") || hasTopic(msgs, "$aws/events/jobExecution/k/succeeded") {
+		t.Fatal(topics(msgs))
 	}
-	cancelSlow() // after a drop: harmless
-	cancelFast()
-	if _, ok := <-fast; ok {
-		t.Fatal("cancel left the channel open")
+	c, _ := f.s.EventConfigurations()
+	if !c.Enabled[EventTypeJob] || c.Enabled[EventTypeJobExecution] || len(c.Enabled) != len(EventTypes) || c.CreationDate.IsZero() {
+		t.Fatalf("%+v", c)
 	}
-	f.update("a", "j", `{"status":"IN_PROGRESS"}`) // no subscriber left: nothing blocks
+	if err := f.s.UpdateEventConfigurations(map[string]bool{"JOBS": true}); !errors.Is(err, ErrInvalid) {
+		t.Fatal(err)
+	}
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -53,8 +54,15 @@ not exist).`,
 			}
 			cfg := console.Config{Client: c, Logger: e.logger()}
 			if ep != nil {
-				// The local cloud's own change stream and connections.
-				cfg.Feed, cfg.Presence = remote(*ep), &remotePresence{ep: *ep}
+				// The local cloud's own change stream, and its broker's
+				// connections when it can tell them (not on an external
+				// broker).
+				cfg.Feed = remote(*ep)
+				pctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
+				if _, err := emu.ConnectedThings(pctx, *ep); err == nil {
+					cfg.Presence = &remotePresence{ep: *ep}
+				}
+				cancel()
 			}
 			create := false
 			if bucket == "" && t.local != "" {
@@ -152,22 +160,31 @@ func serveUntilDone(ctx context.Context, ln net.Listener, h http.Handler) error 
 }
 
 // mountConsole serves the console on the local cloud's HTTP port at
-// /console/, fed by the Jobs service's change stream and the broker's
-// connections; it returns the console's URL (with the token to print when
-// the port is not loopback) and the function that stops it, to call before
-// the cloud closes.
-func mountConsole(e *env, cloud *emu.Cloud) (string, func(), error) {
+// /console/, fed by the Jobs service's change stream and, with presence
+// (an embedded broker), the broker's connections; it returns the console's
+// URL (with the token to print when the port is not loopback) and the
+// function that stops it, to call before the cloud closes.
+func mountConsole(e *env, cloud *emu.Cloud, presence bool) (string, func(), error) {
 	ep := cloud.Endpoints()
 	token := ""
-	if !console.IsLoopback(strings.TrimPrefix(ep.HTTP, "http://")) {
+	if _, hostPort, _ := strings.Cut(ep.HTTP, "://"); !console.IsLoopback(hostPort) {
 		var err error
 		if token, err = console.NewToken(); err != nil {
 			return "", nil, err
 		}
 	}
-	c := operator.NewLocal(operator.Endpoint{URL: ep.HTTP, Region: ep.Region, AccessKeyID: ep.AccessKeyID, SecretAccessKey: ep.SecretAccessKey})
-	srv, err := console.New(console.Config{Client: c, Target: "local cloud", Feed: inProcess(cloud.Jobs), Presence: cloud,
-		Prefix: "/console/", Token: token, Bucket: localBucket, CreateBucket: true, Logger: e.logger()})
+	var roots *x509.CertPool
+	if strings.HasPrefix(ep.HTTP, "https://") {
+		roots = cloud.CA.Pool() // the port serves TLS with a certificate of the local CA
+	}
+	c := operator.NewLocal(operator.Endpoint{URL: ep.HTTP, Region: ep.Region, AccessKeyID: ep.AccessKeyID, SecretAccessKey: ep.SecretAccessKey,
+		MQTT: ep.MQTT, RootCAs: roots})
+	cfg := console.Config{Client: c, Target: "local cloud", Feed: inProcess(cloud.Jobs),
+		Prefix: "/console/", Token: token, Bucket: localBucket, CreateBucket: true, Logger: e.logger()}
+	if presence {
+		cfg.Presence = cloud
+	}
+	srv, err := console.New(cfg)
 	if err != nil {
 		return "", nil, err
 	}
@@ -192,9 +209,9 @@ const changeBuffer = 4096
 // inProcess is the change stream of a Jobs service in this process.
 func inProcess(jobs *jobsvc.Service) jobsFeed {
 	return jobsFeed{func(ctx context.Context) (<-chan jobsvc.Change, error) {
-		in, cancel := jobs.Subscribe(changeBuffer)
-		context.AfterFunc(ctx, cancel)
-		return in, nil
+		w := jobs.Watch(changeBuffer)
+		context.AfterFunc(ctx, w.Close)
+		return w.C, nil
 	}}
 }
 
@@ -212,10 +229,19 @@ func (f jobsFeed) Subscribe(ctx context.Context) (<-chan console.Change, error) 
 	go func() {
 		defer close(out)
 		for c := range in {
-			cc := console.Change{JobID: c.JobID, Thing: c.Thing}
-			if x := c.Execution; x != nil {
-				e := operator.ExecutionOf(sdkExecution(x))
-				cc.Execution = &e
+			var cc console.Change
+			switch {
+			case c.Kind == jobsvc.ChangeExecution && c.Execution != nil:
+				x := c.Execution
+				cc = console.Change{JobID: x.JobID, Thing: x.Thing}
+				if !c.Deleted {
+					e := operator.ExecutionOf(sdkExecution(x))
+					cc.Execution = &e
+				}
+			case c.Kind == jobsvc.ChangeJob && c.Job != nil:
+				cc = console.Change{JobID: c.Job.ID}
+			default:
+				continue
 			}
 			select {
 			case out <- cc:

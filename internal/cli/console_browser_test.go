@@ -220,7 +220,7 @@ func TestConsoleBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cloud.Close()
-	url, stopConsole, err := mountConsole(e, cloud)
+	url, stopConsole, err := mountConsole(e, cloud, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -436,7 +436,7 @@ func TestConsoleBrowserBigJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cloud.Close()
-	url, stopConsole, err := mountConsole(e, cloud)
+	url, stopConsole, err := mountConsole(e, cloud, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -487,7 +487,7 @@ func TestConsoleBrowserRollout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cloud.Close()
-	url, stopConsole, err := mountConsole(e, cloud)
+	url, stopConsole, err := mountConsole(e, cloud, true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,8 @@ package cli
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net/http"
 	"os"
@@ -80,6 +82,31 @@ func TestCloudServeConsole(t *testing.T) {
 	code, out := stop()
 	if code != 0 || !strings.Contains(out, "web console         "+ep.HTTP+"/console/\n") {
 		t.Fatalf("serve exited %d:\n%s", code, out)
+	}
+}
+
+// TestCloudServeConsoleHTTPS: with --https the console is served over TLS
+// too, and reads the cloud over TLS, trusting the local CA.
+func TestCloudServeConsoleHTTPS(t *testing.T) {
+	dir := t.TempDir()
+	ep, stop := serving(t, dir, "--https")
+	defer stop()
+	pem, err := os.ReadFile(ep.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}, Timeout: 30 * time.Second}
+	defer c.CloseIdleConnections()
+	resp, err := c.Get(ep.HTTP + "/console/jobs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.HasPrefix(ep.HTTP, "https://") || resp.StatusCode != 200 || !strings.Contains(string(body), "Newest first") {
+		t.Fatalf("GET %s/console/jobs: %d\n%s", ep.HTTP, resp.StatusCode, body)
 	}
 }
 
@@ -260,11 +287,11 @@ func TestJobsFeed(t *testing.T) {
 	if _, err := cloud.Jobs.CreateJob(jobsvc.JobSpec{JobID: "j1", Things: []string{"dev-1"}, Document: []byte(`{"a":1}`)}); err != nil {
 		t.Fatal(err)
 	}
-	if c := next(); c.JobID != "j1" || c.Thing != "dev-1" || c.Execution == nil || c.Execution.Status != "QUEUED" || c.Execution.QueuedAt.IsZero() {
-		t.Fatalf("the new execution: %+v %+v", c, c.Execution)
-	}
 	if c := next(); c.JobID != "j1" || c.Thing != "" {
 		t.Fatalf("the new job: %+v", c)
+	}
+	if c := next(); c.JobID != "j1" || c.Thing != "dev-1" || c.Execution == nil || c.Execution.Status != "QUEUED" || c.Execution.QueuedAt.IsZero() {
+		t.Fatalf("the new execution: %+v %+v", c, c.Execution)
 	}
 	cloud.Jobs.HandleDevice("dev-1", "dev-1", iotjobs.UpdateTopic("dev-1", "j1").String(),
 		[]byte(`{"status":"IN_PROGRESS","statusDetails":{"state":"downloading","progress":"40","bytes":"4000","size":"10000"}}`))

@@ -109,7 +109,7 @@ func runDemo(e *env, f demoFlags) error {
 	ep := cloud.Endpoints()
 	fmt.Fprintf(e.out, "local cloud: MQTT (mutual TLS) on %s, S3 and HTTP on %s\n", ep.MQTT, ep.HTTP)
 	if f.console {
-		url, stop, err := mountConsole(e, cloud)
+		url, stop, err := mountConsole(e, cloud, true)
 		if err != nil {
 			return err
 		}
