@@ -16,7 +16,7 @@ import (
 
 // contentSecurityPolicy allows the console's own script and stylesheet and
 // nothing else: no inline script or style, no other origin, no framing.
-const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; " +
 	"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 // Cookie names.

@@ -112,12 +112,14 @@ func eval[T any](b *browser, expr string) T {
 	return v
 }
 
-// waitFor polls a JavaScript predicate until it holds (no sleeps: the
-// browser re-evaluates it on every frame), failing after timeout with what
-// describe then says. A navigation under way (after a click on a submit
-// button) is waited for.
+// waitFor polls a JavaScript predicate until it holds on a loaded page (no
+// sleeps: the browser re-evaluates it on every frame), failing after
+// timeout with what describe then says. A navigation under way (after a
+// click on a submit button) is waited for, and the page's own script has
+// run by then.
 func (b *browser) waitFor(what, predicate string, timeout time.Duration, describe string) {
 	b.t.Helper()
+	predicate = "document.readyState === 'complete' && (" + predicate + ")"
 	deadline := time.Now().Add(timeout)
 	for {
 		left := time.Until(deadline)
@@ -203,6 +205,24 @@ func (b *browser) screenshot(name string) {
 	}
 }
 
+// consoleOnCloud starts a local cloud in dir with the console on its HTTP
+// port, as cloud serve does, and returns the console's URL. Both stop
+// after the test (and after what it deferred: its devices).
+func consoleOnCloud(t *testing.T, dir string) (*emu.Cloud, string) {
+	t.Helper()
+	cloud, err := emu.Start(emu.Config{DataDir: filepath.Join(dir, "cloud"), MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cloud.Close() })
+	url, stop, err := mountConsole(&env{ctx: context.Background(), out: &bytes.Buffer{}, errOut: &bytes.Buffer{}}, cloud, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	return cloud, url
+}
+
 // rowsJS describes the execution rows of a job page, for failures.
 const rowsJS = `[...document.querySelectorAll('tr[id^="exec-"]')].map(r => r.id + ' ' + r.dataset.status + ' ' + (r.querySelector('progress')||{}).value + ' ' + r.querySelector('.detail').textContent.trim()).join('\n')`
 
@@ -214,17 +234,7 @@ const rowsJS = `[...document.querySelectorAll('tr[id^="exec-"]')].map(r => r.id 
 // pages.
 func TestConsoleBrowser(t *testing.T) {
 	dir := t.TempDir()
-	e := &env{ctx: context.Background(), out: &bytes.Buffer{}, errOut: &bytes.Buffer{}}
-	cloud, err := emu.Start(emu.Config{DataDir: filepath.Join(dir, "cloud"), MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cloud.Close()
-	url, stopConsole, err := mountConsole(e, cloud, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stopConsole()
+	cloud, url := consoleOnCloud(t, dir)
 
 	// Three devices on 1.0.0 that trust one signing key, on a slow link so
 	// that their progress shows; a group; and an image 1.0.1 to publish.
@@ -430,17 +440,7 @@ func TestConsoleBrowser(t *testing.T) {
 // several times, under ten).
 func TestConsoleBrowserBigJob(t *testing.T) {
 	dir := t.TempDir()
-	e := &env{ctx: context.Background(), out: &bytes.Buffer{}, errOut: &bytes.Buffer{}}
-	cloud, err := emu.Start(emu.Config{DataDir: filepath.Join(dir, "cloud"), MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cloud.Close()
-	url, stopConsole, err := mountConsole(e, cloud, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stopConsole()
+	cloud, url := consoleOnCloud(t, dir)
 	things := make([]string, 10_000)
 	for i := range things {
 		things[i] = fmt.Sprintf("meter-%05d", i)
@@ -481,17 +481,7 @@ func TestConsoleBrowserBigJob(t *testing.T) {
 // device.
 func TestConsoleBrowserRollout(t *testing.T) {
 	dir := t.TempDir()
-	e := &env{ctx: context.Background(), out: &bytes.Buffer{}, errOut: &bytes.Buffer{}}
-	cloud, err := emu.Start(emu.Config{DataDir: filepath.Join(dir, "cloud"), MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cloud.Close()
-	url, stopConsole, err := mountConsole(e, cloud, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stopConsole()
+	cloud, url := consoleOnCloud(t, dir)
 	key, err := mcuboot.GenerateKey(mcuboot.KeyECDSAP256)
 	if err != nil {
 		t.Fatal(err)
@@ -636,5 +626,36 @@ func TestConsoleBrowserRollout(t *testing.T) {
 	}
 	if dark := eval[string](b, `getComputedStyle(document.body).backgroundColor`); dark == light {
 		t.Errorf("the page looks the same in dark mode (%s)", dark)
+	}
+
+	// Without JavaScript the pages read as well (and refresh themselves),
+	// and a form still works: the Delete button, which the script holds
+	// back until the id is typed, is the server's to check.
+	if _, err := chromedp.Call(b.ctx, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true}); err != nil {
+		t.Fatal(err)
+	}
+	b.nav(url + "jobs/meter-2_5_0")
+	if !eval[bool](b, `!!document.querySelector('header noscript span')`) { // parsed as markup only when scripting is off
+		t.Fatal("scripting is still on")
+	}
+	text := func(sel string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+		defer cancel()
+		v, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+		if err != nil {
+			t.Fatalf("no %s without JavaScript: %v", sel, err)
+		}
+		return v
+	}
+	if rows, state := text("#job-rows"), text("#live-state"); !strings.Contains(rows, "meter-007") || !strings.Contains(rows, "the metering chip does not answer") ||
+		!strings.Contains(state, "Live (change stream)") {
+		t.Fatalf("the job page without JavaScript: rows %q, state %q", rows, state)
+	}
+	b.nav(url + "jobs/meter-2_5_0/delete")
+	b.do(chromedp.SendKeys(chromedp.CSS("#confirm"), "meter-2_5_0"), chromedp.Click(chromedp.CSS(`button[type="submit"]`)))
+	b.waitFor("the jobs list", `!!document.querySelector('#jobs-rows')`, 30*time.Second, "")
+	if _, err := cloud.Jobs.DescribeJob("meter-2_5_0"); err == nil && !strings.Contains(text("#jobs-rows"), "Deletion in progress") {
+		t.Fatalf("the job was not deleted without JavaScript: %s", text("main"))
 	}
 }
