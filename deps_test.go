@@ -24,10 +24,19 @@ var thirdParty = []string{
 	"github.com/schollz/progressbar/v3",
 	"go.uber.org/goleak",
 	"golang.org/x/term", // terminal detection; already required by progressbar
+	"github.com/godbus/dbus/v5",
+	"github.com/coreos/go-systemd/v22",
+}
+
+// onlyIn confines a dependency to the packages that need it (issue 15: RAUC
+// over D-Bus, systemd's sd_notify).
+var onlyIn = map[string][]string{
+	"github.com/godbus/dbus/v5":        {"device/dfu/rauc"},
+	"github.com/coreos/go-systemd/v22": {"internal/cli"},
 }
 
 // formats are the packages shared by device and cloud: standard library only.
-var formats = []string{"iotjobs", "jobdoc", "mcuboot", "delta", "clock"}
+var formats = []string{"iotjobs", "jobdoc", "mcuboot", "delta", "clock", "raucb"}
 
 // pkgImports maps a package (relative path) to its imports, split into
 // production files and test files.
@@ -101,6 +110,9 @@ func check(pkg, ip string, test bool) string {
 	case !isLocal:
 		for _, m := range thirdParty {
 			if under(ip, m) {
+				if pkgs, ok := onlyIn[m]; ok && !slicesContains(pkgs, pkg) {
+					return m + " is for " + strings.Join(pkgs, ", ") + " only"
+				}
 				if slicesContains(formats, pkg) && !test {
 					return "format packages import only the standard library"
 				}
@@ -189,6 +201,10 @@ func TestImportRulesCatchViolations(t *testing.T) {
 		{"cloud/emu", "github.com/gorilla/mux", false},
 		{"sim", module + "/cmd/awsfota", false},
 		{"device/runner", module + "/internal/faultproxy", false},
+		{"device/runner", "github.com/godbus/dbus/v5", false},
+		{"raucb", "github.com/godbus/dbus/v5", false},
+		{"device/agent", "github.com/coreos/go-systemd/v22/daemon", false},
+		{"raucb", module + "/device/dfu", false},
 	}
 	for _, c := range bad {
 		if check(c.pkg, c.ip, c.test) == "" {
@@ -211,6 +227,9 @@ func TestImportRulesCatchViolations(t *testing.T) {
 		{"cmd/awsfota", module + "/internal/cli", false},
 		{"device/download", module + "/internal/faultproxy", true},
 		{"device/agent", "go.uber.org/goleak", true},
+		{"device/dfu/rauc", "github.com/godbus/dbus/v5", false},
+		{"internal/cli", "github.com/coreos/go-systemd/v22/daemon", false},
+		{"device/dfu/rauc", module + "/raucb", false},
 	}
 	for _, c := range good {
 		if rule := check(c.pkg, c.ip, c.test); rule != "" {
