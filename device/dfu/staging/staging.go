@@ -25,9 +25,10 @@ import (
 type File struct {
 	path string
 	max  int64
-	f    *os.File
-	off  int64
-	size int64
+	f      *os.File
+	off    int64
+	size   int64
+	inited bool
 }
 
 // New returns a staging file at path (its directory is created when needed)
@@ -74,7 +75,7 @@ func (s *File) Init(size, offset int64) error {
 		f.Close()
 		return fmt.Errorf("staging: %w", err)
 	}
-	s.f, s.off, s.size = f, offset, size
+	s.f, s.off, s.size, s.inited = f, offset, size, true
 	return nil
 }
 
@@ -116,22 +117,35 @@ func (s *File) Checkpoint() (int64, error) {
 }
 
 // Finish makes the complete file durable, checks its size against the one
-// announced, and returns its size and SHA-256. The file stays for the
-// installer to read.
+// announced, and returns its size and SHA-256. The file is closed and stays
+// for the installer to read (RAUC refuses a plain bundle another process
+// holds open); Finish may be called again on it.
 func (s *File) Finish() (size int64, sum []byte, err error) {
-	if s.f == nil {
+	if !s.inited {
 		return 0, nil, dfu.ErrNotInitialised
 	}
-	if err := s.f.Sync(); err != nil {
-		return 0, nil, fmt.Errorf("staging: sync %s: %w", s.path, err)
+	if s.f != nil {
+		err := s.f.Sync()
+		s.close()
+		if err != nil {
+			return 0, nil, fmt.Errorf("staging: sync %s: %w", s.path, err)
+		}
 	}
 	if s.size > 0 && s.off != s.size {
 		return 0, nil, fmt.Errorf("%w: the staged file holds %d bytes, the image has %d", dfu.ErrInvalidImage, s.off, s.size)
 	}
+	f, err := os.Open(s.path)
+	if err != nil {
+		return 0, nil, fmt.Errorf("staging: %w", err)
+	}
+	defer f.Close()
 	h := sha256.New()
-	n, err := io.Copy(h, io.NewSectionReader(s.f, 0, s.off))
+	n, err := io.Copy(h, io.NewSectionReader(f, 0, s.off))
 	if err != nil {
 		return 0, nil, fmt.Errorf("staging: reading back %s: %w", s.path, err)
+	}
+	if n != s.off {
+		return 0, nil, fmt.Errorf("%w: %s holds %d bytes, %d were written", dfu.ErrInvalidImage, s.path, n, s.off)
 	}
 	return n, h.Sum(nil), nil
 }
@@ -146,7 +160,7 @@ func (s *File) close() {
 // Reset closes and removes the file.
 func (s *File) Reset() error {
 	s.close()
-	s.off, s.size = 0, 0
+	s.off, s.size, s.inited = 0, 0, false
 	if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("staging: %w", err)
 	}
