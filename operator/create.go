@@ -24,11 +24,12 @@ import (
 	"github.com/awsfota/awsfota/device/dfu/modem"
 	"github.com/awsfota/awsfota/jobdoc"
 	"github.com/awsfota/awsfota/mcuboot"
+	"github.com/awsfota/awsfota/raucb"
 )
 
 // JobOptions describe a firmware job to publish.
 type JobOptions struct {
-	Image  string   // the file to install: an MCUboot image, an awsfota delta, a modem image
+	Image  string   // the file to install: an MCUboot image, an awsfota delta, a modem image, a RAUC bundle, or (with Version) any file for an exec target
 	Things []string // target things
 	Groups []string // target thing groups
 	JobID  string   // default: fota-<version>-<time>
@@ -39,8 +40,12 @@ type JobOptions struct {
 	// Version is the version the device runs afterwards; default: the
 	// MCUboot header's (or a full modem image's).
 	Version string
-	// Component: "app" (default) or "modem"; modem images imply "modem".
+	// Component: "app" (default) or "modem"; modem images imply "modem",
+	// RAUC bundles "rauc".
 	Component string
+	// Keyring, for a RAUC bundle, is a PEM file of the CA certificates the
+	// devices' RAUC trusts: the bundle's signature must verify against it.
+	Keyring string
 	// Public writes the object's plain URL (the seed's public-bucket
 	// procedure) instead of a presigned-URL placeholder.
 	Public bool
@@ -71,8 +76,12 @@ type Plan struct {
 	Version   string
 	Component string
 	Base      *jobdoc.Base
-	Document  []byte
-	Calls     []string
+	// Compatible is the system a RAUC bundle is for.
+	Compatible string
+	// Signer is who signed a RAUC bundle, when Keyring verified it.
+	Signer   string
+	Document []byte
+	Calls    []string
 
 	opts JobOptions
 }
@@ -110,8 +119,18 @@ func (c *Client) Prepare(o JobOptions) (*Plan, error) {
 		return nil, err
 	}
 	kind := dfu.Identify(head)
+	if raucb.IsBundle(head) {
+		kind = dfu.TypeRAUC
+	}
 	p.Kind = kind.String()
+	if o.Keyring != "" && kind != dfu.TypeRAUC {
+		return nil, fmt.Errorf("--keyring verifies RAUC bundles, and %s is a %s image", o.Image, kind)
+	}
 	switch kind {
+	case dfu.TypeRAUC:
+		if err := p.readBundle(f, o); err != nil {
+			return nil, err
+		}
 	case dfu.TypeMCUboot:
 		im, err := mcuboot.Parse(f, p.Size)
 		if err != nil {
@@ -138,7 +157,13 @@ func (c *Client) Prepare(o JobOptions) (*Plan, error) {
 	case dfu.TypeModemDelta:
 		p.Component = jobdoc.ComponentModem
 	default:
-		return nil, fmt.Errorf("%s is not an image awsfota devices install (MCUboot image, awsfota delta, modem image or delta): its first bytes are % x", o.Image, head[:min(len(head), 8)])
+		if o.Version == "" {
+			return nil, fmt.Errorf("%s is not an image awsfota devices install (MCUboot image, awsfota delta, modem image or delta, RAUC bundle): its first bytes are % x; for devices whose own install command takes it (the exec target), give the version it installs with --version", o.Image, head[:min(len(head), 8)])
+		}
+		// A file for the device's own installer (the exec target): the
+		// version the operator gives is how the device knows it runs it.
+		kind = dfu.TypeFile
+		p.Kind = kind.String()
 	}
 	if p.Component == "" {
 		p.Component = jobdoc.ComponentApp
@@ -163,9 +188,13 @@ func (c *Client) Prepare(o JobOptions) (*Plan, error) {
 		url = fmt.Sprintf("https://%s.s3.%s.amazonaws.com/%s", p.Bucket, c.Region, p.Key)
 	}
 	spec := jobdoc.Spec{FWVersion: p.Version, Size: p.Size, SHA256: p.SHA256, URL: url, Base: p.Base,
-		StepTimeoutMinutes: int64(o.StepTimeoutMinutes)}
-	if p.Component != jobdoc.ComponentApp {
+		StepTimeoutMinutes: int64(o.StepTimeoutMinutes), Compatible: p.Compatible}
+	switch p.Component {
+	case jobdoc.ComponentApp:
+	case jobdoc.ComponentModem:
 		spec.Component, spec.Operation = p.Component, "modem_fw_update"
+	default:
+		spec.Component = p.Component
 	}
 	if p.Document, err = jobdoc.Marshal(spec); err != nil {
 		return nil, err
@@ -182,6 +211,42 @@ func (c *Client) Prepare(o JobOptions) (*Plan, error) {
 	}
 	p.Calls = append(p.Calls, "iot CreateJob "+p.JobID+" "+describeSettings(o))
 	return p, nil
+}
+
+// readBundle reads a RAUC bundle's compatible and version, and verifies its
+// signature when a keyring is given.
+func (p *Plan) readBundle(f *os.File, o JobOptions) error {
+	b, err := raucb.Open(f, p.Size)
+	if err != nil {
+		return fmt.Errorf("%s looks like a RAUC bundle but %w", o.Image, err)
+	}
+	if o.Keyring != "" {
+		pem, err := os.ReadFile(o.Keyring)
+		if err != nil {
+			return fmt.Errorf("--keyring: %w", err)
+		}
+		ring, err := raucb.ParseKeyring(pem)
+		if err != nil {
+			return fmt.Errorf("--keyring %s: %w", o.Keyring, err)
+		}
+		cert, err := b.Verify(ring, time.Now())
+		if err != nil {
+			return fmt.Errorf("%s: %w: devices whose RAUC trusts %s would refuse it; sign it with a key that keyring trusts (rauc resign)", o.Image, err, o.Keyring)
+		}
+		p.Signer = cert.Subject.String()
+	}
+	p.Compatible = b.Manifest.Compatible
+	if p.Version == "" {
+		p.Version = b.Manifest.Version
+	}
+	if o.Component != "" && o.Component != jobdoc.ComponentRAUC {
+		return fmt.Errorf("%s is a RAUC bundle: its component is %q, not %q", o.Image, jobdoc.ComponentRAUC, o.Component)
+	}
+	p.Component = jobdoc.ComponentRAUC
+	if o.Keyring != "" {
+		p.Calls = append(p.Calls, fmt.Sprintf("verified the bundle's signature (%s) against %s", p.Signer, o.Keyring))
+	}
+	return nil
 }
 
 func describeSettings(o JobOptions) string {

@@ -47,8 +47,8 @@ func newExecDevice(t *testing.T, install string) *execDevice {
 func (d *execDevice) runner(t *testing.T, f Fetcher, events chan<- agent.AppEvent, selfTest func(context.Context) error) *Runner {
 	t.Helper()
 	r, err := New(Config{
-		Agent:  agent.Config{Thing: thing, Limits: jobdoc.DefaultLimits(), ProgressPercent: 1},
-		Store:  d.store, Target: d.tg, Boot: d.tg, Fetcher: f, SelfTest: selfTest,
+		Agent: agent.Config{Thing: thing, Limits: jobdoc.DefaultLimits(), ProgressPercent: 1},
+		Store: d.store, Target: d.tg, Boot: d.tg, Fetcher: f, SelfTest: selfTest,
 		OnEvent: func(e agent.AppEvent) { events <- e },
 	})
 	if err != nil {

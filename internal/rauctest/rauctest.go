@@ -18,6 +18,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -73,9 +74,9 @@ func CheckTools(t testing.TB) {
 	}
 }
 
-// Start starts a system in dir whose slot A holds a factory image and is
-// booted.
-func Start(t testing.TB, dir, compatible string) *System {
+// Start starts a system in dir whose slot A holds a factory image of
+// version factory (as if RAUC had installed it) and is booted.
+func Start(t testing.TB, dir, compatible, factory string) *System {
 	t.Helper()
 	CheckTools(t)
 	s := &System{Dir: dir, Compatible: compatible, Broken: map[string]bool{}, t: t}
@@ -86,9 +87,22 @@ func Start(t testing.TB, dir, compatible string) *System {
 	}
 	s.pki()
 	for _, b := range Slots {
-		if err := os.WriteFile(s.slotFile(b), make([]byte, 1<<20), 0o644); err != nil {
+		if err := os.WriteFile(s.slotFile(b), make([]byte, 4<<20), 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// The factory image in slot A, recorded in RAUC's central status file.
+	img := []byte(strings.Repeat("factory image "+factory+"\n", 1000))
+	f, err := os.OpenFile(s.slotFile("A"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt(img, 0)
+	f.Close()
+	sum := sha256.Sum256(img)
+	status := fmt.Sprintf("[slot.rootfs.0]\nbundle.compatible=%s\nbundle.version=%s\nstatus=ok\nsha256=%x\nsize=%d\n", compatible, factory, sum, len(img))
+	if err := os.WriteFile(filepath.Join(dir, "data", "central.raucs"), []byte(status), 0o644); err != nil {
+		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "bootloader.sh"), []byte(bootloaderScript), 0o755); err != nil {
 		t.Fatal(err)
@@ -373,6 +387,29 @@ esac
 // slot's image, signed with the system's signer, and returns its path.
 func (s *System) Bundle(name, compatible, version string, image []byte) string {
 	s.t.Helper()
+	return s.bundle(name, compatible, version, image, "")
+}
+
+// GatedBundle is Bundle with a slot pre-install hook that touches
+// <gate>.waiting and then holds the install until the file gate exists: a
+// test can catch RAUC in the middle of an install.
+func (s *System) GatedBundle(name, compatible, version string, image []byte, gate string) string {
+	s.t.Helper()
+	hook := fmt.Sprintf(`#!/bin/sh
+case "$1" in
+slot-pre-install)
+	touch %[1]q.waiting
+	n=0
+	while [ ! -e %[1]q ]; do
+		n=$((n+1)); [ $n -gt 3000 ] && { echo "gate %[1]s never opened" >&2; exit 1; }
+		sleep 0.02
+	done ;;
+esac
+`, gate)
+	return s.bundle(name, compatible, version, image, hook)
+}
+
+func (s *System) bundle(name, compatible, version string, image []byte, hook string) string {
 	content := filepath.Join(s.Dir, "bundles", name+".d")
 	out := filepath.Join(s.Dir, "bundles", name+".raucb")
 	os.RemoveAll(content)
@@ -382,6 +419,10 @@ func (s *System) Bundle(name, compatible, version string, image []byte) string {
 	}
 	os.WriteFile(filepath.Join(content, "rootfs.img"), image, 0o644)
 	manifest := fmt.Sprintf("[update]\ncompatible=%s\nversion=%s\n\n[bundle]\nformat=plain\n\n[image.rootfs]\nfilename=rootfs.img\n", compatible, version)
+	if hook != "" {
+		os.WriteFile(filepath.Join(content, "hook.sh"), []byte(hook), 0o755)
+		manifest += "hooks=pre-install\n\n[hooks]\nfilename=hook.sh\n"
+	}
 	os.WriteFile(filepath.Join(content, "manifest.raucm"), []byte(manifest), 0o644)
 	cmd := exec.Command("rauc", "bundle", "--cert="+s.Cert, "--key="+s.Key, content, out)
 	if b, err := cmd.CombinedOutput(); err != nil {

@@ -21,7 +21,7 @@ import (
 func realTarget(t *testing.T) (*rauctest.System, *DBus, *Target) {
 	t.Helper()
 	dir := t.TempDir()
-	sys := rauctest.Start(t, dir, "awsfota-test")
+	sys := rauctest.Start(t, dir, "awsfota-test", "1.0.0")
 	d, err := Dial(sys.Bus)
 	if err != nil {
 		t.Fatal(err)
@@ -73,6 +73,9 @@ func TestRealRAUCInstallRebootConfirm(t *testing.T) {
 	}
 	if st.Compatible != "awsfota-test" || st.BootSlot != "A" || len(st.Slots) != 2 {
 		t.Fatalf("status %+v", st)
+	}
+	if run, err := tg.Running(); err != nil || run.Version != "1.0.0" {
+		t.Fatalf("factory %+v %v", run, err)
 	}
 	img := bytes.Repeat([]byte("rootfs 1.1.0 "), 20000)
 	stageFile(t, tg, sys.Bundle("b110", "awsfota-test", "1.1.0", img))

@@ -23,8 +23,8 @@ import (
 
 // File receives one image into a file. Methods are called from one goroutine.
 type File struct {
-	path string
-	max  int64
+	path   string
+	max    int64
 	f      *os.File
 	off    int64
 	size   int64
