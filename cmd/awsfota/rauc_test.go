@@ -284,11 +284,10 @@ func (r *rig) truth(x jobsvc.Execution, version string, img []byte) {
 	}
 }
 
-func TestRAUCUpdateSucceeds(t *testing.T) {
-	r := newRig(t, "gw-ok")
-	r.startAgent()
-	b, img := r.bundle("v110", compatible, "1.1.0", 600_000)
-	job := r.createJob(b, "--keyring", r.sys.Keyring)
+// succeeds reboots when the agent asks, into the new slot, and checks the
+// job SUCCEEDED with the device running version.
+func (r *rig) succeeds(job, version string, img []byte) jobsvc.Execution {
+	r.t.Helper()
 	if booted := r.rebootWhenAsked(); booted != "B" {
 		r.fatalf("rebooted into %s", booted)
 	}
@@ -296,7 +295,16 @@ func TestRAUCUpdateSucceeds(t *testing.T) {
 	if x.Status != iotjobs.StatusSucceeded {
 		r.fatalf("job %s %v", x.Status, x.StatusDetails)
 	}
-	r.truth(x, "1.1.0", img)
+	r.truth(x, version, img)
+	return x
+}
+
+func TestRAUCUpdateSucceeds(t *testing.T) {
+	r := newRig(t, "gw-ok")
+	r.startAgent()
+	b, img := r.bundle("v110", compatible, "1.1.0", 600_000)
+	job := r.createJob(b, "--keyring", r.sys.Keyring)
+	x := r.succeeds(job, "1.1.0", img)
 	for _, want := range []string{"installing", "Copying image to rootfs.1", "rebooting (", "reported SUCCEEDED"} {
 		if !strings.Contains(r.output(), want) {
 			r.fatalf("the agent's output lacks %q", want)
@@ -384,14 +392,7 @@ func TestRAUCKillDuringDownload(t *testing.T) {
 	})
 	r.kill9()
 	r.startAgent()
-	if booted := r.rebootWhenAsked(); booted != "B" {
-		r.fatalf("booted %s", booted)
-	}
-	x := r.waitDone("kill-dl")
-	if x.Status != iotjobs.StatusSucceeded {
-		r.fatalf("job %s %v", x.Status, x.StatusDetails)
-	}
-	r.truth(x, "1.2.0", img)
+	r.succeeds("kill-dl", "1.2.0", img)
 	// Resumed, not started over: well under two bundles crossed the proxy.
 	if down := p.Stats().BytesDown; down > int64(len(data))+400_000 {
 		r.fatalf("%d bytes downloaded for a bundle of %d: the download started over", down, len(data))
@@ -412,14 +413,7 @@ func TestRAUCKillDuringInstall(t *testing.T) {
 	r.kill9()
 	r.startAgent()
 	os.WriteFile(gate, nil, 0o644) // RAUC's install goes on
-	if booted := r.rebootWhenAsked(); booted != "B" {
-		r.fatalf("booted %s", booted)
-	}
-	x := r.waitDone(job)
-	if x.Status != iotjobs.StatusSucceeded {
-		r.fatalf("job %s %v", x.Status, x.StatusDetails)
-	}
-	r.truth(x, "1.3.0", img)
+	r.succeeds(job, "1.3.0", img)
 	if n := strings.Count(r.sys.Log(), "succeeded"); n < 2 {
 		r.fatalf("RAUC installed %d times, want the interrupted install and the new one", n)
 	}

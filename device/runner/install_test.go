@@ -106,14 +106,7 @@ func TestInstallerTargetAcrossReboot(t *testing.T) {
 	os.WriteFile(filepath.Join(d.dir, "current"), next, 0o644)
 	tested := make(chan struct{}, 1)
 	r2 := d.runner(t, f, events, func(context.Context) error { tested <- struct{}{}; return nil })
-	j.r = r2
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r2.Run(ctx, j) }()
-	r2.Connected()
-	waitCompleted(t, events)
-	cancel()
-	wait(t, done)
+	runToCompletion(t, r2, j, events)
 	<-tested
 	x, _ := j.snapshot()
 	if x.Status != iotjobs.StatusSucceeded || x.StatusDetails["fwversion"] != "1.1.0" || x.StatusDetails["from"] != "1.0.0" {
@@ -122,6 +115,19 @@ func TestInstallerTargetAcrossReboot(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(d.dir, "confirmed")); err != nil {
 		t.Fatal("not confirmed")
 	}
+}
+
+// runToCompletion runs r against j until the job completes, then stops it.
+func runToCompletion(t *testing.T, r *Runner, j *jobs, events <-chan agent.AppEvent) {
+	t.Helper()
+	j.r = r
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx, j) }()
+	r.Connected()
+	waitCompleted(t, events)
+	cancel()
+	wait(t, done)
 }
 
 func waitCompleted(t *testing.T, events <-chan agent.AppEvent) agent.AppEvent {
@@ -148,15 +154,7 @@ func TestInstallerRefusalIsReportedWithItsOutput(t *testing.T) {
 	events := make(chan agent.AppEvent, 1000)
 	f := download.New(download.Config{})
 	defer f.CloseIdleConnections()
-	r := d.runner(t, f, events, nil)
-	j.r = r
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx, j) }()
-	r.Connected()
-	waitCompleted(t, events)
-	cancel()
-	wait(t, done)
+	runToCompletion(t, d.runner(t, f, events, nil), j, events)
 	x, _ := j.snapshot()
 	if x.Status != iotjobs.StatusFailed || x.StatusDetails["reason"] != agent.ReasonInstallFailed || !strings.Contains(x.StatusDetails["message"], "no .swu header") {
 		t.Fatalf("cloud sees %s %v", x.Status, x.StatusDetails)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -252,27 +251,7 @@ func TestDeviceFileTargetErrors(t *testing.T) {
 // the watchdog fed while the agent's loop answers, reports its status and
 // says STOPPING=1 — on a fake NOTIFY_SOCKET.
 func TestServiceNotifiesSystemd(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "notify")
-	l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	t.Setenv("NOTIFY_SOCKET", sock)
-	t.Setenv("WATCHDOG_USEC", "100000") // 100 ms: a ping every 50 ms
-	msgs := make(chan string, 1000)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := l.Read(buf)
-			if err != nil {
-				close(msgs)
-				return
-			}
-			msgs <- string(buf[:n])
-		}
-	}()
-
+	msgs := notifySocket(t, "100000") // a watchdog of 100 ms: a ping every 50 ms
 	o := newOperatorEnv(t)
 	v := newVendorTool(t, "1.0.0")
 	config, state := o.linuxDevice("gw-sd", map[string]any{"type": "exec", "install": v.cmd("install.sh"), "version": v.cmd("version.sh")})

@@ -11,6 +11,33 @@ import (
 	"time"
 )
 
+// notifySocket plays systemd: it sets NOTIFY_SOCKET (and WATCHDOG_USEC) for
+// the test and returns the notifications the process sends.
+func notifySocket(t *testing.T, watchdogUsec string) <-chan string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "notify")
+	l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	t.Setenv("NOTIFY_SOCKET", sock)
+	t.Setenv("WATCHDOG_USEC", watchdogUsec)
+	msgs := make(chan string, 1000)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := l.Read(buf)
+			if err != nil {
+				close(msgs)
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	return msgs
+}
+
 type stuckAgent struct{}
 
 func (stuckAgent) Ping(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
@@ -37,26 +64,7 @@ func (liveAgent) Ping(context.Context) error { return nil }
 // The watchdog is fed only while the agent's loop answers: a stuck loop
 // starves it, so that systemd restarts the service.
 func TestWatchdogStarvesWhenTheAgentIsStuck(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "notify")
-	l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	t.Setenv("NOTIFY_SOCKET", sock)
-	t.Setenv("WATCHDOG_USEC", "40000")
-	msgs := make(chan string, 100)
-	go func() {
-		buf := make([]byte, 512)
-		for {
-			n, err := l.Read(buf)
-			if err != nil {
-				close(msgs)
-				return
-			}
-			msgs <- string(buf[:n])
-		}
-	}()
+	msgs := notifySocket(t, "40000")
 	next := func() string {
 		select {
 		case m := <-msgs:
