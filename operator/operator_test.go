@@ -119,7 +119,7 @@ func TestCreateAndWatchOnLocalCloud(t *testing.T) {
 	}
 	defer cl.Close()
 	ep := cl.Endpoints()
-	c := NewLocal(Endpoint{URL: ep.HTTP, Region: ep.Region, AccessKeyID: ep.AccessKeyID, SecretAccessKey: ep.SecretAccessKey})
+	c := NewLocal(Endpoint{URL: ep.HTTP, Region: ep.Region, AccessKeyID: ep.AccessKeyID, SecretAccessKey: ep.SecretAccessKey, MQTT: ep.MQTT})
 	ctx := context.Background()
 	th, err := c.CreateThing(ctx, "op-thing", "")
 	if err != nil {

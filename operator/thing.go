@@ -20,7 +20,8 @@ type Thing struct {
 	CertificateARN string
 	CertificatePEM string
 	PrivateKeyPEM  string
-	// Endpoint is the MQTT host:port devices connect to.
+	// Endpoint is the MQTT host:port devices connect to: DescribeEndpoint's
+	// host name with the client's MQTTPort.
 	Endpoint string
 }
 
@@ -57,11 +58,21 @@ func (c *Client) CreateThing(ctx context.Context, name, policy string) (*Thing, 
 	if err != nil {
 		return nil, explain("reading the MQTT endpoint", err)
 	}
-	th.Endpoint = aws.ToString(ep.EndpointAddress)
-	if _, _, err := net.SplitHostPort(th.Endpoint); err != nil {
-		th.Endpoint = net.JoinHostPort(th.Endpoint, "8883")
-	}
+	th.Endpoint = EndpointAddress(aws.ToString(ep.EndpointAddress), c.MQTTPort)
 	return th, nil
+}
+
+// EndpointAddress makes the host:port a device connects to from what
+// DescribeEndpoint answered: a host name (AWS; the port is port, or
+// DefaultMQTTPort when empty), or a host:port (kept as it is).
+func EndpointAddress(answer, port string) string {
+	if _, _, err := net.SplitHostPort(answer); err == nil {
+		return answer
+	}
+	if port == "" {
+		port = DefaultMQTTPort
+	}
+	return net.JoinHostPort(strings.Trim(answer, "[]"), port)
 }
 
 // DeleteThing undoes CreateThing: detaches and deletes the thing's

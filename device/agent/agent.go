@@ -108,6 +108,7 @@ type Agent struct {
 	check     bool // a notification suggests the current job is gone: re-read it
 	refresh   bool // the download needs a fresh URL from a re-read
 	needNext  bool // idle: ask for the next job
+	probed    bool // a TerminalStateReached describe was answered by sending the pending report
 	inflight  *request
 	want      *report
 	retryAt   time.Time
@@ -374,9 +375,15 @@ func (a *Agent) onMessage(m Message) {
 		if req == nil {
 			return
 		}
-		if req.kind == reqDescribe && r.Code == iotjobs.CodeResourceNotFound && a.st.Job != nil && req.jobID == a.st.Job.ID {
-			a.abandon("the job execution no longer exists")
-			return
+		if req.kind == reqDescribe && a.st.Job != nil && req.jobID == a.st.Job.ID {
+			switch r.Code {
+			case iotjobs.CodeResourceNotFound:
+				a.abandon("the job execution no longer exists")
+				return
+			case iotjobs.CodeTerminalStateReached:
+				a.onTerminalReached()
+				return
+			}
 		}
 		a.backoff()
 	case t.Op == iotjobs.OpUpdate && t.Reply == iotjobs.ReplyAccepted:
@@ -542,7 +549,7 @@ func (a *Agent) onDescribed(req *request, e *iotjobs.JobExecution) {
 		a.abandon("the job execution no longer exists")
 		return
 	}
-	a.synced, a.check = true, false
+	a.synced, a.check, a.probed = true, false, false
 	a.st.Job.VersionNumber = e.VersionNumber
 	if e.Status.Terminal() {
 		a.onTerminal(e.Status)
@@ -559,6 +566,21 @@ func (a *Agent) onDescribed(req *request, e *iotjobs.JobExecution) {
 		a.persist()
 		a.startDownload()
 	}
+}
+
+// onTerminalReached handles AWS's answer to a describe of an execution
+// that is over (TerminalStateReached), which does not say how it ended. A
+// report still to be sent goes out: its rejection (InvalidStateTransition)
+// carries the execution's status, which tells our own applied report (its
+// reply lost) from a cancel or a timeout. Without one, or when even that
+// did not tell, the job is over for the device.
+func (a *Agent) onTerminalReached() {
+	a.check, a.refresh = false, false
+	if a.want != nil && !a.probed {
+		a.probed, a.synced = true, true
+		return
+	}
+	a.abandon("the cloud ended the execution (TerminalStateReached)")
 }
 
 // onTerminal handles the cloud's word that the execution is over.
@@ -679,7 +701,7 @@ func (a *Agent) abandon(why string) {
 
 func (a *Agent) clear() {
 	a.st = State{Phase: PhaseIdle}
-	a.want, a.check, a.refresh, a.synced = nil, false, false, true
+	a.want, a.check, a.refresh, a.synced, a.probed = nil, false, false, true, false
 	a.needNext = true
 	a.failures, a.retryAt = 0, time.Time{}
 	if a.inflight != nil && a.inflight.kind != reqNext {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/awsfota/awsfota/cloud/broker"
 	"github.com/awsfota/awsfota/cloud/emu"
+	"github.com/awsfota/awsfota/cloud/jobsvc"
 	"github.com/spf13/cobra"
 )
 
@@ -34,7 +35,11 @@ file holds the real one.
 
 With --external-mqtt the cloud runs no broker of its own: its Jobs service
 attaches to that broker (e.g. Mosquitto, configured by
-'awsfota cloud mosquitto-config') as a privileged client.`,
+'awsfota cloud mosquitto-config') as a privileged client.
+
+With --https the HTTP port serves TLS with a certificate of the local CA,
+as AWS serves only HTTPS: presigned URLs in job documents are https://, and
+clients trust the CA (endpoints.json caFile; the AWS CLI: AWS_CA_BUNDLE).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Logger = e.logger()
@@ -69,6 +74,10 @@ attaches to that broker (e.g. Mosquitto, configured by
 	serve.Flags().StringSliceVar(&cfg.ServerNames, "server-name", nil, "extra host `name` or IP the broker's certificate is valid for")
 	serve.Flags().StringVar(&policyFile, "policy", "", "AWS IoT policy document (JSON) the broker applies to every device, instead of the default (each thing under its own $aws/things/<thing>/)")
 	serve.Flags().StringVar(&cfg.ExternalMQTT, "external-mqtt", "", "attach the Jobs service to the MQTT broker at `host:port` (TLS, trusting the local CA) instead of running one")
+	serve.Flags().BoolVar(&cfg.HTTPS, "https", false, "serve the HTTP port (S3 and IoT APIs, presigned URLs) over TLS with a certificate of the local CA")
+	serve.Flags().Float64Var(&cfg.DeviceRequestRate, "device-request-rate", 0, "answer RequestThrottled when a thing makes more than `N` Jobs requests a second (0: no limit)")
+	serve.Flags().IntVar(&cfg.DeviceRequestBurst, "device-request-burst", 0, "Jobs requests a thing may make at once under --device-request-rate (default: the rate)")
+	serve.Flags().DurationVar(&cfg.JobDeletionDelay, "job-deletion-delay", jobsvc.DefaultDeletionDelay, "how long DeleteJob takes (the job shows DELETION_IN_PROGRESS meanwhile)")
 	return serve
 }
 
