@@ -23,9 +23,18 @@ var thirdParty = []string{
 	"github.com/spf13/cobra",
 	"github.com/schollz/progressbar/v3",
 	"go.uber.org/goleak",
-	"golang.org/x/term",            // terminal detection; already required by progressbar
+	"golang.org/x/term", // terminal detection; already required by progressbar
+	"github.com/godbus/dbus/v5",
+	"github.com/coreos/go-systemd/v22",
 	"github.com/chromedp/chromedp", // drives Chromium in the console's browser tests only
 	"github.com/chromedp/cdproto",  // its DevTools protocol types (emulation of dark mode)
+}
+
+// onlyIn confines a dependency to the packages that need it (issue 15: RAUC
+// over D-Bus, systemd's sd_notify).
+var onlyIn = map[string][]string{
+	"github.com/godbus/dbus/v5":        {"device/dfu/rauc"},
+	"github.com/coreos/go-systemd/v22": {"internal/cli"},
 }
 
 // browserTests are chromedp's modules: only the console's browser tests may
@@ -33,7 +42,7 @@ var thirdParty = []string{
 var browserTests = []string{"github.com/chromedp/chromedp", "github.com/chromedp/cdproto"}
 
 // formats are the packages shared by device and cloud: standard library only.
-var formats = []string{"iotjobs", "jobdoc", "mcuboot", "delta", "clock"}
+var formats = []string{"iotjobs", "jobdoc", "mcuboot", "delta", "clock", "raucb"}
 
 // pkgImports maps a package (relative path) to its imports, split into
 // production files and test files.
@@ -107,6 +116,9 @@ func check(pkg, ip string, test bool) string {
 	case !isLocal:
 		for _, m := range thirdParty {
 			if under(ip, m) {
+				if pkgs, ok := onlyIn[m]; ok && !slicesContains(pkgs, pkg) {
+					return m + " is for " + strings.Join(pkgs, ", ") + " only"
+				}
 				if slicesContains(browserTests, m) && (!test || !under(pkg, "console") && pkg != "internal/cli") {
 					return "chromedp is for the console's browser tests only"
 				}
@@ -204,6 +216,10 @@ func TestImportRulesCatchViolations(t *testing.T) {
 		{"cloud/emu", "github.com/gorilla/mux", false},
 		{"sim", module + "/cmd/awsfota", false},
 		{"device/runner", module + "/internal/faultproxy", false},
+		{"device/runner", "github.com/godbus/dbus/v5", false},
+		{"raucb", "github.com/godbus/dbus/v5", false},
+		{"device/agent", "github.com/coreos/go-systemd/v22/daemon", false},
+		{"raucb", module + "/device/dfu", false},
 		{"cloud/emu", module + "/console", false},
 		{"cloud/jobsvc", module + "/operator", false},
 		{"console", module + "/cloud/jobsvc", false},
@@ -234,6 +250,9 @@ func TestImportRulesCatchViolations(t *testing.T) {
 		{"cmd/awsfota", module + "/internal/cli", false},
 		{"device/download", module + "/internal/faultproxy", true},
 		{"device/agent", "go.uber.org/goleak", true},
+		{"device/dfu/rauc", "github.com/godbus/dbus/v5", false},
+		{"internal/cli", "github.com/coreos/go-systemd/v22/daemon", false},
+		{"device/dfu/rauc", module + "/raucb", false},
 		{"console", module + "/operator", false},
 		{"console", module + "/cloud/emu", true},
 		{"internal/cli", module + "/console", false},

@@ -564,9 +564,23 @@ func TestPublish(t *testing.T) {
 	if code, _, _ := upload("app.bin", []byte("x"), "forged"); code != 403 {
 		t.Fatalf("an upload without the CSRF token: %d", code)
 	}
-	code, _, body := upload("../../etc/notes.txt", []byte("these are not firmware"), tok)
-	if code != http.StatusUnprocessableEntity || !strings.Contains(body, "notes.txt is not an image awsfota devices install") || strings.Contains(body, f.srv.cfg.UploadDir) {
-		t.Fatalf("a bad image: %d\n%s", code, body)
+	// A file of no kind awsfota knows: said at once; only devices with an
+	// exec target install it, with the version the operator gives.
+	code, loc, _ := upload("../../etc/notes.txt", []byte("these are not firmware"), tok)
+	if code != http.StatusSeeOther {
+		t.Fatalf("a plain file: %d", code)
+	}
+	u, _ := url.Parse(loc)
+	_, body := f.get("publish?" + u.RawQuery)
+	if !strings.Contains(body, "notes.txt is not an image awsfota devices install") || !strings.Contains(body, "7468657365206172") || strings.Contains(body, f.srv.cfg.UploadDir) {
+		t.Fatalf("a plain file's page:\n%s", body)
+	}
+	if code, _, body := f.post("publish/create", url.Values{"csrf": {tok}, "upload": {u.Query().Get("upload")}, "thing": {"dev-1"}}); code != http.StatusUnprocessableEntity ||
+		!strings.Contains(body, "notes.txt is not an image awsfota devices install") || !strings.Contains(body, "give the version it installs") {
+		t.Fatalf("a plain file without a version: %d\n%s", code, body)
+	}
+	if code, _, _ := upload("empty.bin", nil, tok); code != http.StatusUnprocessableEntity {
+		t.Fatalf("an empty file: %d", code)
 	}
 	key, err := mcuboot.GenerateKey(mcuboot.KeyEd25519)
 	if err != nil {
@@ -581,11 +595,11 @@ func TestPublish(t *testing.T) {
 	if code, _, body := upload("app.bin", broken, tok); code != http.StatusUnprocessableEntity || !strings.Contains(body, "looks like an MCUboot image but") {
 		t.Fatalf("a damaged image: %d\n%s", code, body)
 	}
-	code, loc, _ := upload("app-2.1.0.bin", img.Bytes(), tok)
+	code, loc, _ = upload("app-2.1.0.bin", img.Bytes(), tok)
 	if code != http.StatusSeeOther || !strings.Contains(loc, "publish?upload=") {
 		t.Fatalf("a good image: %d %q", code, loc)
 	}
-	u, _ := url.Parse(loc)
+	u, _ = url.Parse(loc)
 	_, body = f.get("publish?" + u.RawQuery)
 	for _, want := range []string{"2.1.0", fmt.Sprintf("%x", key.Public().Hash()), "ED25519", "app-2.1.0.bin", `value="dev-1"`} {
 		if !strings.Contains(body, want) {

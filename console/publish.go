@@ -251,7 +251,7 @@ func (s *Server) createJob(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	o := operator.JobOptions{Image: v.Upload.Path, Things: f["thing"], Groups: f["group"], JobID: strings.TrimSpace(f.Get("job-id")),
-		Bucket: s.cfg.Bucket, CreateBucket: s.cfg.CreateBucket, PresignRole: s.cfg.PresignRole, Description: strings.TrimSpace(f.Get("description")),
+		Bucket: s.cfg.Bucket, CreateBucket: s.cfg.CreateBucket, PresignRole: s.cfg.PresignRole, Keyring: s.cfg.Keyring, Description: strings.TrimSpace(f.Get("description")),
 		Version: strings.TrimSpace(f.Get("version")), Continuous: f.Get("continuous") == "on"}
 	if len(o.Things) == 0 && len(o.Groups) == 0 {
 		return fail("Pick the devices to update: at least one thing or thing group.")

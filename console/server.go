@@ -72,6 +72,10 @@ type Config struct {
 	Bucket       string
 	CreateBucket bool
 	PresignRole  string
+	// Keyring, a PEM file of the CA certificates the devices' RAUC trusts,
+	// makes Publish verify a RAUC bundle's signature before its job is
+	// created.
+	Keyring string
 	// UploadDir keeps uploaded images until their job is created (default:
 	// a new directory under os.TempDir, removed by Close); MaxUpload bounds
 	// an upload (default 64 MiB).

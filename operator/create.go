@@ -18,12 +18,14 @@ import (
 	iottypes "github.com/aws/aws-sdk-go-v2/service/iot/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/awsfota/awsfota/device/dfu"
 	"github.com/awsfota/awsfota/jobdoc"
+	"github.com/awsfota/awsfota/raucb"
 )
 
 // JobOptions describe a firmware job to publish.
 type JobOptions struct {
-	Image  string   // the file to install: an MCUboot image, an awsfota delta, a modem image
+	Image  string   // the file to install: an MCUboot image, an awsfota delta, a modem image, a RAUC bundle, or (with Version) any file for an exec target
 	Things []string // target things
 	Groups []string // target thing groups
 	JobID  string   // default: fota-<version>-<time>
@@ -34,8 +36,12 @@ type JobOptions struct {
 	// Version is the version the device runs afterwards; default: the
 	// MCUboot header's (or a full modem image's).
 	Version string
-	// Component: "app" (default) or "modem"; modem images imply "modem".
+	// Component: "app" (default) or "modem"; modem images imply "modem",
+	// RAUC bundles "rauc".
 	Component string
+	// Keyring, for a RAUC bundle, is a PEM file of the CA certificates the
+	// devices' RAUC trusts: the bundle's signature must verify against it.
+	Keyring string
 	// Public writes the object's plain URL (the seed's public-bucket
 	// procedure) instead of a presigned-URL placeholder.
 	Public bool
@@ -67,8 +73,12 @@ type Plan struct {
 	Component string
 	Base      *jobdoc.Base
 	KeyHash   []byte // of the key the image is signed with, if it is
-	Document  []byte
-	Calls     []string
+	// Compatible is the system a RAUC bundle is for.
+	Compatible string
+	// Signer is who signed a RAUC bundle, when Keyring verified it.
+	Signer   string
+	Document []byte
+	Calls    []string
 
 	opts JobOptions
 }
@@ -88,8 +98,23 @@ func (c *Client) Prepare(o JobOptions) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Plan{Size: in.Size, SHA256: in.SHA256, Kind: in.Kind, Base: in.Base, KeyHash: in.KeyHash, Bucket: o.Bucket, Key: o.Key,
-		Version: o.Version, Component: o.Component, opts: o}
+	p := &Plan{Size: in.Size, SHA256: in.SHA256, Kind: in.Kind, Base: in.Base, KeyHash: in.KeyHash, Compatible: in.Compatible,
+		Bucket: o.Bucket, Key: o.Key, Version: o.Version, Component: o.Component, opts: o}
+	if o.Keyring != "" && in.Kind != dfu.TypeRAUC.String() {
+		return nil, fmt.Errorf("--keyring verifies RAUC bundles, and %s is a %s image", o.Image, in.Kind)
+	}
+	switch in.Kind {
+	case dfu.TypeRAUC.String():
+		if err := p.readBundle(o); err != nil {
+			return nil, err
+		}
+	case dfu.TypeFile.String():
+		if o.Version == "" {
+			return nil, fmt.Errorf("%s is not an image awsfota devices install (MCUboot image, awsfota delta, modem image or delta, RAUC bundle): its first bytes are % x; for devices whose own install command takes it (the exec target), give the version it installs with --version", o.Image, in.First)
+		}
+		// A file for the device's own installer (the exec target): the
+		// version the operator gives is how the device knows it runs it.
+	}
 	if p.Version == "" {
 		p.Version = in.Version
 	}
@@ -119,9 +144,13 @@ func (c *Client) Prepare(o JobOptions) (*Plan, error) {
 		url = fmt.Sprintf("https://%s.s3.%s.amazonaws.com/%s", p.Bucket, c.Region, p.Key)
 	}
 	spec := jobdoc.Spec{FWVersion: p.Version, Size: p.Size, SHA256: p.SHA256, URL: url, Base: p.Base,
-		StepTimeoutMinutes: int64(o.StepTimeoutMinutes)}
-	if p.Component != jobdoc.ComponentApp {
+		StepTimeoutMinutes: int64(o.StepTimeoutMinutes), Compatible: p.Compatible}
+	switch p.Component {
+	case jobdoc.ComponentApp:
+	case jobdoc.ComponentModem:
 		spec.Component, spec.Operation = p.Component, "modem_fw_update"
+	default:
+		spec.Component = p.Component
 	}
 	if p.Document, err = jobdoc.Marshal(spec); err != nil {
 		return nil, err
@@ -138,6 +167,43 @@ func (c *Client) Prepare(o JobOptions) (*Plan, error) {
 	}
 	p.Calls = append(p.Calls, "iot CreateJob "+p.JobID+" "+describeSettings(o))
 	return p, nil
+}
+
+// readBundle checks a RAUC bundle's component and, when a keyring is
+// given, verifies its signature (InspectImage read its compatible and
+// version).
+func (p *Plan) readBundle(o JobOptions) error {
+	if o.Component != "" && o.Component != jobdoc.ComponentRAUC {
+		return fmt.Errorf("%s is a RAUC bundle: its component is %q, not %q", o.Image, jobdoc.ComponentRAUC, o.Component)
+	}
+	p.Component = jobdoc.ComponentRAUC
+	if o.Keyring == "" {
+		return nil
+	}
+	pem, err := os.ReadFile(o.Keyring)
+	if err != nil {
+		return fmt.Errorf("--keyring: %w", err)
+	}
+	ring, err := raucb.ParseKeyring(pem)
+	if err != nil {
+		return fmt.Errorf("--keyring %s: %w", o.Keyring, err)
+	}
+	f, err := os.Open(o.Image)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	b, err := raucb.Open(f, p.Size)
+	if err != nil {
+		return fmt.Errorf("%s looks like a RAUC bundle but %w", o.Image, err)
+	}
+	cert, err := b.Verify(ring, time.Now())
+	if err != nil {
+		return fmt.Errorf("%s: %w: devices whose RAUC trusts %s would refuse it; sign it with a key that keyring trusts (rauc resign)", o.Image, err, o.Keyring)
+	}
+	p.Signer = cert.Subject.String()
+	p.Calls = append(p.Calls, fmt.Sprintf("verified the bundle's signature (%s) against %s", p.Signer, o.Keyring))
+	return nil
 }
 
 func describeSettings(o JobOptions) string {

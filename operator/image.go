@@ -1,6 +1,7 @@
 package operator
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"github.com/awsfota/awsfota/device/dfu/modem"
 	"github.com/awsfota/awsfota/jobdoc"
 	"github.com/awsfota/awsfota/mcuboot"
+	"github.com/awsfota/awsfota/raucb"
 )
 
 // ImageInfo is what an operator needs to know of an image before publishing
@@ -28,11 +30,19 @@ type ImageInfo struct {
 	KeyHash   []byte
 	Signature string
 	Base      *jobdoc.Base // a delta's base
+	// Compatible is the system a RAUC bundle is for.
+	Compatible string
+	// First are the file's first bytes, to show what an unknown file is.
+	First []byte
 }
 
 // InspectImage reads an image file and says what it is. An MCUboot image
 // must parse and its SHA-256 TLV must match its contents (a device would
-// refuse it otherwise); the error says what is wrong.
+// refuse it otherwise), a delta's header and a RAUC bundle's manifest must
+// read; the error says what is wrong. A file of no kind awsfota knows is
+// of Kind "file" (dfu.TypeFile): only a device with an exec target, whose
+// own install command takes it, installs it, and then only with the
+// version the operator gives.
 func InspectImage(path string) (*ImageInfo, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -55,9 +65,18 @@ func InspectImage(path string) (*ImageInfo, error) {
 	if _, err := f.ReadAt(head, 0); err != nil && !errors.Is(err, io.EOF) {
 		return nil, err
 	}
+	in.First = bytes.Clone(head[:min(len(head), 8)])
 	kind := dfu.Identify(head)
-	in.Kind = kind.String()
+	if raucb.IsBundle(head) {
+		kind = dfu.TypeRAUC
+	}
 	switch kind {
+	case dfu.TypeRAUC:
+		b, err := raucb.Open(f, in.Size)
+		if err != nil {
+			return nil, fmt.Errorf("%s looks like a RAUC bundle but %w", path, err)
+		}
+		in.Compatible, in.Version, in.Component = b.Manifest.Compatible, b.Manifest.Version, jobdoc.ComponentRAUC
 	case dfu.TypeMCUboot:
 		im, _, err := mcuboot.VerifyHash(f, in.Size)
 		if err != nil {
@@ -91,8 +110,9 @@ func InspectImage(path string) (*ImageInfo, error) {
 	case dfu.TypeModemDelta:
 		in.Component = jobdoc.ComponentModem
 	default:
-		return nil, fmt.Errorf("%s is not an image awsfota devices install (MCUboot image, awsfota delta, modem image or delta): its first bytes are % x", path, head[:min(len(head), 8)])
+		kind = dfu.TypeFile
 	}
+	in.Kind = kind.String()
 	if in.Component == "" {
 		in.Component = jobdoc.ComponentApp
 	}

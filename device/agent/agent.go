@@ -119,6 +119,9 @@ type Agent struct {
 	progressPct int
 	lastPct     int // last percent told to the application
 
+	installAt  time.Time // the last install progress report; zero before the first
+	installPct int
+
 	out []Action
 }
 
@@ -164,6 +167,8 @@ func (a *Agent) Step(ev Event) Ready {
 			a.onDownloadDone(e)
 		case DownloadFailed:
 			a.onDownloadFailed(e)
+		case InstallProgress:
+			a.onInstallProgress(e)
 		case Verified:
 			a.onVerified(e)
 		case Scheduled:
@@ -485,6 +490,15 @@ func (a *Agent) take(e *iotjobs.JobExecution) {
 		job.BaseSHA256, job.BaseSize = doc.Base.SHA256, doc.Base.Size
 	}
 	job.StepTimeout = doc.StepTimeoutMinutes
+	if doc.Compatible != "" && a.boot.Compatible != "" && doc.Compatible != a.boot.Compatible {
+		msg := fmt.Sprintf("the image is for %q systems and this device is %q: nothing was downloaded", doc.Compatible, a.boot.Compatible)
+		a.notify(AppEvent{Kind: EventError, Reason: ReasonIncompatible, Message: msg})
+		a.decide(Outcome{Status: iotjobs.StatusFailed, Details: failure(ReasonIncompatible, msg)})
+		return
+	}
+	if doc.Component != "" && doc.Component == a.boot.AppComponent {
+		doc.Component = jobdoc.ComponentApp // this device's system updater installs the application
+	}
 	if doc.Component != "" && doc.Component != jobdoc.ComponentApp {
 		running, ok := a.boot.Components[doc.Component]
 		if !ok {
@@ -755,6 +769,7 @@ func (a *Agent) onDownloadDone(e DownloadDone) {
 		return
 	}
 	a.running = false
+	a.installAt = time.Time{}
 	a.st.Phase, a.st.Total, a.st.Offset, a.st.ETag, a.st.Kind = PhaseVerifying, e.Total, e.Total, e.ETag, e.Kind
 	if a.want != nil && a.want.kind == repProgress {
 		a.want = nil
@@ -793,6 +808,27 @@ func (a *Agent) onDownloadFailed(e DownloadFailed) {
 	}
 }
 
+// onInstallProgress reports an installer's progress, rate-limited as the
+// download's.
+func (a *Agent) onInstallProgress(e InstallProgress) {
+	if a.st.Phase != PhaseVerifying {
+		return
+	}
+	pct := min(max(e.Percent, 0), 100)
+	a.notify(AppEvent{Kind: EventInstalling, Percent: pct, Message: e.Message})
+	if !a.installAt.IsZero() && pct < a.installPct+a.cfg.ProgressPercent && a.now.Sub(a.installAt) < a.cfg.ProgressInterval {
+		return
+	}
+	a.installPct, a.installAt = pct, a.now
+	if a.want == nil || a.want.kind == repProgress {
+		d := iotjobs.StatusDetails{"state": "installing", "progress": strconv.Itoa(pct)}
+		if e.Message != "" {
+			d["step"] = clean(e.Message)
+		}
+		a.want = &report{kind: repProgress, status: iotjobs.StatusInProgress, details: d}
+	}
+}
+
 func (a *Agent) onVerified(e Verified) {
 	if a.st.Phase != PhaseVerifying {
 		return
@@ -812,6 +848,12 @@ func (a *Agent) onVerified(e Verified) {
 		return
 	case VerifyUnsigned:
 		a.fail(ReasonUnsigned, e.Message, true)
+		return
+	case VerifyIncompatible:
+		a.fail(ReasonIncompatible, e.Message, true)
+		return
+	case VerifyInstallError:
+		a.fail(ReasonInstallFailed, e.Message, true)
 		return
 	}
 	im, job := e.Image, a.st.Job

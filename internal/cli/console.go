@@ -27,7 +27,7 @@ func consoleCmd(e *env) *cobra.Command {
 	var (
 		t                       target
 		addr, tokenFile, bucket string
-		presignRole             string
+		presignRole, keyring    string
 	)
 	cmd := &cobra.Command{
 		Use:   "console [--local DIR] [--addr 127.0.0.1:8080]",
@@ -76,7 +76,7 @@ not exist).`,
 			if err != nil {
 				return fmt.Errorf("console: %w (choose another --addr)", err)
 			}
-			cfg.Token, cfg.Bucket, cfg.CreateBucket, cfg.PresignRole = token, bucket, create, presignRole
+			cfg.Token, cfg.Bucket, cfg.CreateBucket, cfg.PresignRole, cfg.Keyring = token, bucket, create, presignRole, keyring
 			srv, err := console.New(cfg)
 			if err != nil {
 				ln.Close()
@@ -100,6 +100,7 @@ not exist).`,
 	f.StringVar(&tokenFile, "token-file", "", "read the access token from `FILE` (written there, mode 0600, when FILE does not exist)")
 	f.StringVar(&bucket, "bucket", "", "S3 `bucket` for published images (local cloud default: "+localBucket+")")
 	f.StringVar(&presignRole, "presign-role", "", "IAM role `ARN` AWS IoT assumes to presign image URLs (AWS)")
+	f.StringVar(&keyring, "keyring", "", "verify RAUC bundles against the CA certificates of this PEM `FILE` (the devices' RAUC keyring) before publishing them")
 	return cmd
 }
 

@@ -298,10 +298,11 @@ func TestConsoleBrowser(t *testing.T) {
 		t.Fatalf("after a drop the upload zone holds %q", got)
 	}
 	b.click(`button[type="submit"]`)
-	b.waitFor("the refusal of a bad image", `(document.querySelector('main .alert.error')||{}).textContent?.includes('notes.txt is not an image awsfota devices install')`,
+	b.waitFor("the warning about a file no device of ours installs", `(document.querySelector('main .alert')||{}).textContent?.includes('notes.txt is not an image awsfota devices install')`,
 		30*time.Second, `document.documentElement.outerHTML.slice(0, 3000)`)
 
 	// Publish: upload, see the image's facts, pick the targets, create.
+	b.nav(url + "publish")
 	b.upload("#image", imgPath)
 	b.click(`button[type="submit"]`)
 	b.waitFor("the image's facts", `!!document.querySelector('#image-info')`, 30*time.Second, `document.querySelector('main').innerText`)
