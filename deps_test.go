@@ -25,10 +25,25 @@ var thirdParty = []string{
 	"github.com/schollz/progressbar/v3",
 	"go.uber.org/goleak",
 	"golang.org/x/term", // terminal detection; already required by progressbar
+	"github.com/godbus/dbus/v5",
+	"github.com/coreos/go-systemd/v22",
+	"github.com/chromedp/chromedp", // drives Chromium in the console's browser tests only
+	"github.com/chromedp/cdproto",  // its DevTools protocol types (emulation of dark mode)
 }
 
+// onlyIn confines a dependency to the packages that need it (issue 15: RAUC
+// over D-Bus, systemd's sd_notify).
+var onlyIn = map[string][]string{
+	"github.com/godbus/dbus/v5":        {"device/dfu/rauc"},
+	"github.com/coreos/go-systemd/v22": {"internal/cli"},
+}
+
+// browserTests are chromedp's modules: only the console's browser tests may
+// import them.
+var browserTests = []string{"github.com/chromedp/chromedp", "github.com/chromedp/cdproto"}
+
 // formats are the packages shared by device and cloud: standard library only.
-var formats = []string{"iotjobs", "jobdoc", "mcuboot", "delta", "clock"}
+var formats = []string{"iotjobs", "jobdoc", "mcuboot", "delta", "clock", "raucb"}
 
 // pkgImports maps a package (relative path) to its imports, split into
 // production files and test files.
@@ -102,6 +117,12 @@ func check(pkg, ip string, test bool) string {
 	case !isLocal:
 		for _, m := range thirdParty {
 			if under(ip, m) {
+				if pkgs, ok := onlyIn[m]; ok && !slicesContains(pkgs, pkg) {
+					return m + " is for " + strings.Join(pkgs, ", ") + " only"
+				}
+				if slicesContains(browserTests, m) && (!test || !under(pkg, "console") && pkg != "internal/cli") {
+					return "chromedp is for the console's browser tests only"
+				}
 				if slicesContains(formats, pkg) && !test {
 					return "format packages import only the standard library"
 				}
@@ -122,6 +143,12 @@ func check(pkg, ip string, test bool) string {
 		return "device/* never imports cloud/* or sim/"
 	case under(pkg, "cloud") && (under(local, "device") || under(local, "sim")):
 		return "cloud/* never imports device/* or sim/"
+	case under(pkg, "cloud") && (under(local, "console") || under(local, "operator")):
+		return "cloud/* never imports the console or the operator layer (cloud/emu mounts the console as an http.Handler)"
+	case (under(pkg, "console") || under(pkg, "operator")) && !test && (under(local, "cloud") || under(local, "sim")):
+		return "the console and the operator layer work against AWS or the local cloud alike: never cloud/* or sim/"
+	case under(pkg, "console") && !test && under(local, "device"):
+		return "the console never imports device/*"
 	case under(local, "internal/cli") && pkg != "cmd/awsfota" && pkg != "internal/cli":
 		return "only cmd/awsfota imports internal/cli"
 	case under(local, "cmd"):
@@ -191,6 +218,18 @@ func TestImportRulesCatchViolations(t *testing.T) {
 		{"cloud/emu", "github.com/gorilla/mux", false},
 		{"sim", module + "/cmd/awsfota", false},
 		{"device/runner", module + "/internal/faultproxy", false},
+		{"device/runner", "github.com/godbus/dbus/v5", false},
+		{"raucb", "github.com/godbus/dbus/v5", false},
+		{"device/agent", "github.com/coreos/go-systemd/v22/daemon", false},
+		{"raucb", module + "/device/dfu", false},
+		{"cloud/emu", module + "/console", false},
+		{"cloud/jobsvc", module + "/operator", false},
+		{"console", module + "/cloud/jobsvc", false},
+		{"console", module + "/device/agent", false},
+		{"operator", module + "/cloud/emu", false},
+		{"console", "github.com/chromedp/chromedp", false},
+		{"sim", "github.com/chromedp/chromedp", true},
+		{"operator", "github.com/chromedp/cdproto/emulation", true},
 	}
 	for _, c := range bad {
 		if check(c.pkg, c.ip, c.test) == "" {
@@ -213,6 +252,15 @@ func TestImportRulesCatchViolations(t *testing.T) {
 		{"cmd/awsfota", module + "/internal/cli", false},
 		{"device/download", module + "/internal/faultproxy", true},
 		{"device/agent", "go.uber.org/goleak", true},
+		{"device/dfu/rauc", "github.com/godbus/dbus/v5", false},
+		{"internal/cli", "github.com/coreos/go-systemd/v22/daemon", false},
+		{"device/dfu/rauc", module + "/raucb", false},
+		{"console", module + "/operator", false},
+		{"console", module + "/cloud/emu", true},
+		{"internal/cli", module + "/console", false},
+		{"internal/cli", "github.com/chromedp/chromedp", true},
+		{"console", "github.com/chromedp/chromedp", true},
+		{"internal/cli", "github.com/chromedp/cdproto/emulation", true},
 	}
 	for _, c := range good {
 		if rule := check(c.pkg, c.ip, c.test); rule != "" {

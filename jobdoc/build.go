@@ -15,8 +15,10 @@ type Spec struct {
 	Size      int64
 	SHA256    []byte
 	URL       string
-	// Component is "app" (default, not written) or "modem".
+	// Component is "app" (default, not written), "modem" or "rauc".
 	Component string
+	// Compatible is the system the image is for (a RAUC bundle's).
+	Compatible string
 	// Base makes the document a delta's: the running image it applies to.
 	Base *Base
 	// StepTimeoutMinutes asks devices to set this step timeout.
@@ -45,6 +47,7 @@ type wireOut struct {
 	Size      int64        `json:"size,omitempty"`
 	SHA256    string       `json:"sha256,omitempty"`
 	Component string       `json:"component,omitempty"`
+	Compat    string       `json:"compatible,omitempty"`
 	Base      *wireBase    `json:"base,omitempty"`
 	StepTime  int64        `json:"stepTimeoutInMinutes,omitempty"`
 	Location  wireLocation `json:"location"`
@@ -52,7 +55,7 @@ type wireOut struct {
 
 // Marshal writes the job document s describes.
 func Marshal(s Spec) ([]byte, error) {
-	out := wireOut{Operation: s.Operation, FWVersion: s.FWVersion, Size: s.Size, StepTime: s.StepTimeoutMinutes}
+	out := wireOut{Operation: s.Operation, FWVersion: s.FWVersion, Size: s.Size, StepTime: s.StepTimeoutMinutes, Compat: s.Compatible}
 	if out.Operation == "" {
 		out.Operation = OpAppFirmwareUpdate
 	}

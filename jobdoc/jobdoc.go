@@ -11,8 +11,9 @@
 //
 // Our extensions ride along in the seed's form: "sha256" (hex digest of the
 // whole file, checked before the image is scheduled), "size" (enforced, not
-// ignored as the seed does) and "fwversion" (the version the device must run
-// afterwards). A document whose operation is not a firmware update is returned
+// ignored as the seed does), "fwversion" (the version the device must run
+// afterwards), "component" (app, modem or rauc) and "compatible" (the system
+// a RAUC bundle is built for). A document whose operation is not a firmware update is returned
 // as a custom job for the application to handle.
 //
 // It imports only the standard library.
@@ -76,9 +77,14 @@ type Document struct {
 	FWVersion string
 	// Signature is afr_ota's "sig-sha256-ecdsa" (base64), kept for the caller.
 	Signature string
-	// Component is what the image updates: ComponentApp (the default) or
-	// ComponentModem.
+	// Component is what the image updates: ComponentApp (the default),
+	// ComponentModem, or ComponentRAUC (a RAUC bundle for a Linux device's
+	// root filesystem).
 	Component string
+	// Compatible, when set, is the system the image is built for (a RAUC
+	// bundle's compatible string): a device of another system refuses the job
+	// before fetching anything.
+	Compatible string
 	// Base, when set, says the image is a delta that applies only to this
 	// running image: the device checks it before downloading anything.
 	Base *Base
@@ -95,6 +101,7 @@ type Document struct {
 const (
 	ComponentApp   = "app"
 	ComponentModem = "modem"
+	ComponentRAUC  = "rauc"
 )
 
 // Base identifies the image a delta applies to.
@@ -163,6 +170,7 @@ type wire struct {
 	Size      *json.RawMessage `json:"size"`
 	SHA256    *string          `json:"sha256"`
 	Component *string          `json:"component"`
+	Compat    *string          `json:"compatible"`
 	StepTime  *json.RawMessage `json:"stepTimeoutInMinutes"`
 	Base      *struct {
 		SHA256    *string          `json:"sha256"`
@@ -277,12 +285,19 @@ func parseFirmware(w *wire, doc *Document) error {
 	}
 	if w.Component != nil {
 		switch c := strings.ToLower(strings.TrimSpace(*w.Component)); c {
-		case ComponentApp, ComponentModem:
+		case ComponentApp, ComponentModem, ComponentRAUC:
 			doc.Component = c
 		default:
 			return &FieldError{Field: "component", Kind: ErrUnsupported,
-				Reason: fmt.Sprintf("%q: this device updates \"app\" or \"modem\"", *w.Component)}
+				Reason: fmt.Sprintf("%q: awsfota devices update \"app\", \"modem\" or \"rauc\"", *w.Component)}
 		}
+	}
+	if w.Compat != nil {
+		c := strings.TrimSpace(*w.Compat)
+		if c == "" || len(c) > 256 || strings.ContainsFunc(c, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return invalid("compatible", "must be the system's compatible string (1 to 256 printable characters), got %q", truncate(*w.Compat, 80))
+		}
+		doc.Compatible = c
 	}
 	if b := w.Base; b != nil {
 		doc.Base = &Base{}

@@ -270,3 +270,31 @@ func TestDefaultLimitsHoldPresignedURLs(t *testing.T) {
 		t.Fatal("seed limits")
 	}
 }
+
+func TestRAUCComponentAndCompatible(t *testing.T) {
+	b, err := os.ReadFile("testdata/rauc.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Parse(b, DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Component != ComponentRAUC || d.Compatible != "acme-gateway-v2" || d.FWVersion != "2024.06.1" {
+		t.Fatalf("parsed %+v", d)
+	}
+	out, err := Marshal(Spec{URL: "https://h/b.raucb", Component: ComponentRAUC, Compatible: "acme-gateway-v2", FWVersion: "1.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, err = Parse(out, DefaultLimits()); err != nil || d.Component != ComponentRAUC || d.Compatible != "acme-gateway-v2" {
+		t.Fatalf("round trip %s: %+v %v", out, d, err)
+	}
+	for _, bad := range []string{`""`, `"  "`, `"a\u0001b"`, `"` + strings.Repeat("x", 257) + `"`, `7`} {
+		_, err := Parse([]byte(`{"compatible":`+bad+`,"location":{"url":"http://h/p"}}`), DefaultLimits())
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != "compatible" {
+			t.Errorf("compatible %s: %v", bad, err)
+		}
+	}
+}

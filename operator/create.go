@@ -2,7 +2,6 @@ package operator
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -19,16 +18,14 @@ import (
 	iottypes "github.com/aws/aws-sdk-go-v2/service/iot/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
-	"github.com/awsfota/awsfota/delta"
 	"github.com/awsfota/awsfota/device/dfu"
-	"github.com/awsfota/awsfota/device/dfu/modem"
 	"github.com/awsfota/awsfota/jobdoc"
-	"github.com/awsfota/awsfota/mcuboot"
+	"github.com/awsfota/awsfota/raucb"
 )
 
 // JobOptions describe a firmware job to publish.
 type JobOptions struct {
-	Image  string   // the file to install: an MCUboot image, an awsfota delta, a modem image
+	Image  string   // the file to install: an MCUboot image, an awsfota delta, a modem image, a RAUC bundle, or (with Version) any file for an exec target
 	Things []string // target things
 	Groups []string // target thing groups
 	JobID  string   // default: fota-<version>-<time>
@@ -39,8 +36,12 @@ type JobOptions struct {
 	// Version is the version the device runs afterwards; default: the
 	// MCUboot header's (or a full modem image's).
 	Version string
-	// Component: "app" (default) or "modem"; modem images imply "modem".
+	// Component: "app" (default) or "modem"; modem images imply "modem",
+	// RAUC bundles "rauc".
 	Component string
+	// Keyring, for a RAUC bundle, is a PEM file of the CA certificates the
+	// devices' RAUC trusts: the bundle's signature must verify against it.
+	Keyring string
 	// Public writes the object's plain URL (the seed's public-bucket
 	// procedure) instead of a presigned-URL placeholder.
 	Public bool
@@ -74,8 +75,13 @@ type Plan struct {
 	Version   string
 	Component string
 	Base      *jobdoc.Base
-	Document  []byte
-	Calls     []string
+	KeyHash   []byte // of the key the image is signed with, if it is
+	// Compatible is the system a RAUC bundle is for.
+	Compatible string
+	// Signer is who signed a RAUC bundle, when Keyring verified it.
+	Signer   string
+	Document []byte
+	Calls    []string
 
 	opts JobOptions
 }
@@ -91,61 +97,32 @@ func (c *Client) Prepare(o JobOptions) (*Plan, error) {
 	if o.Bucket == "" {
 		return nil, errors.New("a bucket is needed for the image (--bucket)")
 	}
-	f, err := os.Open(o.Image)
+	in, err := inspectImage(o.Image, o.Progress)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
+	p := &Plan{Size: in.Size, SHA256: in.SHA256, Kind: in.Kind, Base: in.Base, KeyHash: in.KeyHash, Compatible: in.Compatible,
+		Bucket: o.Bucket, Key: o.Key, Version: o.Version, Component: o.Component, opts: o}
+	if o.Keyring != "" && in.Kind != dfu.TypeRAUC.String() {
+		return nil, fmt.Errorf("--keyring verifies RAUC bundles, and %s is a %s image", o.Image, in.Kind)
 	}
-	h := sha256.New()
-	var r io.Reader = f
-	if o.Progress != nil {
-		r = &countingReader{r: f, total: st.Size(), progress: o.Progress}
-	}
-	if _, err := io.Copy(h, r); err != nil {
-		return nil, fmt.Errorf("reading %s: %w", o.Image, err)
-	}
-	p := &Plan{Size: st.Size(), SHA256: h.Sum(nil), Bucket: o.Bucket, Key: o.Key, Version: o.Version, Component: o.Component, opts: o}
-	if p.Size == 0 {
-		return nil, fmt.Errorf("%s is empty", o.Image)
-	}
-	head := make([]byte, min(p.Size, 4+0xffff))
-	if _, err := f.ReadAt(head, 0); err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
-	}
-	kind := dfu.Identify(head)
-	p.Kind = kind.String()
-	switch kind {
-	case dfu.TypeMCUboot:
-		im, err := mcuboot.Parse(f, p.Size)
-		if err != nil {
-			return nil, fmt.Errorf("%s starts like an MCUboot image but is not a valid one: %w", o.Image, err)
-		}
-		if p.Version == "" {
-			p.Version = im.Header.Version.String()
-		}
-	case dfu.TypeDelta:
-		hd, err := delta.ParseHeader(head)
-		if err != nil {
-			return nil, fmt.Errorf("%s starts like an awsfota delta but is not a valid one: %w", o.Image, err)
-		}
-		p.Base = &jobdoc.Base{SHA256: hd.BaseSHA256[:], Size: hd.BaseSize}
-	case dfu.TypeModemFull:
-		v, err := modem.ParseFullImage(head)
-		if err != nil {
+	switch in.Kind {
+	case dfu.TypeRAUC.String():
+		if err := p.readBundle(o); err != nil {
 			return nil, err
 		}
-		if p.Version == "" {
-			p.Version = v
+	case dfu.TypeFile.String():
+		if o.Version == "" {
+			return nil, fmt.Errorf("%s is not an image awsfota devices install (MCUboot image, awsfota delta, modem image or delta, RAUC bundle): its first bytes are % x; for devices whose own install command takes it (the exec target), give the version it installs with --version", o.Image, in.First)
 		}
-		p.Component = jobdoc.ComponentModem
-	case dfu.TypeModemDelta:
-		p.Component = jobdoc.ComponentModem
-	default:
-		return nil, fmt.Errorf("%s is not an image awsfota devices install (MCUboot image, awsfota delta, modem image or delta): its first bytes are % x", o.Image, head[:min(len(head), 8)])
+		// A file for the device's own installer (the exec target): the
+		// version the operator gives is how the device knows it runs it.
+	}
+	if p.Version == "" {
+		p.Version = in.Version
+	}
+	if in.Component == jobdoc.ComponentModem {
+		p.Component = jobdoc.ComponentModem // a modem image is for the modem, whatever was asked
 	}
 	if p.Component == "" {
 		p.Component = jobdoc.ComponentApp
@@ -170,9 +147,13 @@ func (c *Client) Prepare(o JobOptions) (*Plan, error) {
 		url = fmt.Sprintf("https://%s.s3.%s.amazonaws.com/%s", p.Bucket, c.Region, p.Key)
 	}
 	spec := jobdoc.Spec{FWVersion: p.Version, Size: p.Size, SHA256: p.SHA256, URL: url, Base: p.Base,
-		StepTimeoutMinutes: int64(o.StepTimeoutMinutes)}
-	if p.Component != jobdoc.ComponentApp {
+		StepTimeoutMinutes: int64(o.StepTimeoutMinutes), Compatible: p.Compatible}
+	switch p.Component {
+	case jobdoc.ComponentApp:
+	case jobdoc.ComponentModem:
 		spec.Component, spec.Operation = p.Component, "modem_fw_update"
+	default:
+		spec.Component = p.Component
 	}
 	if p.Document, err = jobdoc.Marshal(spec); err != nil {
 		return nil, err
@@ -190,6 +171,43 @@ func (c *Client) Prepare(o JobOptions) (*Plan, error) {
 	p.Calls = append(p.Calls, fmt.Sprintf("s3 upload (transfer manager) s3://%s/%s (%d bytes, SHA-256 %x)", p.Bucket, p.Key, p.Size, p.SHA256))
 	p.Calls = append(p.Calls, "iot CreateJob "+p.JobID+" "+describeSettings(o)+" (on failure: the upload is deleted)")
 	return p, nil
+}
+
+// readBundle checks a RAUC bundle's component and, when a keyring is
+// given, verifies its signature (InspectImage read its compatible and
+// version).
+func (p *Plan) readBundle(o JobOptions) error {
+	if o.Component != "" && o.Component != jobdoc.ComponentRAUC {
+		return fmt.Errorf("%s is a RAUC bundle: its component is %q, not %q", o.Image, jobdoc.ComponentRAUC, o.Component)
+	}
+	p.Component = jobdoc.ComponentRAUC
+	if o.Keyring == "" {
+		return nil
+	}
+	pem, err := os.ReadFile(o.Keyring)
+	if err != nil {
+		return fmt.Errorf("--keyring: %w", err)
+	}
+	ring, err := raucb.ParseKeyring(pem)
+	if err != nil {
+		return fmt.Errorf("--keyring %s: %w", o.Keyring, err)
+	}
+	f, err := os.Open(o.Image)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	b, err := raucb.Open(f, p.Size)
+	if err != nil {
+		return fmt.Errorf("%s looks like a RAUC bundle but %w", o.Image, err)
+	}
+	cert, err := b.Verify(ring, time.Now())
+	if err != nil {
+		return fmt.Errorf("%s: %w: devices whose RAUC trusts %s would refuse it; sign it with a key that keyring trusts (rauc resign)", o.Image, err, o.Keyring)
+	}
+	p.Signer = cert.Subject.String()
+	p.Calls = append(p.Calls, fmt.Sprintf("verified the bundle's signature (%s) against %s", p.Signer, o.Keyring))
+	return nil
 }
 
 func describeSettings(o JobOptions) string {

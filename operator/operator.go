@@ -11,6 +11,8 @@ package operator
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -34,37 +36,59 @@ type Client struct {
 	// Local is set for the local cloud: presigned URLs need no IAM role
 	// there, and things get the local CA.
 	Local bool
+	// MQTTPort is the port of the MQTT endpoint when DescribeEndpoint
+	// answers a host name alone, as AWS does: 8883 there, the local
+	// cloud's from its endpoints.json.
+	MQTTPort string
 }
+
+// DefaultMQTTPort is AWS IoT Core's MQTT port for X.509 clients.
+const DefaultMQTTPort = "8883"
 
 // New returns a client for real AWS from an SDK configuration (profile,
 // region and credentials chain as config.LoadDefaultConfig resolves them).
 func New(cfg aws.Config) *Client {
-	return &Client{IoT: iot.NewFromConfig(cfg), S3: s3.NewFromConfig(cfg), Region: cfg.Region}
+	return &Client{IoT: iot.NewFromConfig(cfg), S3: s3.NewFromConfig(cfg), Region: cfg.Region, MQTTPort: DefaultMQTTPort}
 }
 
 // Endpoint describes the local cloud (its endpoints.json).
 type Endpoint struct {
-	URL             string // http://127.0.0.1:4566: S3 and IoT on one port
+	URL             string // http://127.0.0.1:4566 (or https://): S3 and IoT on one port
 	Region          string
 	AccessKeyID     string
 	SecretAccessKey string
+	// MQTT is the broker's host:port: its port completes the host name
+	// DescribeEndpoint answers.
+	MQTT string
+	// RootCAs verify the local cloud's HTTPS certificate (the local CA),
+	// when it serves HTTPS. nil: the system's roots.
+	RootCAs *x509.CertPool
 }
 
 // NewLocal returns a client for the local cloud.
 func NewLocal(ep Endpoint) *Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if ep.RootCAs != nil {
+		tr.TLSClientConfig = &tls.Config{RootCAs: ep.RootCAs, MinVersion: tls.VersionTLS12}
+	}
+	port := DefaultMQTTPort
+	if _, p, err := net.SplitHostPort(ep.MQTT); err == nil {
+		port = p
+	}
 	cfg := aws.Config{
 		Region:      ep.Region,
 		Credentials: credentials.NewStaticCredentialsProvider(ep.AccessKeyID, ep.SecretAccessKey, ""),
-		HTTPClient:  &http.Client{},
+		HTTPClient:  &http.Client{Transport: tr},
 		// Checksums as the SDK computes them by default against AWS.
 		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenSupported,
 		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenSupported,
 	}
 	return &Client{
-		IoT:    iot.NewFromConfig(cfg, func(o *iot.Options) { o.BaseEndpoint = aws.String(ep.URL) }),
-		S3:     s3.NewFromConfig(cfg, func(o *s3.Options) { o.BaseEndpoint = aws.String(ep.URL); o.UsePathStyle = true }),
-		Region: ep.Region,
-		Local:  true,
+		IoT:      iot.NewFromConfig(cfg, func(o *iot.Options) { o.BaseEndpoint = aws.String(ep.URL) }),
+		S3:       s3.NewFromConfig(cfg, func(o *s3.Options) { o.BaseEndpoint = aws.String(ep.URL); o.UsePathStyle = true }),
+		Region:   ep.Region,
+		Local:    true,
+		MQTTPort: port,
 	}
 }
 
@@ -85,7 +109,7 @@ func explain(what string, err error) error {
 		case code == "InvalidSignatureException" || code == "SignatureDoesNotMatch" || code == "UnrecognizedClientException" || code == "InvalidAccessKeyId":
 			hint = " (check the credentials: profile, AWS_ACCESS_KEY_ID, or the local cloud's endpoints.json)"
 		}
-		return fmt.Errorf("%s: %s: %s%s", what, code, ae.ErrorMessage(), hint)
+		return &apiError{msg: fmt.Sprintf("%s: %s: %s%s", what, code, ae.ErrorMessage(), hint), err: err}
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
@@ -123,6 +147,22 @@ func (u undo) run(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// apiError is an AWS error explained; errors.As finds the SDK's error in it.
+type apiError struct {
+	msg string
+	err error
+}
+
+func (e *apiError) Error() string { return e.msg }
+func (e *apiError) Unwrap() error { return e.err }
+
+// IsNotFound reports whether err says that the job, execution, thing or
+// group asked for does not exist.
+func IsNotFound(err error) bool {
+	var ae smithy.APIError
+	return errors.As(err, &ae) && ae.ErrorCode() == "ResourceNotFoundException"
 }
 
 // thingARN returns a thing's ARN (and checks the thing exists).

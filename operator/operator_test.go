@@ -98,6 +98,16 @@ func TestPrepare(t *testing.T) {
 		!strings.Contains(err.Error(), "starts like an MCUboot image but is not a valid one: truncated MCUboot image") {
 		t.Errorf("truncated image: %v", err)
 	}
+
+	// Any other file, for an exec target, with the version it installs.
+	p, err = c.Prepare(JobOptions{Image: file(t, []byte("a .swu or a tarball")), Things: []string{"x"}, Bucket: "b", Version: "2.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d = doc(t, p); p.Kind != "file" || p.Component != "app" || d["fwversion"] != "2.0" || d["component"] != nil {
+		t.Fatalf("file doc %v", d)
+	}
+
 	for name, o := range map[string]JobOptions{
 		"no targets": {Image: file(t, old), Bucket: "b"},
 		"no bucket":  {Image: file(t, old), Things: []string{"x"}},
@@ -121,7 +131,7 @@ func TestCreateAndWatchOnLocalCloud(t *testing.T) {
 	}
 	defer cl.Close()
 	ep := cl.Endpoints()
-	c := NewLocal(Endpoint{URL: ep.HTTP, Region: ep.Region, AccessKeyID: ep.AccessKeyID, SecretAccessKey: ep.SecretAccessKey})
+	c := NewLocal(Endpoint{URL: ep.HTTP, Region: ep.Region, AccessKeyID: ep.AccessKeyID, SecretAccessKey: ep.SecretAccessKey, MQTT: ep.MQTT})
 	ctx := context.Background()
 	th, err := c.CreateThing(ctx, "op-thing", "", nil)
 	if err != nil {
@@ -262,5 +272,48 @@ func TestCreateThingUndoes(t *testing.T) {
 	}
 	if cs, _ := cl.Registry.ListCertificates(); len(cs) != 0 {
 		t.Fatalf("certificates left: %+v", cs)
+	}
+}
+
+func TestPrepareRAUCBundle(t *testing.T) {
+	c := &Client{Region: "eu-west-1"}
+	bundle := filepath.Join("..", "raucb", "testdata", "plain-rsa.raucb")
+	p, err := c.Prepare(JobOptions{Image: bundle, Things: []string{"gw-1"}, Bucket: "b", Keyring: filepath.Join("..", "raucb", "testdata", "ca-rsa.pem")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := doc(t, p)
+	if p.Kind != "rauc" || p.Component != "rauc" || p.Compatible != "awsfota-test" || p.Version != "1.2.3" || !strings.Contains(p.Signer, "awsfota test signer") {
+		t.Fatalf("plan %+v", p)
+	}
+	if d["component"] != "rauc" || d["compatible"] != "awsfota-test" || d["fwversion"] != "1.2.3" || d["operation"] != "app_fw_update" || len(d["sha256"].(string)) != 64 {
+		t.Fatalf("document %v", d)
+	}
+	if !strings.HasPrefix(p.JobID, "fota-1_2_3-") || !strings.Contains(p.Calls[0], "verified the bundle's signature") {
+		t.Fatalf("job %s calls %q", p.JobID, p.Calls)
+	}
+	// Without a keyring the bundle is read, not verified.
+	if p, err = c.Prepare(JobOptions{Image: bundle, Things: []string{"gw-1"}, Bucket: "b"}); err != nil || p.Signer != "" || p.Compatible != "awsfota-test" {
+		t.Fatalf("%+v %v", p, err)
+	}
+
+	b, _ := os.ReadFile(bundle)
+	tampered := bytes.Clone(b)
+	tampered[300] ^= 1
+	old := appImage(t, "1.0.0", []byte("app"))
+	for name, c2 := range map[string]struct {
+		o    JobOptions
+		want string
+	}{
+		"foreign keyring": {JobOptions{Image: bundle, Keyring: filepath.Join("..", "raucb", "testdata", "ec.pem")}, "not trusted by the keyring"},
+		"tampered":        {JobOptions{Image: file(t, tampered), Keyring: filepath.Join("..", "raucb", "testdata", "ca-rsa.pem")}, "changed after signing"},
+		"no keyring file": {JobOptions{Image: bundle, Keyring: "/nonexistent.pem"}, "--keyring"},
+		"keyring on app":  {JobOptions{Image: file(t, old), Keyring: filepath.Join("..", "raucb", "testdata", "ec.pem")}, "verifies RAUC bundles"},
+		"wrong component": {JobOptions{Image: bundle, Component: "modem"}, "its component is \"rauc\""},
+	} {
+		c2.o.Things, c2.o.Bucket = []string{"gw-1"}, "b"
+		if _, err := c.Prepare(c2.o); err == nil || !strings.Contains(err.Error(), c2.want) {
+			t.Errorf("%s: %v, want %q", name, err, c2.want)
+		}
 	}
 }

@@ -21,7 +21,8 @@ type Thing struct {
 	CertificateARN string
 	CertificatePEM string
 	PrivateKeyPEM  string
-	// Endpoint is the MQTT host:port devices connect to.
+	// Endpoint is the MQTT host:port devices connect to: DescribeEndpoint's
+	// host name with the client's MQTTPort.
 	Endpoint string
 }
 
@@ -62,10 +63,7 @@ func (c *Client) CreateThing(ctx context.Context, name, policy string, save func
 	if err != nil {
 		return nil, explain("reading the MQTT endpoint", err)
 	}
-	th := &Thing{Name: name, Endpoint: aws.ToString(ep.EndpointAddress)}
-	if _, _, err := net.SplitHostPort(th.Endpoint); err != nil {
-		th.Endpoint = net.JoinHostPort(th.Endpoint, "8883")
-	}
+	th := &Thing{Name: name, Endpoint: EndpointAddress(aws.ToString(ep.EndpointAddress), c.MQTTPort)}
 
 	// From here on every step is undone if a later one fails.
 	var made undo
@@ -135,6 +133,19 @@ func orNone(s string) string {
 		return "(none)"
 	}
 	return s
+}
+
+// EndpointAddress makes the host:port a device connects to from what
+// DescribeEndpoint answered: a host name (AWS; the port is port, or
+// DefaultMQTTPort when empty), or a host:port (kept as it is).
+func EndpointAddress(answer, port string) string {
+	if _, _, err := net.SplitHostPort(answer); err == nil {
+		return answer
+	}
+	if port == "" {
+		port = DefaultMQTTPort
+	}
+	return net.JoinHostPort(strings.Trim(answer, "[]"), port)
 }
 
 // DeleteThing undoes CreateThing: detaches and deletes the thing's

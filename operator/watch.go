@@ -15,6 +15,7 @@ import (
 // Execution is one device's part of a job, as an operator follows it.
 type Execution struct {
 	Thing         string `json:"thing"`
+	JobID         string `json:"jobId,omitempty"`
 	Status        string `json:"status"`
 	State         string `json:"state,omitempty"`   // statusDetails.state: downloading, ready_to_reboot, ...
 	Percent       int    `json:"percent,omitempty"` // statusDetails.progress
@@ -25,6 +26,12 @@ type Execution struct {
 	Message       string `json:"message,omitempty"`
 	VersionNumber int64  `json:"versionNumber"`
 	ExecutionNum  int64  `json:"executionNumber"`
+	// Details is the whole statusDetails map (device-controlled text).
+	Details       map[string]string `json:"statusDetails,omitempty"`
+	ForceCanceled bool              `json:"forceCanceled,omitempty"`
+	QueuedAt      time.Time         `json:"queuedAt,omitzero"`
+	StartedAt     time.Time         `json:"startedAt,omitzero"`
+	LastUpdatedAt time.Time         `json:"lastUpdatedAt,omitzero"`
 }
 
 // Terminal reports whether the execution is over.
@@ -129,6 +136,14 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 	return s, nil
 }
 
+// ExecutionOf returns an execution as the AWS SDK describes it
+// (DescribeJobExecution's), with what its device reported in statusDetails.
+func ExecutionOf(x *iottypes.JobExecution) Execution {
+	e := Execution{Thing: thingName(aws.ToString(x.ThingArn))}
+	fill(&e, x)
+	return e
+}
+
 func fill(e *Execution, x *iottypes.JobExecution) {
 	if x == nil {
 		return
@@ -136,10 +151,13 @@ func fill(e *Execution, x *iottypes.JobExecution) {
 	e.Status = string(x.Status)
 	e.VersionNumber = x.VersionNumber
 	e.ExecutionNum = aws.ToInt64(x.ExecutionNumber)
+	e.ForceCanceled = aws.ToBool(x.ForceCanceled)
+	e.QueuedAt, e.StartedAt, e.LastUpdatedAt = aws.ToTime(x.QueuedAt), aws.ToTime(x.StartedAt), aws.ToTime(x.LastUpdatedAt)
 	if x.StatusDetails == nil {
 		return
 	}
 	d := x.StatusDetails.DetailsMap
+	e.Details = d
 	e.State, e.Reason, e.Message, e.FWVersion = d["state"], d["reason"], d["message"], d["fwversion"]
 	e.Percent, _ = strconv.Atoi(d["progress"])
 	e.Bytes, _ = strconv.ParseInt(d["bytes"], 10, 64)

@@ -242,6 +242,9 @@ func TestWidenedPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newEnv(t, func(c *Config) { c.Policy = p })
+	if err := e.jobs.UpdateEventConfigurations(map[string]bool{jobsvc.EventTypeJob: true, jobsvc.EventTypeJobExecution: true}); err != nil {
+		t.Fatal(err)
+	}
 	d1, err := e.dial("dev-1", "dev-1")
 	if err != nil {
 		t.Fatal(err)

@@ -76,6 +76,18 @@ type Config struct {
 	ExternalMQTT string
 	// AttachTimeout bounds the wait for the external broker (default 30s).
 	AttachTimeout time.Duration
+	// HTTPS serves the HTTP port (S3 and IoT APIs) over TLS with a server
+	// certificate from the local CA (valid for localhost, 127.0.0.1, ::1
+	// and ServerNames), as AWS serves only HTTPS; presigned URLs then start
+	// with https://, and clients must trust the CA (endpoints.json caFile).
+	HTTPS bool
+	// JobDeletionDelay is how long DeleteJob takes (jobsvc.Config's
+	// DeletionDelay; default jobsvc.DefaultDeletionDelay).
+	JobDeletionDelay time.Duration
+	// DeviceRequestRate and DeviceRequestBurst throttle each thing's Jobs
+	// requests (jobsvc.Config's); 0 is no limit.
+	DeviceRequestRate  float64
+	DeviceRequestBurst int
 }
 
 // Endpoints tell clients where the cloud is and how to sign in;
@@ -118,8 +130,12 @@ type Cloud struct {
 	external *broker.External // the attachment to an external broker, or nil
 	httpSrv  *http.Server
 	httpLn   net.Listener
+	httpAddr string // host:port the HTTP port listens on
 	httpDone chan struct{}
 	creds    sigv4.Credentials
+	mountMu  sync.RWMutex
+	mounted  mounts // see Mount
+	own      ownAPI // see changes.go
 
 	stopTimers context.CancelFunc
 	timers     sync.WaitGroup
@@ -187,8 +203,18 @@ func Start(cfg Config) (_ *Cloud, err error) {
 	if c.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, &ListenError{API: "HTTP", Addr: cfg.HTTPAddr, Err: err}
 	}
+	c.httpAddr = c.httpLn.Addr().String()
+	if cfg.HTTPS {
+		cert, err := c.CA.ServerCertificate(cfg.ServerNames...)
+		if err != nil {
+			return nil, err
+		}
+		c.httpLn = tls.NewListener(c.httpLn, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
+			NextProtos: []string{"http/1.1"}})
+	}
 	if c.Jobs, err = jobsvc.Open(c.db, jobsvc.Config{Region: cfg.Region, AccountID: cfg.AccountID, Clock: cfg.Clock,
-		Groups: c.Registry, Presign: c.presign, Logger: cfg.Logger}); err != nil {
+		Groups: c.Registry, Presign: c.presign, DeletionDelay: cfg.JobDeletionDelay, DeviceRequestRate: cfg.DeviceRequestRate,
+		DeviceRequestBurst: cfg.DeviceRequestBurst, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	var disconnect func(string)
@@ -214,7 +240,7 @@ func Start(cfg Config) (_ *Cloud, err error) {
 	}
 	if c.IoT, err = iotapi.New(iotapi.Config{Region: cfg.Region, AccountID: cfg.AccountID, Credentials: []sigv4.Credentials{c.creds},
 		Clock: cfg.Clock, Registry: c.Registry, Jobs: c.Jobs, CA: c.CA, Disconnect: disconnect, OpenObject: c.openObject,
-		Endpoint: func() string { return c.Endpoints().MQTT }, Logger: cfg.Logger}); err != nil {
+		Endpoint: c.endpointHost, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	c.httpSrv = &http.Server{Handler: c.router(), ReadHeaderTimeout: 30 * time.Second}
@@ -263,7 +289,38 @@ func (c *Cloud) attach() error {
 // presign makes the presigned URLs of job documents: GETs of the local
 // object store, signed with the local credentials.
 func (c *Cloud) presign(bucket, key string, expires time.Duration) (string, error) {
-	return c.Objects.Presign("http://"+c.httpLn.Addr().String(), bucket, key, expires)
+	return c.Objects.Presign(c.httpURL(), bucket, key, expires)
+}
+
+// httpURL is the base URL of the HTTP port.
+func (c *Cloud) httpURL() string {
+	if c.cfg.HTTPS {
+		return "https://" + c.httpAddr
+	}
+	return "http://" + c.httpAddr
+}
+
+// endpointHost is what DescribeEndpoint answers: as on AWS a host name
+// without the port (the ports are in endpoints.json) — of the broker for
+// iot:Data and iot:Data-ATS, of the HTTP port for iot:Jobs. An unspecified
+// listen address (0.0.0.0, ::) is named by the first --server-name, else
+// localhost.
+func (c *Cloud) endpointHost(endpointType string) string {
+	addr := c.Endpoints().MQTT
+	if endpointType == "iot:Jobs" {
+		addr = c.httpAddr
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "localhost"
+		if len(c.cfg.ServerNames) > 0 {
+			host = c.cfg.ServerNames[0]
+		}
+	}
+	return host
 }
 
 func (c *Cloud) openObject(bucket, key string) (io.ReadCloser, error) {
@@ -280,17 +337,26 @@ func (c *Cloud) openObject(bucket, key string) (io.ReadCloser, error) {
 func (c *Cloud) router() http.Handler {
 	s3 := c.Objects.Handler()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c.serveOwn(w, r) {
+			return
+		}
 		svc, _ := sigv4.ScopeService(r)
+		if h := c.mountFor(r); h != nil && svc == "" {
+			h.ServeHTTP(w, r)
+			return
+		}
 		switch svc {
 		case "", "s3":
 			s3.ServeHTTP(w, r)
 		case iotapi.ServiceIoT, iotapi.ServiceExecuteAPI:
 			c.IoT.ServeHTTP(w, r)
+		case iotapi.ServiceJobsData:
+			c.IoT.JobsData().ServeHTTP(w, r)
 		default:
 			w.Header().Set("Content-Type", "application/json")
 			w.Header().Set("X-Amzn-ErrorType", "NotImplementedException")
 			w.WriteHeader(http.StatusNotImplemented)
-			fmt.Fprintf(w, `{"__type":"NotImplementedException","message":"the awsfota local cloud serves S3 and AWS IoT, not %q: sign the request for s3 or iot"}`, svc)
+			fmt.Fprintf(w, `{"__type":"NotImplementedException","message":"the awsfota local cloud serves S3, AWS IoT and the iot-jobs-data API, not %q: sign the request for s3, iot or iot-jobs-data"}`, svc)
 		}
 	})
 }
@@ -303,7 +369,7 @@ func (c *Cloud) Endpoints() Endpoints {
 	}
 	return Endpoints{
 		MQTT:            mqttAddr,
-		HTTP:            "http://" + c.httpLn.Addr().String(),
+		HTTP:            c.httpURL(),
 		Region:          c.cfg.Region,
 		AccountID:       c.cfg.AccountID,
 		AccessKeyID:     c.creds.AccessKeyID,
@@ -358,6 +424,10 @@ func (c *Cloud) ProvisionThing(name string) (*ThingCredentials, error) {
 		return nil, err
 	}
 	if err := c.Registry.AttachThingPrincipal(name, iss.ID); err != nil {
+		return nil, err
+	}
+	// A dynamic group's query may match it: continuous jobs reach it.
+	if err := c.Jobs.ReconcileThing(name); err != nil {
 		return nil, err
 	}
 	return &ThingCredentials{Thing: name, CertificateID: iss.ID, CertPEM: iss.CertPEM, KeyPEM: iss.KeyPEM, CAPEM: c.CA.CertPEM()}, nil

@@ -239,9 +239,10 @@ func TestAWSCLIInterop(t *testing.T) {
 	var group struct{ ThingGroupArn string }
 	aws.run(&group, "iot", "create-thing-group", "--thing-group-name", "fleet")
 	aws.run(nil, "iot", "add-thing-to-thing-group", "--thing-name", "dev-1", "--thing-group-name", "fleet")
+	// A host name, as AWS answers; the port is in endpoints.json.
 	var endpoint struct{ EndpointAddress string }
 	aws.run(&endpoint, "iot", "describe-endpoint", "--endpoint-type", "iot:Data-ATS")
-	if endpoint.EndpointAddress != ep.MQTT {
+	if host, _, _ := net.SplitHostPort(ep.MQTT); endpoint.EndpointAddress != host {
 		t.Fatal(endpoint)
 	}
 
@@ -339,7 +340,7 @@ func TestAWSCLIInterop(t *testing.T) {
 		t.Fatal(ex)
 	}
 	aws.run(nil, "iot", "delete-job", "--job-id", "fw-1", "--force")
-	aws.fails("ResourceNotFoundException", "iot", "describe-job", "--job-id", "fw-1")
+	waitDeleted(t, aws, "fw-1")
 
 	// Certificates: deactivate, detach, delete.
 	aws.run(nil, "iot", "update-certificate", "--certificate-id", kc.CertificateId, "--new-status", "INACTIVE")
@@ -365,6 +366,202 @@ func TestAWSCLIInterop(t *testing.T) {
 	}
 	aws.run(nil, "s3", "rm", "s3://firmware/app-1.0.1.bin")
 	aws.run(nil, "s3", "rb", "s3://firmware")
+}
+
+// waitDeleted polls describe-job until the job's deletion has ended.
+func waitDeleted(t *testing.T, aws *awsCLI, id string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, code := aws.try("iot", "describe-job", "--job-id", id)
+		if code != 0 && strings.Contains(out, "(ResourceNotFoundException)") {
+			return
+		}
+		if code != 0 || !strings.Contains(out, `"DELETION_IN_PROGRESS"`) {
+			t.Fatalf("describe-job of a job being deleted: exit %d\n%s", code, out)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s is still being deleted", id)
+		}
+	}
+}
+
+// TestAWSCLIFidelityInterop drives the operations "AWS IoT Jobs fidelity
+// v2" added with the AWS CLI v2: asynchronous deletion, event
+// configurations, exact job documents, templates, schedules, UpdateJob,
+// AssociateTargetsWithJob, DeleteJobExecution, dynamic thing groups.
+func TestAWSCLIFidelityInterop(t *testing.T) {
+	c, err := Start(Config{DataDir: t.TempDir(), MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", NoSync: true, JobDeletionDelay: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ep := c.Endpoints()
+	aws := newAWSCLI(t, ep)
+	dir := t.TempDir()
+	arn := func(kind, name string) string {
+		return "arn:aws:iot:" + ep.Region + ":" + ep.AccountID + ":" + kind + "/" + name
+	}
+	for _, th := range []string{"dev-1", "dev-2"} {
+		aws.run(nil, "iot", "create-thing", "--thing-name", th, "--attribute-payload", `{"attributes":{"model":"nrf9160"}}`)
+	}
+
+	// Events: off until enabled.
+	var ec struct {
+		EventConfigurations map[string]struct{ Enabled bool }
+	}
+	aws.run(&ec, "iot", "describe-event-configurations")
+	if len(ec.EventConfigurations) == 0 || ec.EventConfigurations["JOB"].Enabled {
+		t.Fatalf("%+v", ec)
+	}
+	aws.run(nil, "iot", "update-event-configurations", "--event-configurations", `{"JOB":{"Enabled":true},"JOB_EXECUTION":{"Enabled":true}}`)
+	aws.run(&ec, "iot", "describe-event-configurations")
+	if !ec.EventConfigurations["JOB"].Enabled || !ec.EventConfigurations["JOB_EXECUTION"].Enabled {
+		t.Fatalf("%+v", ec)
+	}
+
+	// The document comes back byte for byte.
+	doc := "{\n  \"operation\": \"app_fw_update\",\n  \"fwversion\": \"1.0.1\"\n}\n"
+	os.WriteFile(filepath.Join(dir, "job.json"), []byte(doc), 0o600)
+	aws.run(nil, "iot", "create-job", "--job-id", "exact", "--targets", arn("thing", "dev-1"), "--document", "file://"+filepath.Join(dir, "job.json"))
+	var gd struct{ Document string }
+	aws.run(&gd, "iot", "get-job-document", "--job-id", "exact")
+	if gd.Document != doc {
+		t.Fatalf("get-job-document %q, created with %q", gd.Document, doc)
+	}
+
+	// Deletion takes a while; a CANCELED job needs no force.
+	aws.run(nil, "iot", "cancel-job", "--job-id", "exact")
+	aws.run(nil, "iot", "delete-job", "--job-id", "exact")
+	aws.fails("ResourceAlreadyExistsException", "iot", "create-job", "--job-id", "exact", "--targets", arn("thing", "dev-1"), "--document", "{}")
+	waitDeleted(t, aws, "exact")
+	aws.run(nil, "iot", "create-job", "--job-id", "exact", "--targets", arn("thing", "dev-1"), "--document", "{}")
+
+	// Templates.
+	var tpl struct{ JobTemplateArn, JobTemplateId string }
+	aws.run(&tpl, "iot", "create-job-template", "--job-template-id", "fw-tpl", "--description", "fw", "--document", "file://"+filepath.Join(dir, "job.json"),
+		"--timeout-config", "inProgressTimeoutInMinutes=15")
+	if tpl.JobTemplateArn != arn("jobtemplate", "fw-tpl") {
+		t.Fatal(tpl)
+	}
+	aws.run(nil, "iot", "create-job", "--job-id", "from-tpl", "--targets", arn("thing", "dev-2"), "--job-template-arn", tpl.JobTemplateArn)
+	var dj struct {
+		Job struct {
+			JobTemplateArn, Status string
+			TimeoutConfig          struct{ InProgressTimeoutInMinutes int }
+			Targets                []string
+			Description            string
+		}
+	}
+	aws.run(&dj, "iot", "describe-job", "--job-id", "from-tpl")
+	if dj.Job.JobTemplateArn != tpl.JobTemplateArn || dj.Job.TimeoutConfig.InProgressTimeoutInMinutes != 15 {
+		t.Fatalf("%+v", dj)
+	}
+	var lt struct {
+		JobTemplates []struct{ JobTemplateId string }
+	}
+	aws.run(&lt, "iot", "list-job-templates")
+	if len(lt.JobTemplates) != 1 {
+		t.Fatal(lt)
+	}
+	aws.run(nil, "iot", "describe-job-template", "--job-template-id", "fw-tpl")
+	aws.run(nil, "iot", "delete-job-template", "--job-template-id", "fw-tpl")
+	aws.fails("ResourceNotFoundException", "iot", "describe-job-template", "--job-template-id", "fw-tpl")
+
+	// UpdateJob.
+	aws.run(nil, "iot", "update-job", "--job-id", "from-tpl", "--description", "updated")
+	aws.run(&dj, "iot", "describe-job", "--job-id", "from-tpl")
+	if dj.Job.Description != "updated" {
+		t.Fatalf("%+v", dj)
+	}
+
+	// A scheduled job waits for its start time.
+	start := time.Now().UTC().Add(2 * time.Hour).Format("2006-01-02T15:04")
+	aws.run(nil, "iot", "create-job", "--job-id", "later", "--targets", arn("thing", "dev-1"), "--document", "{}",
+		"--scheduling-config", "startTime="+start+",endBehavior=STOP_ROLLOUT")
+	aws.run(&dj, "iot", "describe-job", "--job-id", "later")
+	if dj.Job.Status != "SCHEDULED" {
+		t.Fatalf("%+v", dj)
+	}
+	aws.fails("InvalidRequestException", "iot", "create-job", "--job-id", "too-soon", "--targets", arn("thing", "dev-1"), "--document", "{}",
+		"--scheduling-config", "startTime="+time.Now().UTC().Add(5*time.Minute).Format("2006-01-02T15:04"))
+
+	// A dynamic thing group, and a continuous job on it that gets more
+	// targets with AssociateTargetsWithJob.
+	aws.run(nil, "iot", "create-dynamic-thing-group", "--thing-group-name", "nrf91", "--query-string", "attributes.model:nrf9160 AND thingName:dev-*")
+	var things struct{ Things []string }
+	aws.run(&things, "iot", "list-things-in-thing-group", "--thing-group-name", "nrf91")
+	if strings.Join(things.Things, ",") != "dev-1,dev-2" {
+		t.Fatal(things)
+	}
+	aws.fails("InvalidQueryException", "iot", "create-dynamic-thing-group", "--thing-group-name", "bad", "--query-string", "connectivity.connected:true")
+	aws.run(nil, "iot", "create-thing", "--thing-name", "other")
+	aws.run(nil, "iot", "create-job", "--job-id", "cont", "--targets", arn("thinggroup", "nrf91"), "--document", "{}", "--target-selection", "CONTINUOUS")
+	aws.run(nil, "iot", "associate-targets-with-job", "--job-id", "cont", "--targets", arn("thing", "other"), "--comment", "one more")
+	aws.run(&dj, "iot", "describe-job", "--job-id", "cont")
+	if len(dj.Job.Targets) != 2 {
+		t.Fatalf("%+v", dj)
+	}
+	// DeleteJobExecution: a terminal execution, or IN_PROGRESS with force.
+	aws.fails("InvalidStateTransitionException", "iot", "delete-job-execution", "--job-id", "cont", "--thing-name", "other", "--execution-number", "1")
+	aws.run(nil, "iot", "cancel-job-execution", "--job-id", "cont", "--thing-name", "other")
+	aws.run(nil, "iot", "delete-job-execution", "--job-id", "cont", "--thing-name", "other", "--execution-number", "1")
+	aws.fails("ResourceNotFoundException", "iot", "describe-job-execution", "--job-id", "cont", "--thing-name", "other")
+	aws.run(nil, "iot", "delete-dynamic-thing-group", "--thing-group-name", "nrf91")
+
+	// The device side over HTTPS: the iot-jobs-data API.
+	var pending struct{ QueuedJobs []struct{ JobId string } }
+	aws.run(&pending, "iot-jobs-data", "get-pending-job-executions", "--thing-name", "dev-2")
+	if len(pending.QueuedJobs) != 1 || pending.QueuedJobs[0].JobId != "from-tpl" {
+		t.Fatalf("%+v", pending)
+	}
+	var next struct {
+		Execution struct {
+			JobId, Status, JobDocument string
+			VersionNumber              int
+		}
+	}
+	aws.run(&next, "iot-jobs-data", "start-next-pending-job-execution", "--thing-name", "dev-2", "--status-details", "step=download")
+	if next.Execution.JobId != "from-tpl" || next.Execution.Status != "IN_PROGRESS" || next.Execution.JobDocument != doc {
+		t.Fatalf("%+v", next)
+	}
+	var upd struct{ ExecutionState struct{ Status string } }
+	aws.run(&upd, "iot-jobs-data", "update-job-execution", "--thing-name", "dev-2", "--job-id", "from-tpl", "--status", "SUCCEEDED",
+		"--expected-version", "2", "--include-job-execution-state")
+	if upd.ExecutionState.Status != "SUCCEEDED" {
+		t.Fatalf("%+v", upd)
+	}
+	aws.fails("TerminalStateException", "iot-jobs-data", "describe-job-execution", "--thing-name", "dev-2", "--job-id", "from-tpl")
+	aws.fails("InvalidStateTransitionException", "iot-jobs-data", "update-job-execution", "--thing-name", "dev-2", "--job-id", "from-tpl", "--status", "IN_PROGRESS")
+}
+
+// TestAWSCLIOverHTTPSInterop: against a cloud serving HTTPS, the AWS CLI
+// works once it trusts the local CA (AWS_CA_BUNDLE), and refuses otherwise.
+func TestAWSCLIOverHTTPSInterop(t *testing.T) {
+	c, err := Start(Config{DataDir: t.TempDir(), MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", NoSync: true, HTTPS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ep := c.Endpoints()
+	if !strings.HasPrefix(ep.HTTP, "https://") {
+		t.Fatal(ep.HTTP)
+	}
+	aws := newAWSCLI(t, ep)
+	if out, code := aws.try("iot", "list-things"); code == 0 || !strings.Contains(out, "SSL") {
+		t.Fatalf("the CLI trusted the local CA without being told: exit %d\n%s", code, out)
+	}
+	aws.env = append(aws.env, "AWS_CA_BUNDLE="+ep.CAFile)
+	aws.run(nil, "iot", "create-thing", "--thing-name", "dev-1")
+	aws.run(nil, "s3", "mb", "s3://firmware")
+	f := filepath.Join(t.TempDir(), "app.bin")
+	os.WriteFile(f, []byte("image"), 0o600)
+	if out, code := aws.try("s3", "cp", "--no-progress", f, "s3://firmware/app.bin"); code != 0 {
+		t.Fatalf("aws s3 cp: %s", out)
+	}
+	if out, code := aws.try("s3", "presign", "s3://firmware/app.bin"); code != 0 || !strings.HasPrefix(strings.TrimSpace(out), "https://") {
+		t.Fatalf("aws s3 presign: %d %s", code, out)
+	}
 }
 
 // TestMosquittoClientsInterop uses the Jobs device API over mutual TLS with
@@ -419,6 +616,12 @@ func TestMosquittoClientsInterop(t *testing.T) {
 	var rej iotjobs.ErrorResponse
 	json.Unmarshal([]byte(request(t, d1, "$aws/things/dev-1/jobs/fw-1/update", "$aws/things/dev-1/jobs/fw-1/update/rejected", `{"status":"IN_PROGRESS","clientToken":"u2"}`)), &rej)
 	if rej.Code != iotjobs.CodeInvalidStateTransition || rej.ClientToken != "u2" || rej.ExecutionState == nil {
+		t.Fatalf("%+v", rej)
+	}
+	// A describe of the finished execution: TerminalStateReached, as AWS
+	// documents it.
+	json.Unmarshal([]byte(request(t, d1, "$aws/things/dev-1/jobs/fw-1/get", "$aws/things/dev-1/jobs/fw-1/get/rejected", `{"clientToken":"g2"}`)), &rej)
+	if rej.Code != iotjobs.CodeTerminalStateReached || rej.ClientToken != "g2" {
 		t.Fatalf("%+v", rej)
 	}
 	json.Unmarshal([]byte(request(t, d1, "$aws/things/dev-1/jobs/fw-1/delete", "$aws/things/dev-1/jobs/fw-1/delete/rejected", `{"clientToken":"x"}`)), &rej)

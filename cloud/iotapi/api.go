@@ -1,15 +1,18 @@
 // Package iotapi is the local cloud's AWS IoT control plane: the REST-JSON
-// subset of the AWS IoT API a FOTA operator uses — things, static thing
-// groups, certificates (CreateKeysAndCertificate, AttachThingPrincipal,
-// UpdateCertificate, ...), jobs and their executions, DescribeEndpoint — on
-// the same paths, methods, JSON field names, HTTP status codes and error
-// types as AWS (taken from the aws-sdk-go-v2 service/iot serializers), so
-// that the official SDKs and the AWS CLI (`--endpoint-url`) work against it
-// unmodified.
+// subset of the AWS IoT API a FOTA operator uses — things, static and
+// dynamic thing groups, certificates (CreateKeysAndCertificate,
+// AttachThingPrincipal, UpdateCertificate, ...), jobs, job templates and
+// job executions, the event configuration, DescribeEndpoint — on the same
+// paths, methods, JSON field names, HTTP status codes and error types as
+// AWS (taken from the aws-sdk-go-v2 service/iot serializers), so that the
+// official SDKs and the AWS CLI (`--endpoint-url`) work against it
+// unmodified. JobsData serves the Jobs device API over HTTPS (the
+// iot-jobs-data API).
 //
 // Every request must carry a valid SigV4 signature (checked with
 // cloud/sigv4) whose scope names the service "iot" (the SDKs) or
-// "execute-api" (the AWS CLI, after the service model's signing name).
+// "execute-api" (the AWS CLI, after the service model's signing name);
+// "iot-jobs-data" for JobsData.
 // Errors are answered in AWS's shape: {"message": ..., "__type": ...} with
 // the error type also in the x-amzn-ErrorType header.
 //
@@ -31,6 +34,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -58,9 +62,11 @@ type Config struct {
 	// OpenObject reads an object of the local object store, for CreateJob's
 	// documentSource. Optional.
 	OpenObject func(bucket, key string) (io.ReadCloser, error)
-	// Endpoint returns the MQTT endpoint DescribeEndpoint answers with
-	// (host:port of the broker).
-	Endpoint func() string
+	// Endpoint returns the host names DescribeEndpoint answers with: of the
+	// MQTT broker (iot:Data-ATS, iot:Data) and of the HTTP API (iot:Jobs).
+	// As on AWS the answer is a host without a port: the ports are in
+	// endpoints.json.
+	Endpoint func(endpointType string) string
 	Logger   *slog.Logger
 }
 
@@ -70,6 +76,7 @@ type API struct {
 	log      *slog.Logger
 	verifier *sigv4.Verifier
 	mux      *http.ServeMux
+	data     *http.ServeMux // the iot-jobs-data API
 }
 
 // Signing names accepted in the credential scope.
@@ -103,6 +110,7 @@ func New(cfg Config) (*API, error) {
 		return s, ok
 	}}
 	a.routes()
+	a.dataRoutes()
 	return a, nil
 }
 
@@ -125,12 +133,16 @@ func (a *API) routes() {
 	// Things, groups, certificates.
 	a.handle("POST /things/{thingName}", "CreateThing", a.createThing)
 	a.handle("GET /things/{thingName}", "DescribeThing", a.describeThing)
+	a.handle("PATCH /things/{thingName}", "UpdateThing", a.updateThing)
 	a.handle("GET /things", "ListThings", a.listThings)
 	a.handle("DELETE /things/{thingName}", "DeleteThing", a.deleteThing)
 	a.handle("POST /thing-groups/{thingGroupName}", "CreateThingGroup", a.createThingGroup)
 	a.handle("GET /thing-groups/{thingGroupName}", "DescribeThingGroup", a.describeThingGroup)
 	a.handle("GET /thing-groups", "ListThingGroups", a.listThingGroups)
 	a.handle("DELETE /thing-groups/{thingGroupName}", "DeleteThingGroup", a.deleteThingGroup)
+	a.handle("POST /dynamic-thing-groups/{thingGroupName}", "CreateDynamicThingGroup", a.createDynamicThingGroup)
+	a.handle("PATCH /dynamic-thing-groups/{thingGroupName}", "UpdateDynamicThingGroup", a.updateDynamicThingGroup)
+	a.handle("DELETE /dynamic-thing-groups/{thingGroupName}", "DeleteDynamicThingGroup", a.deleteDynamicThingGroup)
 	a.handle("PUT /thing-groups/addThingToThingGroup", "AddThingToThingGroup", a.addThingToThingGroup)
 	a.handle("PUT /thing-groups/removeThingFromThingGroup", "RemoveThingFromThingGroup", a.removeThingFromThingGroup)
 	a.handle("GET /thing-groups/{thingGroupName}/things", "ListThingsInThingGroup", a.listThingsInThingGroup)
@@ -151,10 +163,21 @@ func (a *API) routes() {
 	a.handle("PUT /jobs/{jobId}/cancel", "CancelJob", a.cancelJob)
 	a.handle("DELETE /jobs/{jobId}", "DeleteJob", a.deleteJob)
 	a.handle("GET /jobs/{jobId}/job-document", "GetJobDocument", a.getJobDocument)
+	a.handle("PATCH /jobs/{jobId}", "UpdateJob", a.updateJob)
+	a.handle("POST /jobs/{jobId}/targets", "AssociateTargetsWithJob", a.associateTargetsWithJob)
 	a.handle("GET /things/{thingName}/jobs/{jobId}", "DescribeJobExecution", a.describeJobExecution)
 	a.handle("GET /jobs/{jobId}/things", "ListJobExecutionsForJob", a.listJobExecutionsForJob)
 	a.handle("GET /things/{thingName}/jobs", "ListJobExecutionsForThing", a.listJobExecutionsForThing)
 	a.handle("PUT /things/{thingName}/jobs/{jobId}/cancel", "CancelJobExecution", a.cancelJobExecution)
+	a.handle("DELETE /things/{thingName}/jobs/{jobId}/executionNumber/{executionNumber}", "DeleteJobExecution", a.deleteJobExecution)
+	a.handle("PUT /job-templates/{jobTemplateId}", "CreateJobTemplate", a.createJobTemplate)
+	a.handle("GET /job-templates/{jobTemplateId}", "DescribeJobTemplate", a.describeJobTemplate)
+	a.handle("GET /job-templates", "ListJobTemplates", a.listJobTemplates)
+	a.handle("DELETE /job-templates/{jobTemplateId}", "DeleteJobTemplate", a.deleteJobTemplate)
+	a.handle("GET /managed-job-templates", "ListManagedJobTemplates", a.listManagedJobTemplates)
+	a.handle("GET /managed-job-templates/{templateName}", "DescribeManagedJobTemplate", a.describeManagedJobTemplate)
+	a.handle("GET /event-configurations", "DescribeEventConfigurations", a.describeEventConfigurations)
+	a.handle("PATCH /event-configurations", "UpdateEventConfigurations", a.updateEventConfigurations)
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, "", apiErr(http.StatusNotImplemented, "NotImplementedException",
 			"the awsfota local cloud does not implement %s %s of the AWS IoT API; see docs/local-cloud.md for what it serves", r.Method, r.URL.Path))
@@ -171,9 +194,15 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.mux.ServeHTTP(w, r)
 }
 
-// authenticate verifies the SigV4 signature, answering failures with the
-// error types AWS's JSON services use (S3's codes translated).
+// authenticate verifies the SigV4 signature of a control-plane request.
 func (a *API) authenticate(r *http.Request) error {
+	return a.authenticateAs(r, ServiceIoT, ServiceExecuteAPI)
+}
+
+// authenticateAs verifies the SigV4 signature, for one of the signing
+// names, answering failures with the error types AWS's JSON services use
+// (S3's codes translated).
+func (a *API) authenticateAs(r *http.Request, services ...string) error {
 	auth, err := a.verifier.Verify(r)
 	var se *sigv4.Error
 	if errors.As(err, &se) {
@@ -197,9 +226,9 @@ func (a *API) authenticate(r *http.Request) error {
 	if err != nil {
 		return apiErr(http.StatusBadRequest, "IncompleteSignatureException", "%v", err)
 	}
-	if auth.Service != ServiceIoT && auth.Service != ServiceExecuteAPI {
+	if !slices.Contains(services, auth.Service) {
 		return apiErr(http.StatusForbidden, "InvalidSignatureException",
-			"Credential should be scoped to correct service: 'execute-api' or 'iot', not %q", auth.Service)
+			"Credential should be scoped to correct service: '%s', not %q", strings.Join(services, "' or '"), auth.Service)
 	}
 	return nil
 }
@@ -211,6 +240,9 @@ type apiError struct {
 	Message string
 	// ResourceID and ResourceARN accompany ResourceAlreadyExistsException.
 	ResourceID, ResourceARN string
+	// ExecutionState accompanies the iot-jobs-data API's
+	// InvalidStateTransitionException.
+	ExecutionState any
 }
 
 func (e *apiError) Error() string { return e.Type + ": " + e.Message }
@@ -242,8 +274,12 @@ func fromError(err error) *apiError {
 		return invalid("%s", trimPrefix(err))
 	case errors.Is(err, jobsvc.ErrInvalidState):
 		return apiErr(http.StatusConflict, "InvalidStateTransitionException", "%s", trimPrefix(err))
-	case errors.Is(err, jobsvc.ErrVersionConflict):
+	case errors.Is(err, jobsvc.ErrVersionConflict), errors.Is(err, registry.ErrVersionConflict):
 		return apiErr(http.StatusConflict, "VersionConflictException", "%s", trimPrefix(err))
+	case errors.Is(err, jobsvc.ErrLimitExceeded):
+		return apiErr(http.StatusGone, "LimitExceededException", "%s", trimPrefix(err))
+	case errors.Is(err, registry.ErrInvalidQuery):
+		return apiErr(http.StatusBadRequest, "InvalidQueryException", "%s", trimPrefix(err))
 	case errors.Is(err, registry.ErrCertificateState):
 		return apiErr(http.StatusNotAcceptable, "CertificateStateException", "%s", trimPrefix(err))
 	case errors.Is(err, registry.ErrConflict):
@@ -257,7 +293,8 @@ func fromError(err error) *apiError {
 func trimPrefix(err error) string {
 	s := err.Error()
 	for _, p := range []error{registry.ErrNotFound, registry.ErrExists, registry.ErrInvalid, registry.ErrCertificateState, registry.ErrConflict,
-		jobsvc.ErrNotFound, jobsvc.ErrExists, jobsvc.ErrInvalid, jobsvc.ErrInvalidState, jobsvc.ErrVersionConflict} {
+		registry.ErrVersionConflict, registry.ErrInvalidQuery, jobsvc.ErrNotFound, jobsvc.ErrExists, jobsvc.ErrInvalid, jobsvc.ErrInvalidState,
+		jobsvc.ErrVersionConflict, jobsvc.ErrLimitExceeded} {
 		if r, ok := strings.CutPrefix(s, p.Error()+": "); ok {
 			return r
 		}
@@ -272,7 +309,10 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, op string, err error)
 	} else {
 		a.log.Debug("IoT API request refused", "op", op, "method", r.Method, "path", r.URL.Path, "type", ae.Type, "message", ae.Message)
 	}
-	body := map[string]string{"message": ae.Message, "__type": ae.Type}
+	body := map[string]any{"message": ae.Message, "__type": ae.Type}
+	if ae.ExecutionState != nil {
+		body["executionState"] = ae.ExecutionState
+	}
 	if ae.ResourceID != "" {
 		body["resourceId"] = ae.ResourceID
 	}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"strconv"
 
 	"github.com/awsfota/awsfota/cloud/jobsvc"
 	"github.com/awsfota/awsfota/cloud/registry"
@@ -29,7 +30,7 @@ type createJobInput struct {
 	NamespaceID                string                     `json:"namespaceId"`
 	JobTemplateArn             string                     `json:"jobTemplateArn"`
 	DocumentParameters         map[string]string          `json:"documentParameters"`
-	SchedulingConfig           map[string]any             `json:"schedulingConfig"`
+	SchedulingConfig           *jobsvc.SchedulingConfig   `json:"schedulingConfig"`
 	DestinationPackageVersions []string                   `json:"destinationPackageVersions"`
 	// tags are accepted and not kept.
 }
@@ -43,48 +44,33 @@ func (a *API) createJob(r *http.Request) (any, error) {
 	for _, u := range []struct {
 		set  bool
 		name string
-	}{{in.NamespaceID != "", "namespaceId"}, {in.JobTemplateArn != "", "jobTemplateArn"}, {len(in.DocumentParameters) > 0, "documentParameters"},
-		{len(in.SchedulingConfig) > 0, "schedulingConfig"}, {len(in.DestinationPackageVersions) > 0, "destinationPackageVersions"}} {
+	}{{in.NamespaceID != "", "namespaceId"}, {len(in.DestinationPackageVersions) > 0, "destinationPackageVersions"}} {
 		if u.set {
 			return nil, invalid("%s is not supported by the awsfota local cloud; create the job without it", u.name)
 		}
+	}
+	if len(in.DocumentParameters) > 0 {
+		// As on AWS: documentParameters fill the placeholders of AWS managed
+		// templates only.
+		return nil, invalid("documentParameters can only be used with an AWS managed job template (the local cloud has none)")
 	}
 	if len(in.Targets) == 0 {
 		return nil, invalid("targets is required: the ARNs of the things and thing groups to run the job on")
 	}
 	spec := jobsvc.JobSpec{JobID: id, Description: in.Description, TargetSelection: jobsvc.TargetSelection(in.TargetSelection),
 		PresignedURL: in.PresignedURLConfig, Timeout: in.TimeoutConfig, Rollout: in.JobExecutionsRolloutConfig,
-		Abort: in.AbortConfig, Retry: in.JobExecutionsRetryConfig}
-	for _, arn := range in.Targets {
-		if name, err := a.arnName(arn, "thing"); err == nil {
-			if _, err := a.cfg.Registry.DescribeThing(name); err != nil {
-				return nil, notFound("target thing %s does not exist; create it first", name)
-			}
-			spec.Things = append(spec.Things, name)
-			continue
-		}
-		name, err := a.arnName(arn, "thinggroup")
-		if err != nil {
-			return nil, invalid("target %q is neither a thing nor a thing group ARN of this local cloud (arn:aws:iot:%s:%s:thing/NAME or thinggroup/NAME)", arn, a.cfg.Region, a.cfg.AccountID)
-		}
-		if _, err := a.cfg.Registry.DescribeThingGroup(name); err != nil {
-			return nil, notFound("target thing group %s does not exist; create it first", name)
-		}
-		spec.Groups = append(spec.Groups, name)
+		Abort: in.AbortConfig, Retry: in.JobExecutionsRetryConfig, Scheduling: in.SchedulingConfig}
+	var err error
+	if spec.Things, spec.Groups, err = a.targets(in.Targets); err != nil {
+		return nil, err
 	}
-	switch {
-	case in.Document != nil && in.DocumentSource != "":
-		return nil, invalid("give the job document either inline (document) or as documentSource, not both")
-	case in.Document != nil:
-		spec.Document = []byte(*in.Document)
-	case in.DocumentSource != "":
-		doc, err := a.readDocumentSource(in.DocumentSource)
-		if err != nil {
+	if in.JobTemplateArn != "" {
+		if spec.TemplateID, err = a.arnName(in.JobTemplateArn, "jobtemplate"); err != nil {
 			return nil, err
 		}
-		spec.Document, spec.DocumentSource = doc, in.DocumentSource
-	default:
-		return nil, invalid("a job needs a document or a documentSource")
+	}
+	if spec.Document, spec.DocumentSource, err = a.document(in.Document, in.DocumentSource, in.JobTemplateArn != ""); err != nil {
+		return nil, err
 	}
 	j, err := a.cfg.Jobs.CreateJob(spec)
 	if errors.Is(err, jobsvc.ErrExists) {
@@ -95,11 +81,56 @@ func (a *API) createJob(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	return jobRef(j), nil
+}
+
+// jobRef is how CreateJob, CancelJob and AssociateTargetsWithJob answer.
+func jobRef(j jobsvc.Job) any {
 	return struct {
 		JobArn      string `json:"jobArn"`
 		JobID       string `json:"jobId"`
 		Description string `json:"description,omitempty"`
-	}{j.ARN, j.ID, j.Description}, nil
+	}{j.ARN, j.ID, j.Description}
+}
+
+// targets reads job targets: thing and thing group ARNs of this cloud,
+// which must exist.
+func (a *API) targets(arns []string) (things, groups []string, err error) {
+	for _, arn := range arns {
+		if name, err := a.arnName(arn, "thing"); err == nil {
+			if _, err := a.cfg.Registry.DescribeThing(name); err != nil {
+				return nil, nil, notFound("target thing %s does not exist; create it first", name)
+			}
+			things = append(things, name)
+			continue
+		}
+		name, err := a.arnName(arn, "thinggroup")
+		if err != nil {
+			return nil, nil, invalid("target %q is neither a thing nor a thing group ARN of this local cloud (arn:aws:iot:%s:%s:thing/NAME or thinggroup/NAME)", arn, a.cfg.Region, a.cfg.AccountID)
+		}
+		if _, err := a.cfg.Registry.DescribeThingGroup(name); err != nil {
+			return nil, nil, notFound("target thing group %s does not exist; create it first", name)
+		}
+		groups = append(groups, name)
+	}
+	return things, groups, nil
+}
+
+// document reads a job's or a template's document: inline, or from the
+// object store (documentSource); optional says that none may be given.
+func (a *API) document(inline *string, source string, optional bool) ([]byte, string, error) {
+	switch {
+	case inline != nil && source != "":
+		return nil, "", invalid("give the job document either inline (document) or as documentSource, not both")
+	case inline != nil:
+		return []byte(*inline), "", nil
+	case source != "":
+		doc, err := a.readDocumentSource(source)
+		return doc, source, err
+	case optional:
+		return nil, "", nil
+	}
+	return nil, "", invalid("a job needs a document or a documentSource")
 }
 
 // readDocumentSource reads a job document from the local object store.
@@ -149,6 +180,13 @@ type jobOut struct {
 	TimeoutConfig              *jobsvc.TimeoutConfig      `json:"timeoutConfig,omitempty"`
 	JobExecutionsRetryConfig   *jobsvc.RetryConfig        `json:"jobExecutionsRetryConfig,omitempty"`
 	IsConcurrent               bool                       `json:"isConcurrent"`
+	JobTemplateArn             string                     `json:"jobTemplateArn,omitempty"`
+	SchedulingConfig           *jobsvc.SchedulingConfig   `json:"schedulingConfig,omitempty"`
+	ScheduledJobRollouts       []scheduledRollout         `json:"scheduledJobRollouts,omitempty"`
+}
+
+type scheduledRollout struct {
+	StartTime string `json:"startTime"`
 }
 
 func (a *API) describeJob(r *http.Request) (any, error) {
@@ -161,6 +199,10 @@ func (a *API) describeJob(r *http.Request) (any, error) {
 	if j.Status == jobsvc.JobInProgress {
 		pd.ProcessingTargets = j.Targets
 	}
+	var rollouts []scheduledRollout
+	for _, t := range j.ScheduledRollouts(a.cfg.Clock.Now()) {
+		rollouts = append(rollouts, scheduledRollout{jobsvc.FormatScheduleTime(t)})
+	}
 	return struct {
 		DocumentSource string `json:"documentSource,omitempty"`
 		Job            jobOut `json:"job"`
@@ -169,6 +211,7 @@ func (a *API) describeJob(r *http.Request) (any, error) {
 		ReasonCode: j.ReasonCode, Comment: j.Comment, Targets: j.Targets, Description: j.Description, PresignedURLConfig: j.PresignedURL,
 		JobExecutionsRolloutConfig: j.Rollout, AbortConfig: j.Abort, CreatedAt: epoch(j.CreatedAt), LastUpdatedAt: epoch(j.LastUpdatedAt),
 		CompletedAt: epoch(j.CompletedAt), JobProcessDetails: pd, TimeoutConfig: j.Timeout, JobExecutionsRetryConfig: j.Retry,
+		JobTemplateArn: j.TemplateARN, SchedulingConfig: j.Scheduling, ScheduledJobRollouts: rollouts,
 	}}, nil
 }
 
@@ -278,11 +321,7 @@ func (a *API) cancelJob(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return struct {
-		JobArn      string `json:"jobArn"`
-		JobID       string `json:"jobId"`
-		Description string `json:"description,omitempty"`
-	}{j.ARN, j.ID, j.Description}, nil
+	return jobRef(j), nil
 }
 
 func (a *API) deleteJob(r *http.Request) (any, error) {
@@ -297,11 +336,87 @@ func (a *API) deleteJob(r *http.Request) (any, error) {
 }
 
 func (a *API) getJobDocument(r *http.Request) (any, error) {
+	if _, err := queryBool(r, "beforeSubstitution"); err != nil {
+		return nil, err
+	}
+	// The document exactly as it was given; placeholders are replaced only
+	// when a device receives it, so before and after substitution are the
+	// same here.
 	doc, err := a.cfg.Jobs.JobDocument(r.PathValue("jobId"))
 	if err != nil {
 		return nil, err
 	}
-	return map[string]string{"document": string(doc)}, nil
+	return map[string]string{"document": doc}, nil
+}
+
+// updateJobInput is UpdateJob's body.
+type updateJobInput struct {
+	Description                *string                    `json:"description"`
+	PresignedURLConfig         *jobsvc.PresignedURLConfig `json:"presignedUrlConfig"`
+	JobExecutionsRolloutConfig *jobsvc.RolloutConfig      `json:"jobExecutionsRolloutConfig"`
+	AbortConfig                *jobsvc.AbortConfig        `json:"abortConfig"`
+	TimeoutConfig              *jobsvc.TimeoutConfig      `json:"timeoutConfig"`
+	JobExecutionsRetryConfig   *jobsvc.RetryConfig        `json:"jobExecutionsRetryConfig"`
+}
+
+func (a *API) updateJob(r *http.Request) (any, error) {
+	if r.URL.Query().Get("namespaceId") != "" {
+		return nil, invalid("namespaceId is not supported by the awsfota local cloud")
+	}
+	var in updateJobInput
+	if err := decode(r, &in); err != nil {
+		return nil, err
+	}
+	err := a.cfg.Jobs.UpdateJob(r.PathValue("jobId"), jobsvc.JobUpdate{Description: in.Description, Settings: jobsvc.Settings{
+		PresignedURL: in.PresignedURLConfig, Timeout: in.TimeoutConfig, Rollout: in.JobExecutionsRolloutConfig,
+		Abort: in.AbortConfig, Retry: in.JobExecutionsRetryConfig}})
+	if errors.Is(err, jobsvc.ErrInvalidState) {
+		return nil, invalid("%s", trimPrefix(err))
+	}
+	return nil, err
+}
+
+func (a *API) associateTargetsWithJob(r *http.Request) (any, error) {
+	if r.URL.Query().Get("namespaceId") != "" {
+		return nil, invalid("namespaceId is not supported by the awsfota local cloud")
+	}
+	var in struct {
+		Targets []string `json:"targets"`
+		Comment string   `json:"comment"`
+	}
+	if err := decode(r, &in); err != nil {
+		return nil, err
+	}
+	if len(in.Targets) == 0 {
+		return nil, invalid("targets is required: the ARNs of the things and thing groups to add")
+	}
+	if len(in.Comment) > 2028 {
+		return nil, invalid("comment has %d characters; at most 2028 are allowed", len(in.Comment))
+	}
+	things, groups, err := a.targets(in.Targets)
+	if err != nil {
+		return nil, err
+	}
+	j, err := a.cfg.Jobs.AssociateTargets(r.PathValue("jobId"), things, groups, in.Comment)
+	if err != nil {
+		return nil, err
+	}
+	return jobRef(j), nil
+}
+
+func (a *API) deleteJobExecution(r *http.Request) (any, error) {
+	if r.URL.Query().Get("namespaceId") != "" {
+		return nil, invalid("namespaceId is not supported by the awsfota local cloud")
+	}
+	force, err := queryBool(r, "force")
+	if err != nil {
+		return nil, err
+	}
+	n, err := strconv.ParseInt(r.PathValue("executionNumber"), 10, 64)
+	if err != nil {
+		return nil, invalid("executionNumber %q is not an integer", r.PathValue("executionNumber"))
+	}
+	return nil, a.cfg.Jobs.DeleteExecution(r.PathValue("jobId"), r.PathValue("thingName"), n, force)
 }
 
 type executionSummary struct {

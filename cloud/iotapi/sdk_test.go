@@ -58,7 +58,10 @@ type env struct {
 	docs    map[string]string
 }
 
-func newEnv(t *testing.T) *env {
+// newEnv starts the API on a fake clock; opts adjust the API's Config (a
+// test that moves the fake clock far gives the API the real one, with which
+// the SDK signs).
+func newEnv(t *testing.T, opts ...func(*Config)) *env {
 	t.Helper()
 	dir := t.TempDir()
 	db, err := bolt.Open(filepath.Join(dir, "c.db"), 0o600, &bolt.Options{NoSync: true})
@@ -78,7 +81,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.api, err = New(Config{Region: region, AccountID: account, Credentials: []sigv4.Credentials{creds}, Clock: e.clk,
+	cfg := Config{Region: region, AccountID: account, Credentials: []sigv4.Credentials{creds}, Clock: e.clk,
 		Registry: e.reg, Jobs: e.jobs, CA: ca,
 		Disconnect: func(id string) { e.mu.Lock(); e.dropped = append(e.dropped, id); e.mu.Unlock() },
 		OpenObject: func(b, k string) (io.ReadCloser, error) {
@@ -88,7 +91,16 @@ func newEnv(t *testing.T) *env {
 			}
 			return io.NopCloser(strings.NewReader(d)), nil
 		},
-		Endpoint: func() string { return "127.0.0.1:8883" }})
+		Endpoint: func(typ string) string {
+			if typ == "iot:Jobs" {
+				return "jobs.localhost"
+			}
+			return "mqtt.localhost"
+		}}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	e.api, err = New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,11 +288,17 @@ func TestSDKCertificates(t *testing.T) {
 	_, err = c.AttachThingPrincipal(cx, &iot.AttachThingPrincipalInput{ThingName: aws.String("nope"), Principal: kc2.CertificateArn})
 	wantError(t, err, "ResourceNotFoundException", 404)
 
-	ep, err := c.DescribeEndpoint(cx, &iot.DescribeEndpointInput{EndpointType: aws.String("iot:Data-ATS")})
-	if err != nil || *ep.EndpointAddress != "127.0.0.1:8883" {
-		t.Fatalf("%+v %v", ep, err)
+	for typ, want := range map[string]string{"iot:Data-ATS": "mqtt.localhost", "": "mqtt.localhost", "iot:Jobs": "jobs.localhost"} {
+		in := &iot.DescribeEndpointInput{}
+		if typ != "" {
+			in.EndpointType = aws.String(typ)
+		}
+		ep, err := c.DescribeEndpoint(cx, in)
+		if err != nil || *ep.EndpointAddress != want {
+			t.Fatalf("%s: %+v %v", typ, ep, err)
+		}
 	}
-	_, err = c.DescribeEndpoint(cx, &iot.DescribeEndpointInput{EndpointType: aws.String("iot:Jobs")})
+	_, err = c.DescribeEndpoint(cx, &iot.DescribeEndpointInput{EndpointType: aws.String("iot:CredentialProvider")})
 	wantError(t, err, "InvalidRequestException", 400)
 }
 
@@ -452,13 +470,15 @@ func TestSDKJobs(t *testing.T) {
 		{JobId: aws.String("x"), Targets: []string{"arn:aws:iot:us-east-1:123456789012:thing/c"}, Document: aws.String(`{}`)},
 		{JobId: aws.String("x"), Targets: []string{"arn:aws:iot:eu-west-1:123456789012:policy/p"}, Document: aws.String(`{}`)},
 		{JobId: aws.String("x"), Targets: []string{"arn:aws:iot:eu-west-1:123456789012:thing/c"}, Document: aws.String(`{}`), TimeoutConfig: &types.TimeoutConfig{InProgressTimeoutInMinutes: aws.Int64(0)}},
-		{JobId: aws.String("x"), Targets: []string{"arn:aws:iot:eu-west-1:123456789012:thing/c"}, Document: aws.String(`{}`), JobTemplateArn: aws.String("arn:aws:iot:eu-west-1:123456789012:jobtemplate/t")},
 		{JobId: aws.String("x"), Targets: []string{"arn:aws:iot:eu-west-1:123456789012:thing/c"}},
 	} {
 		_, err := c.CreateJob(cx, in)
 		wantError(t, err, "InvalidRequestException", 400)
 	}
 	_, err = c.CreateJob(cx, &iot.CreateJobInput{JobId: aws.String("x"), Targets: []string{"arn:aws:iot:eu-west-1:123456789012:thing/zz"}, Document: aws.String(`{}`)})
+	wantError(t, err, "ResourceNotFoundException", 404)
+	_, err = c.CreateJob(cx, &iot.CreateJobInput{JobId: aws.String("x"), Targets: []string{"arn:aws:iot:eu-west-1:123456789012:thing/c"},
+		JobTemplateArn: aws.String("arn:aws:iot:eu-west-1:123456789012:jobtemplate/t")})
 	wantError(t, err, "ResourceNotFoundException", 404)
 	_, err = c.DescribeJob(cx, &iot.DescribeJobInput{JobId: aws.String("nope")})
 	wantError(t, err, "ResourceNotFoundException", 404)
@@ -494,6 +514,14 @@ func TestSDKJobs(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := c.DeleteJob(cx, &iot.DeleteJobInput{JobId: aws.String("fw-1"), Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	// Deletion takes a while, as on AWS.
+	if lj, _ := c.ListJobs(cx, &iot.ListJobsInput{Status: types.JobStatusDeletionInProgress}); len(lj.Jobs) != 2 {
+		t.Fatal(lj.Jobs)
+	}
+	e.clk.Advance(jobsvc.DefaultDeletionDelay)
+	if err := e.jobs.Tick(); err != nil {
 		t.Fatal(err)
 	}
 	if lj, _ := c.ListJobs(cx, &iot.ListJobsInput{}); len(lj.Jobs) != 0 {

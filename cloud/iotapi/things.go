@@ -49,7 +49,40 @@ func (a *API) createThing(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A dynamic group's query may match it: continuous jobs reach it.
+	if err := a.cfg.Jobs.ReconcileThing(name); err != nil {
+		return nil, err
+	}
 	return map[string]string{"thingName": th.Name, "thingArn": th.ARN, "thingId": th.ID}, nil
+}
+
+func (a *API) updateThing(r *http.Request) (any, error) {
+	name := r.PathValue("thingName")
+	var in struct {
+		AttributePayload *attributePayload `json:"attributePayload"`
+		ExpectedVersion  int64             `json:"expectedVersion"`
+		ThingTypeName    string            `json:"thingTypeName"`
+		RemoveThingType  bool              `json:"removeThingType"`
+	}
+	if err := decode(r, &in); err != nil {
+		return nil, err
+	}
+	if in.ThingTypeName != "" {
+		return nil, notFound("thing type %s does not exist: the local cloud has no thing types", in.ThingTypeName)
+	}
+	var attrs map[string]string
+	merge := false
+	if in.AttributePayload != nil {
+		attrs, merge = in.AttributePayload.Attributes, in.AttributePayload.Merge
+	} else {
+		// Without an attribute payload the attributes stay as they are.
+		merge = true
+	}
+	if _, err := a.cfg.Registry.UpdateThing(name, attrs, merge, in.ExpectedVersion); err != nil {
+		return nil, err
+	}
+	// Its dynamic groups may have changed.
+	return nil, a.cfg.Jobs.ReconcileThing(name)
 }
 
 func (a *API) describeThing(r *http.Request) (any, error) {
@@ -191,15 +224,126 @@ func (a *API) describeThingGroup(r *http.Request) (any, error) {
 		RootToParentThingGroups []groupNameAndArn `json:"rootToParentThingGroups,omitempty"`
 		CreationDate            epoch             `json:"creationDate,omitzero"`
 	}
-	return struct {
-		Name       string          `json:"thingGroupName"`
-		ID         string          `json:"thingGroupId"`
-		ARN        string          `json:"thingGroupArn"`
-		Version    int64           `json:"version"`
-		Properties groupProperties `json:"thingGroupProperties"`
-		Metadata   metadata        `json:"thingGroupMetadata"`
-	}{g.Name, g.ID, g.ARN, g.Version, groupProperties{g.Description, &attributePayload{Attributes: nonNil(g.Attributes)}},
-		metadata{g.Parent, chain, epoch(g.CreatedAt)}}, nil
+	out := struct {
+		Name         string          `json:"thingGroupName"`
+		ID           string          `json:"thingGroupId"`
+		ARN          string          `json:"thingGroupArn"`
+		Version      int64           `json:"version"`
+		Properties   groupProperties `json:"thingGroupProperties"`
+		Metadata     metadata        `json:"thingGroupMetadata"`
+		IndexName    string          `json:"indexName,omitempty"`
+		QueryString  string          `json:"queryString,omitempty"`
+		QueryVersion string          `json:"queryVersion,omitempty"`
+		Status       string          `json:"status,omitempty"`
+	}{Name: g.Name, ID: g.ID, ARN: g.ARN, Version: g.Version,
+		Properties: groupProperties{g.Description, &attributePayload{Attributes: nonNil(g.Attributes)}},
+		Metadata:   metadata{g.Parent, chain, epoch(g.CreatedAt)}}
+	if g.Dynamic {
+		// The local cloud evaluates queries on demand: the group is never
+		// BUILDING.
+		out.IndexName, out.QueryString, out.QueryVersion, out.Status = g.IndexName, g.QueryString, g.QueryVersion, "ACTIVE"
+	}
+	return out, nil
+}
+
+// dynamicGroupInput is CreateDynamicThingGroup's and
+// UpdateDynamicThingGroup's body.
+type dynamicGroupInput struct {
+	Properties      *groupProperties `json:"thingGroupProperties"`
+	IndexName       string           `json:"indexName"`
+	QueryString     string           `json:"queryString"`
+	QueryVersion    string           `json:"queryVersion"`
+	ExpectedVersion int64            `json:"expectedVersion"`
+}
+
+func (in *dynamicGroupInput) spec(name string) registry.DynamicGroupSpec {
+	spec := registry.DynamicGroupSpec{Name: name, IndexName: in.IndexName, QueryString: in.QueryString, QueryVersion: in.QueryVersion}
+	if p := in.Properties; p != nil {
+		spec.Description = p.Description
+		if p.AttributePayload != nil && len(p.AttributePayload.Attributes) > 0 {
+			spec.Attributes = p.AttributePayload.Attributes
+		}
+	}
+	return spec
+}
+
+func (a *API) createDynamicThingGroup(r *http.Request) (any, error) {
+	name := r.PathValue("thingGroupName")
+	var in dynamicGroupInput
+	if err := decode(r, &in); err != nil {
+		return nil, err
+	}
+	if in.QueryString == "" {
+		return nil, invalid("queryString is required: a fleet-indexing query, e.g. attributes.model:nrf9160")
+	}
+	g, err := a.cfg.Registry.CreateDynamicThingGroup(in.spec(name))
+	if errors.Is(err, registry.ErrExists) {
+		ae := apiErr(http.StatusConflict, "ResourceAlreadyExistsException", "thing group %s already exists", name)
+		ae.ResourceID, ae.ResourceARN = name, a.cfg.Registry.GroupARN(name)
+		return nil, ae
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := a.reconcileAll(); err != nil {
+		return nil, err
+	}
+	return map[string]string{"thingGroupName": g.Name, "thingGroupArn": g.ARN, "thingGroupId": g.ID,
+		"indexName": g.IndexName, "queryString": g.QueryString, "queryVersion": g.QueryVersion}, nil
+}
+
+func (a *API) updateDynamicThingGroup(r *http.Request) (any, error) {
+	var in dynamicGroupInput
+	if err := decode(r, &in); err != nil {
+		return nil, err
+	}
+	g, err := a.cfg.Registry.UpdateDynamicThingGroup(in.spec(r.PathValue("thingGroupName")), in.ExpectedVersion)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.reconcileAll(); err != nil {
+		return nil, err
+	}
+	return map[string]int64{"version": g.Version}, nil
+}
+
+func (a *API) deleteDynamicThingGroup(r *http.Request) (any, error) {
+	name := r.PathValue("thingGroupName")
+	v, _, err := queryInt(r, "expectedVersion")
+	if err != nil {
+		return nil, err
+	}
+	members, err := a.cfg.Registry.ListThingsInThingGroup(name, false)
+	if errors.Is(err, registry.ErrNotFound) {
+		return nil, nil // as on AWS
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := a.cfg.Registry.DeleteDynamicThingGroup(name, v); err != nil {
+		return nil, err
+	}
+	for _, th := range members {
+		if err := a.cfg.Jobs.ReconcileThing(th); err != nil {
+			return nil, err
+		}
+	}
+	return nil, nil
+}
+
+// reconcileAll brings every thing's executions of continuous jobs in line
+// with its groups, after a dynamic group's query changed.
+func (a *API) reconcileAll() error {
+	things, err := a.cfg.Registry.ListThings()
+	if err != nil {
+		return err
+	}
+	for _, th := range things {
+		if err := a.cfg.Jobs.ReconcileThing(th.Name); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (a *API) groupList(r *http.Request, groups []registry.ThingGroup) (any, error) {
@@ -560,16 +704,19 @@ func (a *API) listThingPrincipals(r *http.Request) (any, error) {
 }
 
 func (a *API) describeEndpoint(r *http.Request) (any, error) {
-	switch t := r.URL.Query().Get("endpointType"); t {
-	case "", "iot:Data", "iot:Data-ATS":
-	case "iot:CredentialProvider", "iot:Jobs":
-		return nil, invalid("the local cloud serves no %s endpoint: devices use MQTT (iot:Data-ATS)", t)
+	t := r.URL.Query().Get("endpointType")
+	switch t {
+	case "":
+		t = "iot:Data" // AWS's default
+	case "iot:Data", "iot:Data-ATS", "iot:Jobs":
+	case "iot:CredentialProvider":
+		return nil, invalid("the local cloud serves no iot:CredentialProvider endpoint: devices use MQTT (iot:Data-ATS)")
 	default:
-		return nil, invalid("endpointType %q: use iot:Data-ATS", t)
+		return nil, invalid("endpointType %q: use iot:Data-ATS, iot:Data or iot:Jobs", t)
 	}
 	addr := ""
 	if a.cfg.Endpoint != nil {
-		addr = a.cfg.Endpoint()
+		addr = a.cfg.Endpoint(t)
 	}
 	return map[string]string{"endpointAddress": addr}, nil
 }

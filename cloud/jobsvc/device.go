@@ -3,6 +3,7 @@ package jobsvc
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 	"unicode/utf8"
 
@@ -27,6 +28,13 @@ func (s *Service) HandleDevice(thing, clientID, topic string, payload []byte) {
 	if err != nil || t.Thing != thing || t.Reply != iotjobs.ReplyNone {
 		return
 	}
+	if r := s.throttle(thing); r != nil {
+		r.ClientToken, r.Timestamp = tokenOf(payload), s.cfg.Clock.Now().Unix()
+		s.mu.Lock()
+		s.publish([]Message{{Topic: t.Rejected().String(), Payload: iotjobs.Encode(r), ClientID: clientID}})
+		s.mu.Unlock()
+		return
+	}
 	switch t.Op {
 	case iotjobs.OpGetPending:
 		var req iotjobs.GetPendingRequest
@@ -49,6 +57,78 @@ func (s *Service) HandleDevice(thing, clientID, topic string, payload []byte) {
 			return s.updateExec(x, thing, t.JobID, &req)
 		})
 	}
+}
+
+// throttle takes a request from thing's allowance; a rejection when it is
+// spent.
+func (s *Service) throttle(thing string) *iotjobs.ErrorResponse {
+	if s.limit.allow(thing, s.cfg.Clock.Now()) {
+		return nil
+	}
+	return reject(iotjobs.CodeRequestThrottled, "thing %s made more than %g Jobs requests a second: slow down and retry later", thing, s.cfg.DeviceRequestRate)
+}
+
+// DeviceRequest serves one Jobs device request of thing that came by
+// another way than MQTT (the iot-jobs-data HTTP API): req is the decoded
+// request, whose type names the operation (*iotjobs.GetPendingRequest,
+// *iotjobs.StartNextRequest, *iotjobs.DescribeRequest or
+// *iotjobs.UpdateRequest), jobID the job (or $next) of a describe or an
+// update. It returns the
+// accepted reply, or the rejection (with the code the MQTT API would
+// send); the notifications the request causes go out as over MQTT. The
+// error is a failure of the service itself.
+func (s *Service) DeviceRequest(thing, jobID string, req any) (any, *iotjobs.ErrorResponse, error) {
+	if r := s.throttle(thing); r != nil {
+		return nil, r, nil
+	}
+	var f func(x *txn) (any, *iotjobs.ErrorResponse, error)
+	token := ""
+	switch r := req.(type) {
+	case *iotjobs.GetPendingRequest:
+		f, token = func(x *txn) (any, *iotjobs.ErrorResponse, error) { return s.getPending(x, thing, r) }, r.ClientToken
+	case *iotjobs.StartNextRequest:
+		f, token = func(x *txn) (any, *iotjobs.ErrorResponse, error) { return s.startNext(x, thing, r) }, r.ClientToken
+	case *iotjobs.DescribeRequest:
+		f, token = func(x *txn) (any, *iotjobs.ErrorResponse, error) { return s.describe(x, thing, jobID, r) }, r.ClientToken
+	case *iotjobs.UpdateRequest:
+		f, token = func(x *txn) (any, *iotjobs.ErrorResponse, error) { return s.updateExec(x, thing, jobID, r) }, r.ClientToken
+	default:
+		return nil, nil, fmt.Errorf("jobsvc: %T is not a Jobs device request", req)
+	}
+	if err := iotjobs.ValidateClientToken(token); err != nil {
+		return nil, reject(iotjobs.CodeInvalidRequest, "%v", err), nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.run(f, nil)
+}
+
+// run commits op; a rejection changes nothing. reply, when set, makes the
+// messages that go out ahead of the notifications the change caused (the
+// MQTT reply).
+func (s *Service) run(op func(x *txn) (any, *iotjobs.ErrorResponse, error), reply func(resp any) []Message) (any, *iotjobs.ErrorResponse, error) {
+	var (
+		resp any
+		rej  *iotjobs.ErrorResponse
+	)
+	err := s.commit(func(x *txn) error {
+		var err error
+		resp, rej, err = op(x)
+		if err != nil {
+			return err
+		}
+		if rej != nil {
+			return errRollback // a rejected request changes nothing
+		}
+		if reply != nil {
+			x.msgs = append(reply(resp), x.msgs...)
+		}
+		return nil
+	})
+	if errors.Is(err, errRollback) {
+		return nil, rej, nil
+	}
+	return resp, nil, err
 }
 
 // tokenOf digs the clientToken out of a payload that did not decode, so
@@ -83,26 +163,12 @@ func (s *Service) serve(t iotjobs.Topic, client string, payload []byte, req any,
 		rejected(reject(iotjobs.CodeInvalidRequest, "%v", err), "")
 		return
 	}
-	var (
-		resp any
-		rej  *iotjobs.ErrorResponse
-	)
-	err := s.commit(func(x *txn) error {
-		var err error
-		resp, rej, err = op(x)
-		if err != nil {
-			return err
-		}
-		if rej != nil {
-			return errRollback // a rejected request changes nothing
-		}
-		// The reply goes first, then the notifications the change caused.
-		reply := Message{Topic: t.Accepted().String(), Payload: iotjobs.Encode(resp), ClientID: client}
-		x.msgs = append([]Message{reply}, x.msgs...)
-		return nil
+	// The reply goes first, then the notifications the change caused.
+	_, rej, err := s.run(op, func(resp any) []Message {
+		return []Message{{Topic: t.Accepted().String(), Payload: iotjobs.Encode(resp), ClientID: client}}
 	})
 	switch {
-	case errors.Is(err, errRollback):
+	case rej != nil:
 		rejected(rej, *token)
 	case err != nil:
 		s.log.Error("jobs request failed", "topic", t.String(), "err", err)
@@ -198,8 +264,11 @@ func (s *Service) describe(x *txn, thing, jobID string, req *iotjobs.DescribeReq
 		}
 		e = old
 	}
-	if s.cfg.StrictTerminalDescribe && jobID != iotjobs.NextJobID && e.Status.Terminal() {
-		return nil, reject(iotjobs.CodeTerminalStateReached, "the execution of job %s on %s is %s, a terminal state", e.JobID, thing, e.Status), nil
+	if e.Status.Terminal() {
+		// As AWS documents it: a describe of an execution in a terminal
+		// state. The device learns the status by updating it
+		// (InvalidStateTransition carries executionState).
+		return nil, reject(iotjobs.CodeTerminalStateReached, "the execution %d of job %s on %s is in a terminal state (%s): it can no longer change", e.ExecutionNumber, e.JobID, thing, e.Status), nil
 	}
 	var doc json.RawMessage
 	if req.IncludeJobDocument == nil || *req.IncludeJobDocument {

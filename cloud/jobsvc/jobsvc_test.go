@@ -52,7 +52,8 @@ type fixture struct {
 	last []Message
 }
 
-// newFixture opens a service on a fake clock; opts adjust its Config.
+// newFixture opens a service on a fake clock, with the JOB and
+// JOB_EXECUTION events enabled; opts adjust its Config.
 func newFixture(t *testing.T, opts ...func(*Config)) *fixture {
 	t.Helper()
 	dir := t.TempDir()
@@ -62,6 +63,9 @@ func newFixture(t *testing.T, opts ...func(*Config)) *fixture {
 		o(&f.cfg)
 	}
 	f.open()
+	if err := f.s.UpdateEventConfigurations(map[string]bool{EventTypeJob: true, EventTypeJobExecution: true}); err != nil {
+		t.Fatal(err)
+	}
 	return f
 }
 
@@ -422,7 +426,7 @@ func TestNextOrdering(t *testing.T) {
 	for i := range many {
 		many[i] = ex(string(rune('a'+i)), iotjobs.StatusQueued, i, uint64(i))
 	}
-	if n := notifyMessage(many, t0); len(n.Jobs[iotjobs.StatusQueued]) != maxNotifyJobs {
+	if n := notifyMessage(many, t0); len(n.Jobs[iotjobs.StatusQueued]) != MaxNotifyJobs {
 		t.Fatalf("notify lists %d", len(n.Jobs[iotjobs.StatusQueued]))
 	}
 }

@@ -1,19 +1,25 @@
-// Package jobsvc is the local cloud's AWS IoT Jobs service: jobs, their
-// executions on things, and the device MQTT API (get, start-next,
-// {jobId}/get, {jobId}/update) with the notifications AWS sends (notify,
-// notify-next) and the $aws/events/job and $aws/events/jobExecution events,
-// persisted in bbolt so that the cloud survives a restart.
+// Package jobsvc is the local cloud's AWS IoT Jobs service: jobs, job
+// templates, their executions on things, and the device API (get,
+// start-next, {jobId}/get, {jobId}/update, over MQTT through HandleDevice
+// or any other way through DeviceRequest) with the notifications AWS sends
+// (notify, notify-next) and, once UpdateEventConfigurations enables them,
+// the $aws/events/job and $aws/events/jobExecution events, persisted in
+// bbolt so that the cloud survives a restart.
 //
 // The rules — which status may follow which, versionNumber and
 // executionNumber, which execution is next, when a notification is due, when
-// a timer times an execution out, how fast a rollout releases executions,
-// when abort criteria cancel a job, when a failure is retried, which things
-// a job targets, how presigned-URL placeholders are replaced — are pure
-// functions in model.go, rollout.go and presign.go, tested without a
-// database, a broker or a wall clock. Service applies them in bbolt
-// transactions and hands the resulting messages to a Publisher (the broker)
-// after each commit; time comes from an injected clock.Clock and timers fire
-// from Tick (RunTimers calls it when a deadline arrives).
+// a timer times an execution out, how fast a rollout releases executions and
+// in which maintenance windows, when abort criteria cancel a job, when a
+// failure is retried, which things a job targets, how presigned-URL
+// placeholders are replaced — are pure functions in model.go, rollout.go,
+// schedule.go, cron.go and presign.go, tested without a database, a broker
+// or a wall clock. Service applies them in bbolt transactions and hands the
+// resulting messages to a Publisher (the broker) after each commit; time
+// comes from an injected clock.Clock and timers (execution timeouts,
+// rollout windows, schedule starts and ends, deletions) fire from Tick
+// (RunTimers calls it when a deadline arrives). Watch streams every
+// committed change of a job or an execution, numbered, to in-process
+// consumers such as a console.
 //
 // It imports the standard library, bbolt, clock and iotjobs; cloud/* must
 // never import device/* or sim/.
@@ -37,6 +43,11 @@ const (
 	JobInProgress JobStatus = "IN_PROGRESS"
 	JobCanceled   JobStatus = "CANCELED"
 	JobCompleted  JobStatus = "COMPLETED"
+	// JobScheduled: the job waits for its schedulingConfig.startTime.
+	JobScheduled JobStatus = "SCHEDULED"
+	// JobDeletionInProgress: DeleteJob was called; the job and its
+	// executions disappear when the deletion ends (Config.DeletionDelay).
+	JobDeletionInProgress JobStatus = "DELETION_IN_PROGRESS"
 )
 
 // TargetSelection says whether a job also runs on things that join a target
@@ -122,10 +133,15 @@ type RetryCriteria struct {
 
 // Job is a job: a document sent to target things.
 type Job struct {
-	ID          string          `json:"jobId"`
-	ARN         string          `json:"jobArn"`
-	Description string          `json:"description,omitempty"`
-	Document    json.RawMessage `json:"document"`
+	ID          string `json:"jobId"`
+	ARN         string `json:"jobArn"`
+	Description string `json:"description,omitempty"`
+	// Document is the job document exactly as it was given (GetJobDocument
+	// returns these bytes, so that hashes and diffs of it hold).
+	Document string `json:"documentText"`
+	// LegacyDocument is where an earlier version kept the document (as
+	// compacted JSON); it is read once and moved to Document.
+	LegacyDocument json.RawMessage `json:"document,omitempty"`
 	// DocumentSource is where the document was read from, if it came from
 	// the object store (CreateJob's documentSource).
 	DocumentSource string `json:"documentSource,omitempty"`
@@ -143,11 +159,15 @@ type Job struct {
 	LastUpdatedAt   time.Time       `json:"lastUpdatedAt"`
 	CompletedAt     time.Time       `json:"completedAt,omitzero"`
 
-	PresignedURL *PresignedURLConfig `json:"presignedUrlConfig,omitempty"`
-	Timeout      *TimeoutConfig      `json:"timeoutConfig,omitempty"`
-	Rollout      *RolloutConfig      `json:"jobExecutionsRolloutConfig,omitempty"`
-	Abort        *AbortConfig        `json:"abortConfig,omitempty"`
-	Retry        *RetryConfig        `json:"jobExecutionsRetryConfig,omitempty"`
+	Settings
+	Scheduling *SchedulingConfig `json:"schedulingConfig,omitempty"`
+	// TemplateARN is the job template the job was created from, if any.
+	TemplateARN string `json:"jobTemplateArn,omitempty"`
+	// RolloutStopped: the scheduling end time passed with endBehavior
+	// STOP_ROLLOUT; no new execution is created.
+	RolloutStopped bool `json:"rolloutStopped,omitempty"`
+	// DeleteAt is when a deletion in progress ends.
+	DeleteAt time.Time `json:"deleteAt,omitzero"`
 }
 
 // Execution is a job's execution on one thing.
@@ -268,8 +288,9 @@ func next(execs []Execution) *Execution {
 	return nil
 }
 
-// maxNotifyJobs is how many executions a notify message lists at most.
-const maxNotifyJobs = 10
+// MaxNotifyJobs is how many executions a notify (JobExecutionsChanged)
+// message lists at most, as AWS's current documentation says.
+const MaxNotifyJobs = 15
 
 // notifyMessage is the JobExecutionsChanged message for a thing's executions.
 func notifyMessage(execs []Execution, now time.Time) iotjobs.NotifyMessage {
@@ -281,7 +302,7 @@ func notifyMessage(execs []Execution, now time.Time) iotjobs.NotifyMessage {
 		execs  []Execution
 	}{{iotjobs.StatusInProgress, ip}, {iotjobs.StatusQueued, q}} {
 		for _, e := range list.execs {
-			if n == maxNotifyJobs {
+			if n == MaxNotifyJobs {
 				break
 			}
 			m.Jobs[list.status] = append(m.Jobs[list.status], e.Summary())

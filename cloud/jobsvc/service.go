@@ -2,16 +2,12 @@ package jobsvc
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"slices"
-	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,14 +58,27 @@ type Config struct {
 	// Groups resolves thing-group targets; without it a job may target
 	// things only.
 	Groups Groups
-	// StrictTerminalDescribe makes a DescribeJobExecution ({jobId}/get) of
-	// an execution in a terminal state answer TerminalStateReached, the
-	// documented meaning of that code, instead of the execution (the
-	// default, lenient choice: devices read CANCELED, TIMED_OUT or REMOVED
-	// that way; unconfirmed on AWS).
-	StrictTerminalDescribe bool
-	Logger                 *slog.Logger
+	// DeletionDelay is how long DeleteJob takes: the job shows
+	// DELETION_IN_PROGRESS (and its id cannot be reused) until then.
+	// Default DefaultDeletionDelay; negative: no delay (deleted on the
+	// next Tick).
+	DeletionDelay time.Duration
+	// DeviceRequestRate limits each thing's Jobs requests (get, start-next,
+	// {jobId}/get, {jobId}/update) to this many per second, in bursts of
+	// up to DeviceRequestBurst (default: the rate, at least 1); a request
+	// over the limit is rejected with RequestThrottled, as AWS does. 0: no
+	// limit.
+	DeviceRequestRate  float64
+	DeviceRequestBurst int
+	Logger             *slog.Logger
 }
+
+// DefaultDeletionDelay is Config.DeletionDelay's default.
+const DefaultDeletionDelay = time.Second
+
+// MaxConcurrentDeletions is how many jobs may be DELETION_IN_PROGRESS at
+// once, as on AWS; one more DeleteJob fails with ErrLimitExceeded.
+const MaxConcurrentDeletions = 10
 
 // Errors of the control-plane methods.
 var (
@@ -85,6 +94,10 @@ var (
 	// ErrVersionConflict: expectedVersion does not match (AWS's
 	// VersionConflictException).
 	ErrVersionConflict = errors.New("version conflict")
+	// ErrLimitExceeded: a limit of AWS's is reached (AWS's
+	// LimitExceededException): ten deletions in progress, a hundred
+	// targets.
+	ErrLimitExceeded = errors.New("limit exceeded")
 )
 
 var (
@@ -97,24 +110,35 @@ var (
 	bucketWaitThing  = []byte("jobs.waitthing")  // jobId \x00 thing → its key in bucketWaiting
 	bucketTimers     = []byte("jobs.timers")     // unix nanos(8) kind(1) id → nothing
 	bucketContinuous = []byte("jobs.continuous") // jobId of every IN_PROGRESS CONTINUOUS job → nothing
+	bucketDeleting   = []byte("jobs.deleting")   // jobId of every DELETION_IN_PROGRESS job → nothing
+	bucketTemplates  = []byte("jobs.templates")  // jobTemplateId → JobTemplate
+	bucketConfig     = []byte("jobs.config")     // "events" → EventConfigurations, "changeSeq" → last change number
 	allBuckets       = [][]byte{bucketJobs, bucketJobState, bucketExecs, bucketByJob, bucketHistory, bucketWaiting,
-		bucketWaitThing, bucketTimers, bucketContinuous}
+		bucketWaitThing, bucketTimers, bucketContinuous, bucketDeleting, bucketTemplates, bucketConfig}
 )
 
 // Timer kinds in bucketTimers.
 const (
 	timerExecution = 'e' // id: thing \x00 jobId
 	timerRollout   = 'r' // id: jobId
+	timerStart     = 's' // id: jobId; a SCHEDULED job's startTime
+	timerEnd       = 'x' // id: jobId; a schedule's endTime
+	timerDeletion  = 'd' // id: jobId; a deletion ends
 )
 
 // Service is the Jobs service. It is safe for concurrent use.
 type Service struct {
-	db   *bolt.DB
-	cfg  Config
-	log  *slog.Logger
-	pub  atomic.Pointer[Publisher]
-	mu   sync.Mutex    // serialises state changes and their notifications
-	kick chan struct{} // a timer was added or moved
+	db     *bolt.DB
+	cfg    Config
+	log    *slog.Logger
+	pub    atomic.Pointer[Publisher]
+	mu     sync.Mutex    // serialises state changes and their notifications
+	kick   chan struct{} // a timer was added or moved
+	events atomic.Pointer[EventConfigurations]
+	limit  *limiter
+
+	watchMu  sync.Mutex
+	watchers map[*Watcher]bool // the live watchers
 }
 
 // Open prepares the service's buckets in db.
@@ -122,22 +146,31 @@ func Open(db *bolt.DB, cfg Config) (*Service, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.Real()
 	}
+	if cfg.DeletionDelay == 0 {
+		cfg.DeletionDelay = DefaultDeletionDelay
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	var events EventConfigurations
 	err := db.Update(func(tx *bolt.Tx) error {
 		for _, b := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		return nil
+		var err error
+		events, err = loadEvents(tx)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("jobsvc: %w", err)
 	}
-	return &Service{db: db, cfg: cfg, log: log, kick: make(chan struct{}, 1)}, nil
+	s := &Service{db: db, cfg: cfg, log: log, kick: make(chan struct{}, 1), limit: newLimiter(cfg.DeviceRequestRate, cfg.DeviceRequestBurst)}
+	s.watchers = map[*Watcher]bool{}
+	s.events.Store(&events)
+	return s, nil
 }
 
 // SetPublisher sets where messages go (until then they are dropped).
@@ -207,6 +240,7 @@ type txn struct {
 	dirtyState map[string]bool
 	touched    []string // jobs whose progress must be re-evaluated
 	timers     bool     // the timer set changed
+	changes    changeLog
 }
 
 func newTxn(s *Service, tx *bolt.Tx, now time.Time) *txn {
@@ -229,6 +263,10 @@ func (t *txn) job(id string) (*Job, bool) {
 	if j.TargetSelection == "" {
 		j.TargetSelection = Snapshot
 	}
+	if j.Document == "" && len(j.LegacyDocument) > 0 {
+		// Stored by an earlier version, compacted: the exact text is lost.
+		j.Document, j.LegacyDocument = string(j.LegacyDocument), nil
+	}
 	if len(j.TargetThings) == 0 && len(j.TargetGroups) == 0 {
 		// Stored by an earlier version: targets were thing names.
 		j.TargetThings = j.Targets
@@ -244,6 +282,7 @@ func (t *txn) job(id string) (*Job, bool) {
 func (t *txn) markJob(j *Job) {
 	t.jobs[j.ID] = j
 	t.dirtyJobs[j.ID] = true
+	t.jobChanged(j, false)
 }
 
 // state returns a job's progress record, rebuilding it from the executions
@@ -439,6 +478,7 @@ func (t *txn) putExec(old *Execution, e Execution) error {
 	if err := t.tx.Bucket(bucketByJob).Put([]byte(e.JobID+"\x00"+e.Thing), nil); err != nil {
 		return err
 	}
+	t.execChanged(e, false)
 	return t.tx.Bucket(bucketExecs).Put(execKey(e.Thing, e.JobID), b)
 }
 
@@ -472,9 +512,14 @@ func (t *txn) deleteExec(e Execution) error {
 	prefix := []byte(e.Thing + "\x00" + e.JobID + "\x00")
 	var keys [][]byte
 	c := h.Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 		keys = append(keys, bytes.Clone(k))
+		var old Execution
+		if json.Unmarshal(v, &old) == nil {
+			t.execChanged(old, true)
+		}
 	}
+	t.execChanged(e, true)
 	for _, k := range keys {
 		if err := h.Delete(k); err != nil {
 			return err
@@ -497,7 +542,7 @@ func (t *txn) document(jobID string) json.RawMessage {
 	if !ok {
 		return nil
 	}
-	doc, err := substitutePresigned(j.Document, t.s.cfg.Presign, j.presignExpiry())
+	doc, err := substitutePresigned([]byte(j.Document), t.s.cfg.Presign, j.presignExpiry())
 	if err != nil {
 		t.s.log.Warn("job document delivered without presigned URLs", "job", jobID, "err", err)
 	}
@@ -528,7 +573,7 @@ func (t *txn) changeThing(thing string, before, after []Execution) error {
 			prev = &o
 		}
 		if e.Status.Terminal() && (!had || o.ExecutionNumber != e.ExecutionNumber || !o.Status.Terminal()) {
-			t.send(ExecutionEventTopic(e.JobID, executionEventOp(e.Status)), executionEvent(e, t.s.ThingARN(thing), executionEventOp(e.Status), t.now), "")
+			t.execEvent(e, executionEventOp(e.Status))
 			if j, ok := t.job(e.JobID); ok && j.Status == JobInProgress {
 				seq, _ := t.tx.Bucket(bucketExecs).NextSequence()
 				if r, ok := retry(j.Retry, e, seq, t.now); ok {
@@ -556,6 +601,14 @@ func (t *txn) changeThing(thing string, before, after []Execution) error {
 			t.touch(o.JobID)
 		}
 	}
+	t.notifyThing(thing, before, after)
+	return nil
+}
+
+// notifyThing sends notify and notify-next when a thing's executions
+// changed in a way that is due: notify when the pending set changed,
+// notify-next when its head did.
+func (t *txn) notifyThing(thing string, before, after []Execution) {
 	if pendingKey(before) != pendingKey(after) {
 		t.send(iotjobs.NotifyTopic(thing).String(), notifyMessage(after, t.now), "")
 	}
@@ -566,7 +619,6 @@ func (t *txn) changeThing(thing string, before, after []Execution) error {
 		}
 		t.send(iotjobs.NotifyNextTopic(thing).String(), m, "")
 	}
-	return nil
 }
 
 // setExec replaces one execution of a thing.
@@ -705,17 +757,43 @@ func (t *txn) progress(id string) error {
 	if a, due := abortDue(j.Abort, st.Counts); due {
 		return t.abort(j, a)
 	}
-	if st.Waiting > 0 {
-		n, rs, wake := rolloutStep(j.Rollout, st.Rollout, t.now, st.Waiting, st.Counts[iotjobs.StatusSucceeded])
-		st.Rollout, st.WakeAt = rs, wake
-		t.markState(id)
-		things, err := t.dequeue(id, n)
-		if err != nil {
+	if st.Waiting > 0 && j.RolloutStopped {
+		// The schedule's end time stopped the rollout: who waits gets none.
+		if _, err := t.dequeue(id, -1); err != nil {
 			return err
 		}
-		for _, th := range things {
-			if err := t.createExecution(id, th); err != nil {
+	}
+	if st.Waiting > 0 {
+		var windows []window
+		if j.Scheduling != nil {
+			// Checked at creation; an error here cannot happen.
+			windows, _ = parseWindows(j.Scheduling.MaintenanceWindows)
+		}
+		if open, _ := openWindow(windows, t.now); !open {
+			// Outside every maintenance window: nothing is released until
+			// the next one opens.
+			st.WakeAt = nextWindow(windows, t.now)
+			t.markState(id)
+		} else {
+			n, rs, wake := rolloutStep(j.Rollout, st.Rollout, t.now, st.Waiting, st.Counts[iotjobs.StatusSucceeded])
+			st.Rollout, st.WakeAt = rs, wake
+			if n < st.Waiting {
+				st.WakeAt = releaseWake(windows, wake)
+				if st.WakeAt.IsZero() || !st.WakeAt.After(t.now) {
+					// The window closes before the rollout's next minute:
+					// look again when the next one opens.
+					st.WakeAt = releaseWake(windows, t.now.Add(time.Minute))
+				}
+			}
+			t.markState(id)
+			things, err := t.dequeue(id, n)
+			if err != nil {
 				return err
+			}
+			for _, th := range things {
+				if err := t.createExecution(id, th); err != nil {
+					return err
+				}
 			}
 		}
 	} else if !st.WakeAt.IsZero() {
@@ -725,10 +803,14 @@ func (t *txn) progress(id string) error {
 	if j.TargetSelection == Snapshot && st.Waiting == 0 && st.Counts[iotjobs.StatusQueued]+st.Counts[iotjobs.StatusInProgress] == 0 {
 		j.Status, j.CompletedAt, j.LastUpdatedAt = JobCompleted, t.now, t.now
 		t.markJob(j)
-		t.send(JobEventTopic(id, JobEventCompleted), jobEvent(j, JobEventCompleted, string(j.Status), st.Counts, t.now), "")
+		t.jobEvent(j, JobEventCompleted)
 	}
 	return nil
 }
+
+// AbortReasonCode is the reasonCode a job canceled by its abort
+// configuration gets; its comment says which criterion was met.
+const AbortReasonCode = "ABORT_CRITERIA_MET"
 
 // abort cancels a job whose abort criteria were met: its QUEUED executions
 // and the things still waiting for the rollout.
@@ -738,23 +820,32 @@ func (t *txn) abort(j *Job, a AbortCriteria) error {
 		return err
 	}
 	executed := st.Counts.executed()
-	comment := fmt.Sprintf("aborted: %d of %d executed things ended %s, at least %g%% with %d executed", st.Counts.failures(a.FailureType), executed, a.FailureType, a.ThresholdPercentage, a.MinNumberOfExecutedThings)
-	return t.cancelJob(j, false, comment, "")
+	comment := fmt.Sprintf("Job aborted by its abortConfig: %d of %d executed things ended %s, reaching thresholdPercentage %g with minNumberOfExecutedThings %d",
+		st.Counts.failures(a.FailureType), executed, a.FailureType, a.ThresholdPercentage, a.MinNumberOfExecutedThings)
+	return t.cancelJob(j, false, comment, AbortReasonCode)
 }
 
 // cancelJob marks the job CANCELED and cancels its QUEUED executions (and,
 // with force, its IN_PROGRESS ones); things waiting for the rollout get no
-// execution.
+// execution. The cancellation_in_progress event comes first, then canceled,
+// as on AWS (where the cancellation takes a while).
 func (t *txn) cancelJob(j *Job, force bool, comment, reason string) error {
 	wasCanceled := j.Status == JobCanceled
-	j.Status, j.LastUpdatedAt = JobCanceled, t.now
-	j.ForceCanceled = j.ForceCanceled || force
 	if comment != "" {
 		j.Comment = comment
 	}
 	if reason != "" {
 		j.ReasonCode = reason
 	}
+	j.LastUpdatedAt = t.now
+	if !wasCanceled {
+		t.jobEvent(j, JobEventCancellationInProgress)
+	}
+	if err := t.unschedule(j); err != nil {
+		return err
+	}
+	j.Status = JobCanceled
+	j.ForceCanceled = j.ForceCanceled || force
 	t.markJob(j)
 	if _, err := t.dequeue(j.ID, -1); err != nil {
 		return err
@@ -776,15 +867,41 @@ func (t *txn) cancelJob(j *Job, force bool, comment, reason string) error {
 		}
 	}
 	if !wasCanceled {
-		t.send(JobEventTopic(j.ID, JobEventCanceled), jobEvent(j, JobEventCanceled, string(j.Status), st.Counts, t.now), "")
+		t.jobEvent(j, JobEventCanceled)
+	}
+	return nil
+}
+
+// unschedule removes a job's start and end timers.
+func (t *txn) unschedule(j *Job) error {
+	if j.Scheduling == nil {
+		return nil
+	}
+	sc, err := readSchedule(j.Scheduling)
+	if err != nil {
+		return nil // cannot be: it was checked at creation
+	}
+	if !sc.start.IsZero() && j.Status == JobScheduled {
+		if err := t.moveTimer(sc.start, time.Time{}, timerStart, j.ID); err != nil {
+			return err
+		}
+	}
+	if !sc.end.IsZero() {
+		if err := t.moveTimer(sc.end, time.Time{}, timerEnd, j.ID); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
 // commit runs f in a write transaction, settles the jobs it touched, and
-// publishes the messages after the commit. The caller holds s.mu.
+// publishes the messages and the changes after the commit. The caller holds
+// s.mu.
 func (s *Service) commit(f func(t *txn) error) error {
-	var t *txn
+	var (
+		t       *txn
+		changes []Change
+	)
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		t = newTxn(s, tx, s.cfg.Clock.Now().UTC())
 		if err := f(t); err != nil {
@@ -793,7 +910,12 @@ func (s *Service) commit(f func(t *txn) error) error {
 		if err := t.settle(); err != nil {
 			return err
 		}
-		return t.flush()
+		if err := t.flush(); err != nil {
+			return err
+		}
+		var err error
+		changes, err = t.numberChanges()
+		return err
 	})
 	if err != nil {
 		return err
@@ -805,6 +927,7 @@ func (s *Service) commit(f func(t *txn) error) error {
 		}
 	}
 	s.publish(t.msgs)
+	s.deliver(changes)
 	return nil
 }
 
@@ -813,574 +936,4 @@ func (s *Service) update(f func(t *txn) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.commit(f)
-}
-
-// JobSpec describes a job to create.
-type JobSpec struct {
-	JobID string
-	// Things and Groups are the targets: things and static thing groups,
-	// by name. At least one target is needed.
-	Things []string
-	Groups []string
-	// Document is the job document, a JSON object of at most 32 KiB.
-	Document []byte
-	// DocumentSource records where the document was read from, if anywhere.
-	DocumentSource  string
-	Description     string
-	TargetSelection TargetSelection // default SNAPSHOT
-	PresignedURL    *PresignedURLConfig
-	Timeout         *TimeoutConfig
-	Rollout         *RolloutConfig
-	Abort           *AbortConfig
-	Retry           *RetryConfig
-}
-
-// CreateJob creates a job and queues an execution on each target thing (at
-// the rollout's pace, if it has one). Errors wrap ErrInvalid, ErrExists or
-// ErrNotFound (a target group).
-func (s *Service) CreateJob(spec JobSpec) (Job, error) {
-	if err := validateSpec(&spec); err != nil {
-		return Job{}, err
-	}
-	if len(spec.Groups) > 0 && s.cfg.Groups == nil {
-		return Job{}, fmt.Errorf("%w: this Jobs service cannot target thing groups", ErrInvalid)
-	}
-	for _, d := range []struct {
-		what string
-		list []string
-	}{{"thing", spec.Things}, {"thing group", spec.Groups}} {
-		sorted := slices.Clone(d.list)
-		sort.Strings(sorted)
-		for i := 1; i < len(sorted); i++ {
-			if sorted[i] == sorted[i-1] {
-				return Job{}, fmt.Errorf("%w: %s %s is targeted twice", ErrInvalid, d.what, sorted[i])
-			}
-		}
-	}
-	if _, err := findPlaceholders(spec.Document); err != nil {
-		return Job{}, fmt.Errorf("%w: the job document: %v", ErrInvalid, err)
-	} else if ph, _ := findPlaceholders(spec.Document); len(ph) > 0 && s.cfg.Presign == nil {
-		return Job{}, fmt.Errorf("%w: the job document holds presigned-URL placeholders but this service cannot presign", ErrInvalid)
-	}
-	now := s.cfg.Clock.Now().UTC()
-	job := Job{ID: spec.JobID, ARN: s.JobARN(spec.JobID), Description: spec.Description, Document: json.RawMessage(spec.Document),
-		DocumentSource: spec.DocumentSource, TargetThings: slices.Clone(spec.Things), TargetGroups: slices.Clone(spec.Groups),
-		TargetSelection: spec.TargetSelection, Status: JobInProgress, CreatedAt: now, LastUpdatedAt: now,
-		PresignedURL: spec.PresignedURL, Timeout: spec.Timeout, Rollout: spec.Rollout, Abort: spec.Abort, Retry: spec.Retry}
-	for _, th := range spec.Things {
-		job.Targets = append(job.Targets, s.ThingARN(th))
-	}
-	for _, g := range spec.Groups {
-		job.Targets = append(job.Targets, s.GroupARN(g))
-	}
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	// Group members are read under the lock and before the write
-	// transaction, so that a thing added to a group concurrently either is
-	// seen here or is reconciled after this job exists.
-	members := slices.Clone(spec.Things)
-	for _, g := range spec.Groups {
-		m, err := s.cfg.Groups.ThingsInGroup(g)
-		if err != nil {
-			return Job{}, fmt.Errorf("%w: thing group %s: %v", ErrNotFound, g, err)
-		}
-		members = append(members, m...)
-	}
-	sort.Strings(members)
-	members = slices.Compact(members)
-	err := s.commit(func(t *txn) error {
-		if _, exists := t.job(job.ID); exists {
-			return fmt.Errorf("%w: job %s exists; choose another job id", ErrExists, job.ID)
-		}
-		j := job
-		t.markJob(&j)
-		if _, err := t.state(j.ID); err != nil {
-			return err
-		}
-		return t.enqueue(j.ID, members)
-	})
-	if err != nil {
-		return Job{}, err
-	}
-	return s.DescribeJob(job.ID)
-}
-
-// validateSpec checks a job's id, document and configuration against AWS's
-// rules, and defaults targetSelection.
-func validateSpec(spec *JobSpec) error {
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
-	}
-	if err := iotjobs.ValidateJobID(spec.JobID); err != nil {
-		return bad("%v", err)
-	}
-	if len(spec.Document) > iotjobs.MaxJobDocumentSize {
-		return bad("the job document has %d bytes; at most %d are allowed", len(spec.Document), iotjobs.MaxJobDocumentSize)
-	}
-	var probe map[string]any
-	if err := json.Unmarshal(spec.Document, &probe); err != nil {
-		return bad("the job document must be a JSON object: %v", err)
-	} else if probe == nil {
-		return bad("the job document must be a JSON object, not null")
-	}
-	if len(spec.Description) > 2028 {
-		return bad("the description has %d characters; at most 2028 are allowed", len(spec.Description))
-	}
-	if len(spec.Things)+len(spec.Groups) == 0 {
-		return bad("a job needs at least one target thing or thing group")
-	}
-	for _, th := range spec.Things {
-		if err := iotjobs.ValidateThingName(th); err != nil {
-			return bad("%v", err)
-		}
-	}
-	switch spec.TargetSelection {
-	case "":
-		spec.TargetSelection = Snapshot
-	case Snapshot, Continuous:
-	default:
-		return bad("targetSelection %q: use SNAPSHOT or CONTINUOUS", spec.TargetSelection)
-	}
-	if p := spec.PresignedURL; p != nil && p.ExpiresInSec != 0 && (p.ExpiresInSec < MinPresignSeconds || p.ExpiresInSec > MaxPresignSeconds) {
-		return bad("presignedUrlConfig.expiresInSec %d: use %d..%d", p.ExpiresInSec, MinPresignSeconds, MaxPresignSeconds)
-	}
-	if to := spec.Timeout; to != nil && (to.InProgressTimeoutInMinutes < 1 || to.InProgressTimeoutInMinutes > MaxTimeoutMinutes) {
-		return bad("timeoutConfig.inProgressTimeoutInMinutes %d: use 1..%d", to.InProgressTimeoutInMinutes, MaxTimeoutMinutes)
-	}
-	if r := spec.Rollout; r != nil {
-		if r.MaximumPerMinute == 0 && r.ExponentialRate == nil {
-			return bad("jobExecutionsRolloutConfig needs maximumPerMinute or exponentialRate")
-		}
-		if r.MaximumPerMinute != 0 && (r.MaximumPerMinute < 1 || r.MaximumPerMinute > MaxRolloutPerMinute) {
-			return bad("maximumPerMinute %d: use 1..%d", r.MaximumPerMinute, MaxRolloutPerMinute)
-		}
-		if e := r.ExponentialRate; e != nil {
-			if e.BaseRatePerMinute < 1 || e.BaseRatePerMinute > MaxRolloutPerMinute {
-				return bad("exponentialRate.baseRatePerMinute %d: use 1..%d", e.BaseRatePerMinute, MaxRolloutPerMinute)
-			}
-			if e.IncrementFactor < 1.1 || e.IncrementFactor > 5 {
-				return bad("exponentialRate.incrementFactor %g: use 1.1..5", e.IncrementFactor)
-			}
-			c := e.RateIncreaseCriteria
-			if (c.NumberOfNotifiedThings > 0) == (c.NumberOfSucceededThings > 0) {
-				return bad("exponentialRate.rateIncreaseCriteria needs exactly one of numberOfNotifiedThings and numberOfSucceededThings")
-			}
-			if c.NumberOfNotifiedThings > 1000 || c.NumberOfSucceededThings > 1000 || c.NumberOfNotifiedThings < 0 || c.NumberOfSucceededThings < 0 {
-				return bad("exponentialRate.rateIncreaseCriteria: use 1..1000")
-			}
-		}
-	}
-	if a := spec.Abort; a != nil {
-		if len(a.CriteriaList) == 0 {
-			return bad("abortConfig.criteriaList is empty")
-		}
-		for i, c := range a.CriteriaList {
-			switch c.FailureType {
-			case FailureFailed, FailureRejected, FailureTimedOut, FailureAll:
-			default:
-				return bad("abortConfig.criteriaList[%d].failureType %q: use FAILED, REJECTED, TIMED_OUT or ALL", i, c.FailureType)
-			}
-			if c.Action != "CANCEL" {
-				return bad("abortConfig.criteriaList[%d].action %q: use CANCEL", i, c.Action)
-			}
-			if c.ThresholdPercentage <= 0 || c.ThresholdPercentage > 100 {
-				return bad("abortConfig.criteriaList[%d].thresholdPercentage %g: use more than 0, at most 100", i, c.ThresholdPercentage)
-			}
-			if c.MinNumberOfExecutedThings < 1 {
-				return bad("abortConfig.criteriaList[%d].minNumberOfExecutedThings %d: use 1 or more", i, c.MinNumberOfExecutedThings)
-			}
-		}
-	}
-	if r := spec.Retry; r != nil {
-		if len(r.CriteriaList) == 0 {
-			return bad("jobExecutionsRetryConfig.criteriaList is empty")
-		}
-		total := int64(0)
-		seen := map[string]bool{}
-		for i, c := range r.CriteriaList {
-			switch c.FailureType {
-			case FailureFailed, FailureTimedOut, FailureAll:
-			default:
-				return bad("jobExecutionsRetryConfig.criteriaList[%d].failureType %q: use FAILED, TIMED_OUT or ALL", i, c.FailureType)
-			}
-			if seen[c.FailureType] {
-				return bad("jobExecutionsRetryConfig names failureType %s twice", c.FailureType)
-			}
-			seen[c.FailureType] = true
-			if c.NumberOfRetries < 0 || c.NumberOfRetries > 10 {
-				return bad("jobExecutionsRetryConfig.criteriaList[%d].numberOfRetries %d: use 0..10", i, c.NumberOfRetries)
-			}
-			total += c.NumberOfRetries
-		}
-		if total > 10 {
-			return bad("jobExecutionsRetryConfig allows %d retries in total; at most 10 are allowed", total)
-		}
-	}
-	return nil
-}
-
-// JobInfo is a job with its progress.
-type JobInfo struct {
-	Job
-	Counts Counts
-	// Waiting is how many targeted things the rollout has not reached yet.
-	Waiting int64
-}
-
-// DescribeJob returns a job.
-func (s *Service) DescribeJob(id string) (Job, error) {
-	info, err := s.JobInfo(id)
-	return info.Job, err
-}
-
-// JobInfo returns a job with its execution counts.
-func (s *Service) JobInfo(id string) (JobInfo, error) {
-	var info JobInfo
-	err := s.db.View(func(tx *bolt.Tx) error {
-		t := newTxn(s, tx, s.cfg.Clock.Now().UTC())
-		j, ok := t.job(id)
-		if !ok {
-			return fmt.Errorf("%w: job %s does not exist", ErrNotFound, id)
-		}
-		st, err := t.state(id)
-		if err != nil {
-			return err
-		}
-		info = JobInfo{Job: *j, Counts: st.Counts, Waiting: st.Waiting}
-		return nil
-	})
-	return info, err
-}
-
-// ListJobs returns every job, oldest first.
-func (s *Service) ListJobs() ([]Job, error) {
-	var out []Job
-	err := s.db.View(func(tx *bolt.Tx) error {
-		t := newTxn(s, tx, time.Time{})
-		return tx.Bucket(bucketJobs).ForEach(func(k, _ []byte) error {
-			if j, ok := t.job(string(k)); ok {
-				out = append(out, *j)
-			}
-			return nil
-		})
-	})
-	sort.SliceStable(out, func(i, k int) bool {
-		if !out[i].CreatedAt.Equal(out[k].CreatedAt) {
-			return out[i].CreatedAt.Before(out[k].CreatedAt)
-		}
-		return out[i].ID < out[k].ID
-	})
-	return out, err
-}
-
-// DescribeExecution returns the latest execution of a job on a thing.
-func (s *Service) DescribeExecution(jobID, thing string) (Execution, error) {
-	return s.DescribeExecutionNumber(jobID, thing, 0)
-}
-
-// DescribeExecutionNumber returns an execution of a job on a thing by its
-// number (0: the latest).
-func (s *Service) DescribeExecutionNumber(jobID, thing string, number int64) (Execution, error) {
-	var e Execution
-	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketExecs).Get(execKey(thing, jobID))
-		if b == nil {
-			return fmt.Errorf("%w: job %s has no execution on thing %s", ErrNotFound, jobID, thing)
-		}
-		if err := json.Unmarshal(b, &e); err != nil {
-			return err
-		}
-		if number != 0 && number != e.ExecutionNumber {
-			var ok bool
-			if e, ok = history(tx, thing, jobID, number); !ok {
-				return fmt.Errorf("%w: job %s has no execution number %d on thing %s", ErrNotFound, jobID, number, thing)
-			}
-		}
-		return nil
-	})
-	return e, err
-}
-
-// ListExecutionsForJob returns the latest execution of a job on each
-// thing, by thing name.
-func (s *Service) ListExecutionsForJob(jobID string) ([]Execution, error) {
-	var out []Execution
-	err := s.db.View(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketJobs).Get([]byte(jobID)) == nil {
-			return fmt.Errorf("%w: job %s does not exist", ErrNotFound, jobID)
-		}
-		var err error
-		out, err = jobExecs(tx, jobID)
-		return err
-	})
-	return out, err
-}
-
-// ListExecutionsForThing returns the latest execution of every job on a
-// thing, oldest first.
-func (s *Service) ListExecutionsForThing(thing string) ([]Execution, error) {
-	var out []Execution
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		out, err = newTxn(s, tx, time.Time{}).thingExecs(thing)
-		return err
-	})
-	sort.SliceStable(out, func(i, k int) bool { return out[i].Seq < out[k].Seq })
-	return out, err
-}
-
-// JobDocument returns a job's document as stored (placeholders kept).
-func (s *Service) JobDocument(jobID string) (json.RawMessage, error) {
-	j, err := s.DescribeJob(jobID)
-	return j.Document, err
-}
-
-// CancelJob cancels a job: it becomes CANCELED, its QUEUED executions are
-// CANCELED and, with force, so are its IN_PROGRESS ones. A COMPLETED job
-// cannot be canceled (ErrInvalidState); canceling a CANCELED job again
-// changes nothing unless force is newly given.
-func (s *Service) CancelJob(jobID string, force bool, comment, reasonCode string) (Job, error) {
-	err := s.update(func(t *txn) error {
-		j, ok := t.job(jobID)
-		if !ok {
-			return fmt.Errorf("%w: job %s does not exist", ErrNotFound, jobID)
-		}
-		if j.Status == JobCompleted {
-			return fmt.Errorf("%w: job %s is COMPLETED and cannot be canceled", ErrInvalidState, jobID)
-		}
-		return t.cancelJob(j, force, comment, reasonCode)
-	})
-	if err != nil {
-		return Job{}, err
-	}
-	return s.DescribeJob(jobID)
-}
-
-// CancelExecution cancels one execution (CancelJobExecution): a QUEUED one,
-// or an IN_PROGRESS one with force. Errors wrap ErrNotFound, ErrInvalid,
-// ErrVersionConflict or ErrInvalidState.
-func (s *Service) CancelExecution(jobID, thing string, req CancelRequest) (Execution, error) {
-	var out Execution
-	err := s.update(func(t *txn) error {
-		e, ok := t.exec(thing, jobID)
-		if !ok {
-			return fmt.Errorf("%w: job %s has no execution on thing %s", ErrNotFound, jobID, thing)
-		}
-		ne, err := cancelExecution(e, req, t.now)
-		if err != nil {
-			return err
-		}
-		out = ne
-		return t.setExec(ne)
-	})
-	return out, err
-}
-
-// DeleteJob deletes a job and all its executions. Without force the job
-// must be COMPLETED or CANCELED with no execution IN_PROGRESS
-// (ErrInvalidState otherwise).
-func (s *Service) DeleteJob(jobID string, force bool) error {
-	return s.update(func(t *txn) error {
-		j, ok := t.job(jobID)
-		if !ok {
-			return fmt.Errorf("%w: job %s does not exist", ErrNotFound, jobID)
-		}
-		st, err := t.state(jobID)
-		if err != nil {
-			return err
-		}
-		if !force {
-			if j.Status == JobInProgress {
-				return fmt.Errorf("%w: job %s is IN_PROGRESS; cancel it first or delete it with force", ErrInvalidState, jobID)
-			}
-			if st.Counts[iotjobs.StatusInProgress] > 0 {
-				return fmt.Errorf("%w: job %s has executions IN_PROGRESS; delete it with force", ErrInvalidState, jobID)
-			}
-		}
-		if _, err := t.dequeue(jobID, -1); err != nil {
-			return err
-		}
-		st.WakeAt = time.Time{}
-		counts := maps.Clone(st.Counts)
-		execs, err := t.jobExecs(jobID)
-		if err != nil {
-			return err
-		}
-		for _, e := range execs {
-			before, err := t.thingExecs(e.Thing)
-			if err != nil {
-				return err
-			}
-			after := slices.DeleteFunc(slices.Clone(before), func(x Execution) bool { return x.JobID == jobID })
-			if err := t.changeThing(e.Thing, before, after); err != nil {
-				return err
-			}
-			t.send(ExecutionEventTopic(jobID, JobEventDeleted), executionEvent(e, t.s.ThingARN(e.Thing), JobEventDeleted, t.now), "")
-		}
-		t.send(JobEventTopic(jobID, JobEventDeleted), jobEvent(j, JobEventDeleted, "DELETION_IN_PROGRESS", counts, t.now), "")
-		if err := t.flush(); err != nil { // moves the rollout timer away
-			return err
-		}
-		delete(t.jobs, jobID)
-		delete(t.dirtyJobs, jobID)
-		delete(t.states, jobID)
-		delete(t.dirtyState, jobID)
-		t.touched = slices.DeleteFunc(t.touched, func(id string) bool { return id == jobID })
-		for _, b := range [][]byte{bucketJobs, bucketJobState, bucketContinuous} {
-			if err := t.tx.Bucket(b).Delete([]byte(jobID)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-// ReconcileThing brings a thing's executions of CONTINUOUS jobs in line
-// with its current thing groups: a job that now targets it gives it an
-// execution (through the rollout), one that no longer does marks its
-// pending execution REMOVED. Call it after every change of the thing's
-// group membership, and after deleting the thing.
-func (s *Service) ReconcileThing(thing string) error {
-	if s.cfg.Groups == nil {
-		return nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	groups, err := s.cfg.Groups.GroupsOfThing(thing)
-	if err != nil {
-		return fmt.Errorf("jobsvc: groups of %s: %w", thing, err)
-	}
-	return s.commit(func(t *txn) error {
-		var ids []string
-		t.tx.Bucket(bucketContinuous).ForEach(func(k, _ []byte) error {
-			ids = append(ids, string(k))
-			return nil
-		})
-		for _, id := range ids {
-			j, ok := t.job(id)
-			if !ok || j.Status != JobInProgress {
-				continue
-			}
-			cur, has := t.exec(thing, id)
-			if targeted(j, thing, groups) {
-				if (!has || cur.Status == iotjobs.StatusRemoved) && t.tx.Bucket(bucketWaitThing).Get([]byte(id+"\x00"+thing)) == nil {
-					if err := t.enqueue(id, []string{thing}); err != nil {
-						return err
-					}
-				}
-				continue
-			}
-			if _, err := t.unqueue(id, thing); err != nil {
-				return err
-			}
-			if has && !cur.Status.Terminal() {
-				if err := t.setExec(serviceSet(cur, iotjobs.StatusRemoved, t.now)); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
-}
-
-// Tick applies every timer due at the clock's current time: executions
-// whose step or in-progress timer expired become TIMED_OUT, rollouts whose
-// next window opened release more executions. RunTimers calls it; tests
-// call it after moving a fake clock.
-func (s *Service) Tick() error {
-	return s.update(func(t *txn) error {
-		b := t.tx.Bucket(bucketTimers)
-		var due [][]byte
-		c := b.Cursor()
-		for k, _ := c.First(); k != nil && len(k) > 9; k, _ = c.Next() {
-			if time.Unix(0, int64(binary.BigEndian.Uint64(k))).After(t.now) {
-				break
-			}
-			due = append(due, bytes.Clone(k))
-		}
-		for _, k := range due {
-			if err := b.Delete(k); err != nil {
-				return err
-			}
-			t.timers = true
-			id := string(k[9:])
-			switch k[8] {
-			case timerExecution:
-				thing, job, _ := strings.Cut(id, "\x00")
-				e, ok := t.exec(thing, job)
-				if !ok {
-					continue
-				}
-				if ne, expired := timeOut(e, t.now); expired {
-					if err := t.setExec(ne); err != nil {
-						return err
-					}
-				}
-			case timerRollout:
-				if _, ok := t.job(id); !ok {
-					continue
-				}
-				st, err := t.state(id)
-				if err != nil {
-					return err
-				}
-				// The key is gone: forget it, so that flush does not look for it.
-				t.stateWake[id] = time.Time{}
-				st.WakeAt = time.Time{}
-				t.markState(id)
-				t.touch(id)
-			}
-		}
-		return nil
-	})
-}
-
-// NextTimer returns when the earliest timer is due; ok is false when none
-// is set.
-func (s *Service) NextTimer() (at time.Time, ok bool) {
-	s.db.View(func(tx *bolt.Tx) error {
-		k, _ := tx.Bucket(bucketTimers).Cursor().First()
-		if len(k) > 9 {
-			at, ok = time.Unix(0, int64(binary.BigEndian.Uint64(k))), true
-		}
-		return nil
-	})
-	return at, ok
-}
-
-// RunTimers fires the service's timers on its clock until ctx ends: it
-// waits for the earliest deadline (or for a change of the timers) and calls
-// Tick.
-func (s *Service) RunTimers(ctx context.Context) {
-	for {
-		var fire <-chan time.Time
-		var tm clock.Timer
-		if at, ok := s.NextTimer(); ok {
-			d := at.Sub(s.cfg.Clock.Now())
-			if d <= 0 {
-				if err := s.Tick(); err != nil {
-					s.log.Error("jobs timers failed", "err", err)
-					// Wait for a change rather than spin on a failing store.
-					d = time.Second
-				} else {
-					continue
-				}
-			}
-			tm = s.cfg.Clock.NewTimer(d)
-			fire = tm.C()
-		}
-		select {
-		case <-ctx.Done():
-			if tm != nil {
-				tm.Stop()
-			}
-			return
-		case <-fire:
-		case <-s.kick:
-		}
-		if tm != nil {
-			tm.Stop()
-		}
-	}
 }

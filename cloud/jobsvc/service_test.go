@@ -166,7 +166,8 @@ func TestInProgressTimeout(t *testing.T) {
 	}
 	var je JobEvent
 	findTopic(t, msgs, "$aws/events/job/j/completed", &je)
-	if je.Status != "COMPLETED" || je.JobProcessDetails.NumberOfTimedOutThings != 1 || f.jobStatus("j") != JobCompleted {
+	if je.Status != "COMPLETED" || je.JobProcessDetails == nil || je.JobProcessDetails.NumberOfSucceededThings != 0 ||
+		je.CompletedAt != f.clk.Now().UnixMilli() || je.Timestamp != f.clk.Now().Unix() || f.jobStatus("j") != JobCompleted {
 		t.Fatalf("%+v", je)
 	}
 	// Too late now.
@@ -339,13 +340,19 @@ func TestAbortService(t *testing.T) {
 		t.Fatal(got)
 	}
 	j, _ := f.s.DescribeJob("j")
-	if j.Status != JobCanceled || !strings.Contains(j.Comment, "aborted") || j.ForceCanceled {
+	if j.Status != JobCanceled || j.ReasonCode != AbortReasonCode || !strings.Contains(j.Comment, "abortConfig") ||
+		!strings.Contains(j.Comment, "1 of 2 executed things ended FAILED") || j.ForceCanceled {
 		t.Fatalf("%+v", j)
 	}
+	// The cancellation is announced first, then its end, as on AWS.
 	var je JobEvent
+	ts := topics(msgs)
+	if i, k := slices.Index(ts, "$aws/events/job/j/cancellation_in_progress"), slices.Index(ts, "$aws/events/job/j/canceled"); i < 0 || k < i {
+		t.Fatalf("events %v", ts)
+	}
 	findTopic(t, msgs, "$aws/events/job/j/canceled", &je)
 	findTopic(t, msgs, "$aws/events/jobExecution/j/canceled", nil)
-	if je.JobProcessDetails.NumberOfCanceledThings != 2 {
+	if je.Status != "CANCELED" || je.Comment != j.Comment || je.JobProcessDetails != nil || je.CreatedAt != j.CreatedAt.UnixMilli() {
 		t.Fatalf("%+v", je)
 	}
 	// The IN_PROGRESS one may still finish; the job stays CANCELED.
@@ -385,9 +392,10 @@ func TestRetryService(t *testing.T) {
 	if e.ExecutionNumber != 2 || e.RetryAttempt != 1 || f.jobStatus("j") != JobInProgress {
 		t.Fatalf("%+v", e)
 	}
-	// The failed execution is still there by its number.
-	if x := f.describe("dev-1", "j", `{"executionNumber":1}`); x.Status != iotjobs.StatusFailed || x.ExecutionNumber != 1 {
-		t.Fatalf("%+v", x)
+	// The failed execution is still there by its number (terminal: the
+	// device API answers TerminalStateReached).
+	if r := f.rejected("dev-1", iotjobs.DescribeTopic("dev-1", "j"), `{"executionNumber":1}`); r.Code != iotjobs.CodeTerminalStateReached {
+		t.Fatalf("%+v", r)
 	}
 	if old, err := f.s.DescribeExecutionNumber("j", "dev-1", 1); err != nil || old.Status != iotjobs.StatusFailed {
 		t.Fatal(old, err)
@@ -566,9 +574,10 @@ func TestCancelJobService(t *testing.T) {
 	if e := f.exec("j", "d1"); !j.ForceCanceled || e.Status != iotjobs.StatusCanceled || !e.ForceCanceled || j.Comment != "bad build" {
 		t.Fatalf("%+v %+v", j, e)
 	}
-	// The device learns it by reading the execution (and cannot update it).
-	if x := f.describe("d1", "j", `{}`); x.Status != iotjobs.StatusCanceled {
-		t.Fatal(x)
+	// The device learns it is over by reading the execution, and which
+	// status it has by updating it.
+	if r := f.rejected("d1", iotjobs.DescribeTopic("d1", "j"), `{}`); r.Code != iotjobs.CodeTerminalStateReached {
+		t.Fatal(r)
 	}
 	if r := f.rejected("d1", iotjobs.UpdateTopic("d1", "j"), `{"status":"SUCCEEDED","expectedVersion":2}`); r.Code != iotjobs.CodeVersionMismatch || r.ExecutionState.Status != iotjobs.StatusCanceled {
 		t.Fatalf("%+v", r)
@@ -625,15 +634,36 @@ func TestDeleteJobService(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.s.CancelJob("a", false, "", "")
-	if err := f.s.DeleteJob("a", false); !errors.Is(err, ErrInvalidState) {
-		t.Fatal("deleted a job with an IN_PROGRESS execution without force:", err)
-	}
+	// As on AWS, a CANCELED job may be deleted without force even though
+	// an execution of it is still IN_PROGRESS.
 	f.rec.take()
-	if err := f.s.DeleteJob("a", true); err != nil {
+	if err := f.s.DeleteJob("a", false); err != nil {
+		t.Fatal("a CANCELED job with an IN_PROGRESS execution was not deletable:", err)
+	}
+	var je JobEvent
+	findTopic(t, f.rec.take(), "$aws/events/job/a/deletion_in_progress", &je)
+	if je.Status != "DELETION_IN_PROGRESS" || je.Operation != "deletion_in_progress" {
+		t.Fatalf("%+v", je)
+	}
+	// The deletion takes a while: the job shows DELETION_IN_PROGRESS, its
+	// id cannot be reused, it cannot be deleted or canceled again.
+	if j, err := f.s.DescribeJob("a"); err != nil || j.Status != JobDeletionInProgress {
+		t.Fatalf("%+v %v", j, err)
+	}
+	if _, err := f.s.CreateJob(JobSpec{JobID: "a", Things: []string{"d2"}, Document: []byte(`{}`)}); !errors.Is(err, ErrExists) {
 		t.Fatal(err)
 	}
-	msgs := f.rec.take()
-	findTopic(t, msgs, "$aws/events/job/a/deleted", nil)
+	if err := f.s.DeleteJob("a", true); !errors.Is(err, ErrInvalidState) {
+		t.Fatal(err)
+	}
+	if _, err := f.s.CancelJob("a", true, "", ""); !errors.Is(err, ErrInvalidState) {
+		t.Fatal(err)
+	}
+	msgs := f.tick(DefaultDeletionDelay)
+	findTopic(t, msgs, "$aws/events/job/a/deleted", &je)
+	if je.Status != "DELETED" {
+		t.Fatalf("%+v", je)
+	}
 	findTopic(t, msgs, "$aws/events/jobExecution/a/deleted", nil)
 	var nn iotjobs.NotifyNextMessage
 	find(t, msgs, iotjobs.NotifyNextTopic("d1"), &nn)
@@ -656,6 +686,25 @@ func TestDeleteJobService(t *testing.T) {
 	f.create(JobSpec{JobID: "a", Things: []string{"d2"}})
 	if e := f.exec("a", "d2"); e.ExecutionNumber != 1 || e.Status != iotjobs.StatusQueued {
 		t.Fatalf("%+v", e)
+	}
+}
+
+func TestDeletionsAtOnceAreLimited(t *testing.T) {
+	f := newFixture(t)
+	for i := range MaxConcurrentDeletions + 1 {
+		id := fmt.Sprint("j", i)
+		f.create(JobSpec{JobID: id, Things: []string{"d1"}})
+		err := f.s.DeleteJob(id, true)
+		if i < MaxConcurrentDeletions && err != nil {
+			t.Fatal(i, err)
+		}
+		if i == MaxConcurrentDeletions && !errors.Is(err, ErrLimitExceeded) {
+			t.Fatalf("deletion %d: %v", i+1, err)
+		}
+	}
+	f.tick(DefaultDeletionDelay)
+	if err := f.s.DeleteJob(fmt.Sprint("j", MaxConcurrentDeletions), true); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -715,25 +764,26 @@ func TestPresignedURLsOnEveryDelivery(t *testing.T) {
 	}
 }
 
-func TestStrictTerminalDescribe(t *testing.T) {
-	for _, strict := range []bool{false, true} {
-		f := newFixture(t, func(c *Config) { c.StrictTerminalDescribe = strict })
-		f.create(JobSpec{JobID: "j", Things: []string{"d1"}})
-		f.update("d1", "j", `{"status":"SUCCEEDED"}`)
-		msgs := f.call("d1", iotjobs.DescribeTopic("d1", "j"), `{"clientToken":"c"}`)
-		if strict {
-			var r iotjobs.ErrorResponse
-			find(t, msgs, iotjobs.DescribeTopic("d1", "j").Rejected(), &r)
-			if r.Code != iotjobs.CodeTerminalStateReached || r.ClientToken != "c" || r.ExecutionState != nil {
-				t.Fatalf("%+v", r)
-			}
-		} else {
-			var r iotjobs.ExecutionResponse
-			find(t, msgs, iotjobs.DescribeTopic("d1", "j").Accepted(), &r)
-			if r.Execution.Status != iotjobs.StatusSucceeded {
-				t.Fatalf("%+v", r)
-			}
-		}
+func TestTerminalStateReached(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.Groups = nil })
+	f.create(JobSpec{JobID: "j", Things: []string{"d1"}, Retry: &RetryConfig{CriteriaList: []RetryCriteria{{FailureType: FailureFailed, NumberOfRetries: 1}}}})
+	f.update("d1", "j", `{"status":"FAILED"}`)
+	// The retry (execution 2) is pending; execution 1 is terminal.
+	msgs := f.call("d1", iotjobs.DescribeTopic("d1", "j"), `{"clientToken":"c","executionNumber":1}`)
+	var r iotjobs.ErrorResponse
+	find(t, msgs, iotjobs.DescribeTopic("d1", "j").Rejected(), &r)
+	if r.Code != iotjobs.CodeTerminalStateReached || r.ClientToken != "c" || r.ExecutionState != nil {
+		t.Fatalf("%+v", r)
+	}
+	f.update("d1", "j", `{"status":"SUCCEEDED"}`)
+	find(t, f.call("d1", iotjobs.DescribeTopic("d1", "j"), `{"clientToken":"d"}`), iotjobs.DescribeTopic("d1", "j").Rejected(), &r)
+	if r.Code != iotjobs.CodeTerminalStateReached || r.ClientToken != "d" {
+		t.Fatalf("%+v", r)
+	}
+	// An update of it says which terminal state it is in.
+	if r := f.rejected("d1", iotjobs.UpdateTopic("d1", "j"), `{"status":"IN_PROGRESS"}`); r.Code != iotjobs.CodeInvalidStateTransition ||
+		r.ExecutionState == nil || r.ExecutionState.Status != iotjobs.StatusSucceeded {
+		t.Fatalf("%+v", r)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -66,6 +67,8 @@ var (
 	// ErrConflict: the resource is in use (a certificate still attached to
 	// a thing, a thing group with child groups).
 	ErrConflict = errors.New("resource in use")
+	// ErrVersionConflict: expectedVersion does not match.
+	ErrVersionConflict = errors.New("version conflict")
 )
 
 var (
@@ -174,6 +177,40 @@ func (r *Registry) CreateThing(name string, attrs map[string]string) (Thing, err
 		return put(tx, bucketThings, name, out)
 	})
 	return out, err
+}
+
+// UpdateThing changes a thing's attributes (UpdateThing): with merge the
+// given ones are added or replaced and an empty value removes one; without
+// merge they replace all. expectedVersion (when not 0) must be the thing's
+// version (ErrVersionConflict otherwise). The version increases.
+func (r *Registry) UpdateThing(name string, attrs map[string]string, merge bool, expectedVersion int64) (Thing, error) {
+	var t Thing
+	err := r.db.Update(func(tx *bolt.Tx) error {
+		if !get(tx, bucketThings, name, &t) {
+			return fmt.Errorf("%w: thing %s does not exist", ErrNotFound, name)
+		}
+		if expectedVersion != 0 && expectedVersion != t.Version {
+			return fmt.Errorf("%w: thing %s is at version %d, not %d", ErrVersionConflict, name, t.Version, expectedVersion)
+		}
+		next := map[string]string{}
+		if merge {
+			maps.Copy(next, t.Attributes)
+		}
+		for k, v := range attrs {
+			if v == "" {
+				delete(next, k)
+			} else {
+				next[k] = v
+			}
+		}
+		if len(next) == 0 {
+			next = nil
+		}
+		t.Attributes = next
+		t.Version++
+		return put(tx, bucketThings, name, t)
+	})
+	return t, err
 }
 
 func mapsEqual(a, b map[string]string) bool {

@@ -108,6 +108,7 @@ type Agent struct {
 	check     bool // a notification suggests the current job is gone: re-read it
 	refresh   bool // the download needs a fresh URL from a re-read
 	needNext  bool // idle: ask for the next job
+	probed    bool // a TerminalStateReached describe was answered by sending the pending report
 	inflight  *request
 	want      *report
 	retryAt   time.Time
@@ -117,6 +118,9 @@ type Agent struct {
 	progressAt  time.Time
 	progressPct int
 	lastPct     int // last percent told to the application
+
+	installAt  time.Time // the last install progress report; zero before the first
+	installPct int
 
 	out []Action
 }
@@ -163,6 +167,8 @@ func (a *Agent) Step(ev Event) Ready {
 			a.onDownloadDone(e)
 		case DownloadFailed:
 			a.onDownloadFailed(e)
+		case InstallProgress:
+			a.onInstallProgress(e)
 		case Verified:
 			a.onVerified(e)
 		case Scheduled:
@@ -369,9 +375,15 @@ func (a *Agent) onMessage(m Message) {
 		if req == nil {
 			return
 		}
-		if req.kind == reqDescribe && r.Code == iotjobs.CodeResourceNotFound && a.st.Job != nil && req.jobID == a.st.Job.ID {
-			a.abandon("the job execution no longer exists")
-			return
+		if req.kind == reqDescribe && a.st.Job != nil && req.jobID == a.st.Job.ID {
+			switch r.Code {
+			case iotjobs.CodeResourceNotFound:
+				a.abandon("the job execution no longer exists")
+				return
+			case iotjobs.CodeTerminalStateReached:
+				a.onTerminalReached()
+				return
+			}
 		}
 		a.backoff()
 	case t.Op == iotjobs.OpUpdate && t.Reply == iotjobs.ReplyAccepted:
@@ -478,6 +490,15 @@ func (a *Agent) take(e *iotjobs.JobExecution) {
 		job.BaseSHA256, job.BaseSize = doc.Base.SHA256, doc.Base.Size
 	}
 	job.StepTimeout = doc.StepTimeoutMinutes
+	if doc.Compatible != "" && a.boot.Compatible != "" && doc.Compatible != a.boot.Compatible {
+		msg := fmt.Sprintf("the image is for %q systems and this device is %q: nothing was downloaded", doc.Compatible, a.boot.Compatible)
+		a.notify(AppEvent{Kind: EventError, Reason: ReasonIncompatible, Message: msg})
+		a.decide(Outcome{Status: iotjobs.StatusFailed, Details: failure(ReasonIncompatible, msg)})
+		return
+	}
+	if doc.Component != "" && doc.Component == a.boot.AppComponent {
+		doc.Component = jobdoc.ComponentApp // this device's system updater installs the application
+	}
 	if doc.Component != "" && doc.Component != jobdoc.ComponentApp {
 		running, ok := a.boot.Components[doc.Component]
 		if !ok {
@@ -528,7 +549,7 @@ func (a *Agent) onDescribed(req *request, e *iotjobs.JobExecution) {
 		a.abandon("the job execution no longer exists")
 		return
 	}
-	a.synced, a.check = true, false
+	a.synced, a.check, a.probed = true, false, false
 	a.st.Job.VersionNumber = e.VersionNumber
 	if e.Status.Terminal() {
 		a.onTerminal(e.Status)
@@ -545,6 +566,21 @@ func (a *Agent) onDescribed(req *request, e *iotjobs.JobExecution) {
 		a.persist()
 		a.startDownload()
 	}
+}
+
+// onTerminalReached handles AWS's answer to a describe of an execution
+// that is over (TerminalStateReached), which does not say how it ended. A
+// report still to be sent goes out: its rejection (InvalidStateTransition)
+// carries the execution's status, which tells our own applied report (its
+// reply lost) from a cancel or a timeout. Without one, or when even that
+// did not tell, the job is over for the device.
+func (a *Agent) onTerminalReached() {
+	a.check, a.refresh = false, false
+	if a.want != nil && !a.probed {
+		a.probed, a.synced = true, true
+		return
+	}
+	a.abandon("the cloud ended the execution (TerminalStateReached)")
 }
 
 // onTerminal handles the cloud's word that the execution is over.
@@ -665,7 +701,7 @@ func (a *Agent) abandon(why string) {
 
 func (a *Agent) clear() {
 	a.st = State{Phase: PhaseIdle}
-	a.want, a.check, a.refresh, a.synced = nil, false, false, true
+	a.want, a.check, a.refresh, a.synced, a.probed = nil, false, false, true, false
 	a.needNext = true
 	a.failures, a.retryAt = 0, time.Time{}
 	if a.inflight != nil && a.inflight.kind != reqNext {
@@ -733,6 +769,7 @@ func (a *Agent) onDownloadDone(e DownloadDone) {
 		return
 	}
 	a.running = false
+	a.installAt = time.Time{}
 	a.st.Phase, a.st.Total, a.st.Offset, a.st.ETag, a.st.Kind = PhaseVerifying, e.Total, e.Total, e.ETag, e.Kind
 	if a.want != nil && a.want.kind == repProgress {
 		a.want = nil
@@ -771,6 +808,27 @@ func (a *Agent) onDownloadFailed(e DownloadFailed) {
 	}
 }
 
+// onInstallProgress reports an installer's progress, rate-limited as the
+// download's.
+func (a *Agent) onInstallProgress(e InstallProgress) {
+	if a.st.Phase != PhaseVerifying {
+		return
+	}
+	pct := min(max(e.Percent, 0), 100)
+	a.notify(AppEvent{Kind: EventInstalling, Percent: pct, Message: e.Message})
+	if !a.installAt.IsZero() && pct < a.installPct+a.cfg.ProgressPercent && a.now.Sub(a.installAt) < a.cfg.ProgressInterval {
+		return
+	}
+	a.installPct, a.installAt = pct, a.now
+	if a.want == nil || a.want.kind == repProgress {
+		d := iotjobs.StatusDetails{"state": "installing", "progress": strconv.Itoa(pct)}
+		if e.Message != "" {
+			d["step"] = clean(e.Message)
+		}
+		a.want = &report{kind: repProgress, status: iotjobs.StatusInProgress, details: d}
+	}
+}
+
 func (a *Agent) onVerified(e Verified) {
 	if a.st.Phase != PhaseVerifying {
 		return
@@ -790,6 +848,12 @@ func (a *Agent) onVerified(e Verified) {
 		return
 	case VerifyUnsigned:
 		a.fail(ReasonUnsigned, e.Message, true)
+		return
+	case VerifyIncompatible:
+		a.fail(ReasonIncompatible, e.Message, true)
+		return
+	case VerifyInstallError:
+		a.fail(ReasonInstallFailed, e.Message, true)
 		return
 	}
 	im, job := e.Image, a.st.Job

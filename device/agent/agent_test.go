@@ -818,3 +818,86 @@ func TestStepTimeoutSentWithProgress(t *testing.T) {
 		t.Fatalf("progress report %+v", u)
 	}
 }
+
+// The cloud may answer a describe of an execution that is over either with
+// the execution (the local cloud before, and a lenient broker) or, as AWS
+// documents it, with TerminalStateReached, which does not say how it
+// ended. The agent works with both.
+
+// terminalReached answers the pending {job}/get with TerminalStateReached.
+func (x *h) terminalReached(job string) {
+	x.t.Helper()
+	var req iotjobs.DescribeRequest
+	x.onlyPublish(iotjobs.DescribeTopic(thing, job), &req)
+	x.msg(iotjobs.DescribeTopic(thing, job).Rejected(), iotjobs.ErrorResponse{Code: iotjobs.CodeTerminalStateReached,
+		Message: "terminal", ClientToken: req.ClientToken, Timestamp: x.now.Unix()})
+}
+
+func TestTerminalStateReachedWhileDownloading(t *testing.T) {
+	for _, reply := range []string{"accepted CANCELED", "TerminalStateReached"} {
+		t.Run(reply, func(t *testing.T) {
+			x := toDownloading(t, defaultCfg())
+			x.msg(iotjobs.NotifyNextTopic(thing), iotjobs.NotifyNextMessage{Timestamp: 4})
+			if reply == "TerminalStateReached" {
+				x.terminalReached("fw-1")
+			} else {
+				x.answerDescribe("fw-1", execution("fw-1", iotjobs.StatusCanceled, 4, testDoc("")))
+			}
+			x.want(StopDownload{}, ResetTarget{})
+			x.event(EventCanceled)
+			x.phase(PhaseIdle)
+			x.not(Reboot{})
+		})
+	}
+}
+
+func TestFinalReportAfterRebootMeetsTerminalStateReached(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		status iotjobs.Status // the execution's terminal status the update's rejection carries
+		want   AppEventKind
+	}{
+		{"our report was applied", iotjobs.StatusSucceeded, EventCompleted},
+		{"the cloud canceled it", iotjobs.StatusCanceled, EventCanceled},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			x := toDownloading(t, defaultCfg())
+			toRebooting(t, x)
+			y := x.restart(Boot{Version: "1.0.1", BootHash: newHash, Confirmed: true})
+			y.connect()
+			y.answerDescribe("fw-1", execution("fw-1", iotjobs.StatusInProgress, 4, testDoc("")))
+			y.update("fw-1")
+			// Power cut before the reply; after the restart the describe is
+			// answered TerminalStateReached: the agent sends its report again,
+			// and the rejection says how the execution ended.
+			z := y.restart(Boot{Version: "1.0.1", BootHash: newHash, Confirmed: true})
+			z.connect()
+			z.terminalReached("fw-1")
+			u := z.update("fw-1")
+			if u.Status != iotjobs.StatusSucceeded {
+				t.Fatalf("resent report %+v", u)
+			}
+			z.reject("fw-1", u, iotjobs.CodeInvalidStateTransition, &iotjobs.JobExecutionState{Status: c.status, VersionNumber: 5})
+			z.phase(PhaseIdle)
+			z.event(c.want)
+			// Idle again: it asks for its next job.
+			var req iotjobs.DescribeRequest
+			z.onlyPublish(iotjobs.DescribeTopic(thing, iotjobs.NextJobID), &req)
+		})
+	}
+}
+
+func TestTerminalStateReachedTwiceGivesUp(t *testing.T) {
+	x := toDownloading(t, defaultCfg())
+	u := toReady(t, x)
+	// A cloud whose update rejection carries no state: the agent re-reads,
+	// hears TerminalStateReached again, and stops rather than loop.
+	x.reject("fw-1", u, iotjobs.CodeTerminalStateReached, nil)
+	x.terminalReached("fw-1")
+	u2 := x.update("fw-1")
+	x.reject("fw-1", u2, iotjobs.CodeTerminalStateReached, nil)
+	x.terminalReached("fw-1")
+	x.want(ResetTarget{})
+	x.event(EventCanceled)
+	x.phase(PhaseIdle)
+}

@@ -25,6 +25,8 @@ const (
 	ReasonModemUpdateFailed    = "modem_update_failed"   // after its restart the modem does not run the expected firmware
 	ReasonSelfTestFailed       = "self_test_failed"      // the new image booted but its self-test failed or timed out
 	ReasonCustomFailed         = "custom_job_failed"     // the application's handler failed the custom job
+	ReasonIncompatible         = "incompatible"          // the image is for another system (RAUC compatible) than this device's
+	ReasonInstallFailed        = "install_failed"        // the device's installer (RAUC, an install command) refused or failed the image
 )
 
 // Boot describes the image running after a (re)start.
@@ -36,6 +38,14 @@ type Boot struct {
 	// Components gives the running firmware version of each other updatable
 	// part ("modem"), "" when it cannot be read.
 	Components map[string]string
+	// AppComponent is the name jobs give the application when this device
+	// installs it with a system updater ("rauc"): a job for that component
+	// updates the application. "" when only "app" jobs do.
+	AppComponent string
+	// Compatible is the system this device is (RAUC's compatible string), ""
+	// when unknown: a job whose document names another is FAILED before
+	// anything is fetched.
+	Compatible string
 }
 
 // Event is an input to Step. Every event carries the time it happened.
@@ -118,6 +128,8 @@ const (
 	VerifyIO                                    // the target could not be read
 	VerifyBadSignature                          // signed, but not by a trusted key
 	VerifyUnsigned                              // no signature, and keys are trusted
+	VerifyIncompatible                          // built for another system than this device's
+	VerifyInstallError                          // the device's installer refused or failed the image
 )
 
 // Verified reports the target's check of the complete image.
@@ -125,6 +137,15 @@ type Verified struct {
 	Base
 	Image   Image
 	Failure VerifyFailure // 0 when the image is good
+	Message string
+}
+
+// InstallProgress reports an installer at work on the complete image while
+// it is verified (RAUC installing a bundle into the other slot): Percent
+// done, and what it does.
+type InstallProgress struct {
+	Base
+	Percent int
 	Message string
 }
 
@@ -245,6 +266,7 @@ type AppEventKind string
 const (
 	EventStart        AppEventKind = "start"         // a job was accepted and the download begins
 	EventProgress     AppEventKind = "progress"      // Percent and Bytes of Total are in
+	EventInstalling   AppEventKind = "installing"    // the installer is Percent done, doing Message
 	EventErasePending AppEventKind = "erase_pending" // a target erases a large area: keep the link quiet
 	EventEraseDone    AppEventKind = "erase_done"
 	EventDone         AppEventKind = "done"      // the image is installed on reboot; RebootRequired says whether to reboot

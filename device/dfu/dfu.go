@@ -14,6 +14,7 @@ package dfu
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -33,6 +34,8 @@ const (
 	TypeModemDelta           // nRF modem delta: u32 0x7544656d at 4
 	TypeModemFull            // nRF full modem image: u16 0x84d2 at 0
 	TypeDelta                // awsfota delta patch: "AFDP" at 0 (see package delta)
+	TypeRAUC                 // a RAUC bundle, installed by RAUC (package raucb reads it)
+	TypeFile                 // a file the device's own install command installs (exectarget)
 )
 
 func (t ImageType) String() string {
@@ -45,6 +48,10 @@ func (t ImageType) String() string {
 		return "modem-full"
 	case TypeDelta:
 		return "delta"
+	case TypeRAUC:
+		return "rauc"
+	case TypeFile:
+		return "file"
 	}
 	return "unknown"
 }
@@ -129,7 +136,41 @@ var (
 	ErrUnsupportedType = errors.New("dfu: image type not supported here")
 	// ErrNotInitialised: Write, Done or Schedule before Init.
 	ErrNotInitialised = errors.New("dfu: target not initialised")
+	// ErrIncompatible: the image is built for another system than this
+	// device (a RAUC bundle's compatible string differs from the device's).
+	ErrIncompatible = errors.New("dfu: the image is for another system")
+	// ErrInstallFailed: the device's installer (RAUC, an install command)
+	// refused or failed the image; the error carries what it said.
+	ErrInstallFailed = errors.New("dfu: installing the image failed")
 )
+
+// InstallRequest is what an Installer is given with a complete image.
+type InstallRequest struct {
+	JobID string
+	// Document is the job document as the cloud sent it.
+	Document []byte
+	// FWVersion is the version the job says the device runs afterwards, ""
+	// when it does not say.
+	FWVersion string
+	// Progress, when set, is told how far the installer is (0 to 100) and
+	// what it does. It is called from Install's goroutine.
+	Progress func(percent int, message string)
+}
+
+// Installer is a Target whose complete image is installed by a tool of the
+// device's own — RAUC writing a bundle into the other slot, a vendor's
+// install command — rather than laid into a slot by Write. The runner calls
+// Install instead of Done: it checks and installs the image, which may take
+// minutes, and describes it as Done does (BootHash then names what runs once
+// the device reboots into it). Schedule is left with nothing or little to
+// do. Install stops waiting when ctx ends (the installer may go on; Reset
+// undoes its work). Its errors wrap ErrIncompatible for an image built for
+// another system and ErrInstallFailed when the installer refused or failed
+// it.
+type Installer interface {
+	Target
+	Install(ctx context.Context, req InstallRequest) (Image, error)
+}
 
 // TooLargeError gives the sizes behind ErrTooLarge.
 type TooLargeError struct{ Size, Max int64 }
@@ -151,6 +192,12 @@ type Running struct {
 	Confirmed bool
 	// SecurityCounter of the running image, nil when it has none.
 	SecurityCounter *uint32
+	// AppComponent is the job component this device's system updater takes
+	// as the application ("rauc"), "" for plain "app" jobs only.
+	AppComponent string
+	// Compatible is the system the device is (RAUC's compatible string), ""
+	// when not known.
+	Compatible string
 }
 
 // BaseMismatchError says how the running image differs from a delta's base.

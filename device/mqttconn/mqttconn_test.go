@@ -307,3 +307,30 @@ func TestALPNAndSNI(t *testing.T) {
 		t.Fatalf("hello: SNI %q, ALPN %v", h.ServerName, h.SupportedProtos)
 	}
 }
+
+// TestEndpointHostAlone: an endpoint given as a host name alone, as AWS's
+// DescribeEndpoint answers it, is dialed on port 8883.
+func TestEndpointHostAlone(t *testing.T) {
+	p := newPKI(t)
+	_, addr := broker(t, p)
+	dialed := make(chan string, 4)
+	up := make(chan struct{}, 4)
+	c, err := Dial(context.Background(), Config{
+		Endpoint: "localhost", ClientID: "dev-1", Certificate: p.client, RootCAs: p.pool,
+		Dialer: func(ctx context.Context, network, a string) (net.Conn, error) {
+			dialed <- a
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr) // the test broker stands in for localhost:8883
+		},
+		OnUp:       func() { up <- struct{}{} },
+		BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if a := waitFor(t, dialed, "dial"); a != "localhost:8883" {
+		t.Fatalf("dialed %s", a)
+	}
+	waitFor(t, up, "connection up")
+}

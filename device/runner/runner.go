@@ -104,6 +104,7 @@ type Runner struct {
 	cfg    Config
 	log    *slog.Logger
 	events chan agent.Event
+	pings  chan chan struct{}
 	done   chan struct{} // closed when Run ends
 	once   sync.Once
 
@@ -142,7 +143,7 @@ func New(cfg Config) (*Runner, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Runner{cfg: cfg, log: log, events: make(chan agent.Event, 64), done: make(chan struct{})}, nil
+	return &Runner{cfg: cfg, log: log, events: make(chan agent.Event, 64), pings: make(chan chan struct{}), done: make(chan struct{})}, nil
 }
 
 // post hands an event to Run; it gives up once Run has ended.
@@ -174,6 +175,29 @@ func (r *Runner) Disconnected() { r.post(agent.Disconnected{Base: r.base()}) }
 // Deliver hands a received MQTT message to the runner.
 func (r *Runner) Deliver(topic string, payload []byte) {
 	r.post(agent.Message{Base: r.base(), Topic: topic, Payload: payload})
+}
+
+// ErrStopped is returned by Ping once Run has ended.
+var ErrStopped = errors.New("runner: not running")
+
+// Ping returns once Run's loop has come round to answer it: the loop is not
+// stuck. A service's watchdog pings it (systemd's WATCHDOG=1). It fails with
+// ctx's error, or ErrStopped when Run has ended.
+func (r *Runner) Ping(ctx context.Context) error {
+	p := make(chan struct{})
+	select {
+	case r.pings <- p:
+	case <-r.done:
+		return ErrStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-p:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Run loads the persisted state, starts the agent and performs its actions
@@ -210,7 +234,8 @@ func (r *Runner) Run(ctx context.Context, tr Transport) (err error) {
 	if err != nil {
 		r.log.Warn("cannot tell which image runs", "err", err)
 	}
-	boot := agent.Boot{Version: run.Version, BootHash: run.BootHash, Confirmed: run.Confirmed, SecurityCounter: run.SecurityCounter}
+	boot := agent.Boot{Version: run.Version, BootHash: run.BootHash, Confirmed: run.Confirmed, SecurityCounter: run.SecurityCounter,
+		AppComponent: run.AppComponent, Compatible: run.Compatible}
 	for name, c := range r.cfg.Components {
 		if boot.Components == nil {
 			boot.Components = map[string]string{}
@@ -244,6 +269,8 @@ func (r *Runner) Run(ctx context.Context, tr Transport) (err error) {
 			if err := r.step(agent.Tick{Base: r.base()}); err != nil {
 				return err
 			}
+		case p := <-r.pings:
+			close(p)
 		}
 	}
 }
@@ -305,7 +332,11 @@ func (r *Runner) perform(a agent.Action) (agent.Event, error) {
 		r.stopWork()
 	case agent.Verify:
 		r.stopWork()
-		r.startVerify(a)
+		var req dfu.InstallRequest
+		if j := r.ag.State().Job; j != nil {
+			req = dfu.InstallRequest{JobID: j.ID, Document: j.Document, FWVersion: j.FWVersion}
+		}
+		r.startVerify(a, req)
 	case agent.Schedule:
 		r.stopWork()
 		t, _, err := r.target(a.Component)
@@ -530,7 +561,9 @@ func (r *Runner) startDownload(a agent.StartDownload) {
 	})
 }
 
-func (r *Runner) startVerify(v agent.Verify) {
+// startVerify checks the complete image; an Installer installs it too,
+// reporting its progress, with req saying which job it is for.
+func (r *Runner) startVerify(v agent.Verify, req dfu.InstallRequest) {
 	r.startWork(func(ctx context.Context) {
 		t, _, err := r.target(v.Component)
 		if err != nil {
@@ -543,13 +576,25 @@ func (r *Runner) startVerify(v agent.Verify) {
 				return
 			}
 		}
-		im, err := t.Done()
+		var im dfu.Image
+		if in, ok := t.(dfu.Installer); ok {
+			req.Progress = func(pct int, msg string) {
+				r.postWork(ctx, agent.InstallProgress{Base: r.base(), Percent: pct, Message: msg})
+			}
+			im, err = in.Install(ctx, req)
+		} else {
+			im, err = t.Done()
+		}
 		if ctx.Err() != nil {
 			return
 		}
 		if err != nil {
 			f := agent.VerifyIO
 			switch {
+			case errors.Is(err, dfu.ErrIncompatible):
+				f = agent.VerifyIncompatible
+			case errors.Is(err, dfu.ErrInstallFailed):
+				f = agent.VerifyInstallError
 			case errors.Is(err, dfu.ErrBaseMismatch):
 				f = agent.VerifyInvalid
 			case errors.Is(err, dfu.ErrBadSignature):

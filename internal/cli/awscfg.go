@@ -2,11 +2,13 @@ package cli
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/config"
@@ -36,7 +38,20 @@ func (t *target) client(e *env) (*operator.Client, *emu.Endpoints, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		return operator.NewLocal(operator.Endpoint{URL: ep.HTTP, Region: ep.Region, AccessKeyID: ep.AccessKeyID, SecretAccessKey: ep.SecretAccessKey}), &ep, nil
+		var roots *x509.CertPool
+		if strings.HasPrefix(ep.HTTP, "https://") {
+			// The local cloud serves HTTPS with a certificate of its CA.
+			pem, err := os.ReadFile(ep.CAFile)
+			if err != nil {
+				return nil, nil, fmt.Errorf("reading the local cloud's CA (caFile of %s/endpoints.json): %w", t.local, err)
+			}
+			roots = x509.NewCertPool()
+			if !roots.AppendCertsFromPEM(pem) {
+				return nil, nil, fmt.Errorf("%s holds no PEM certificate: restart the local cloud to rewrite it", ep.CAFile)
+			}
+		}
+		return operator.NewLocal(operator.Endpoint{URL: ep.HTTP, Region: ep.Region, AccessKeyID: ep.AccessKeyID, SecretAccessKey: ep.SecretAccessKey,
+			MQTT: ep.MQTT, RootCAs: roots}), &ep, nil
 	}
 	var opts []func(*config.LoadOptions) error
 	if t.region != "" {

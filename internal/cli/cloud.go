@@ -8,6 +8,7 @@ import (
 
 	"github.com/awsfota/awsfota/cloud/broker"
 	"github.com/awsfota/awsfota/cloud/emu"
+	"github.com/awsfota/awsfota/cloud/jobsvc"
 	"github.com/spf13/cobra"
 )
 
@@ -42,7 +43,11 @@ one. Other commands reach this cloud with --local DIR.
 
 With --external-mqtt the cloud runs no broker of its own: its Jobs service
 attaches to that broker (e.g. Mosquitto, configured by
-'awsfota cloud mosquitto-config') as a privileged client.`,
+'awsfota cloud mosquitto-config') as a privileged client.
+
+With --https the HTTP port serves TLS with a certificate of the local CA,
+as AWS serves only HTTPS: presigned URLs in job documents are https://, and
+clients trust the CA (endpoints.json caFile; the AWS CLI: AWS_CA_BUNDLE).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Logger = e.logger()
@@ -64,15 +69,21 @@ attaches to that broker (e.g. Mosquitto, configured by
 			if err != nil {
 				return err
 			}
+			consoleURL, stopConsole, err := mountConsole(e, c, cfg.ExternalMQTT == "")
+			if err != nil {
+				c.Close()
+				return err
+			}
 			ep := c.Endpoints()
 			broker := "MQTT (mutual TLS)   "
 			if cfg.ExternalMQTT != "" {
 				broker = "MQTT (external)     "
 			}
-			fmt.Fprintf(e.out, "local cloud serving\n  %s%s\n  AWS IoT and S3 API  %s (region %s)\n  CA certificate      %s\n  endpoints file      %s/%s\n",
-				broker, ep.MQTT, ep.HTTP, ep.Region, ep.CAFile, cfg.DataDir, emu.EndpointsFile)
+			fmt.Fprintf(e.out, "local cloud serving\n  %s%s\n  AWS IoT and S3 API  %s (region %s)\n  CA certificate      %s\n  endpoints file      %s/%s\n  web console         %s\n",
+				broker, ep.MQTT, ep.HTTP, ep.Region, ep.CAFile, cfg.DataDir, emu.EndpointsFile, consoleURL)
 			<-e.ctx.Done()
 			fmt.Fprintln(e.out, "shutting down")
+			stopConsole()
 			return c.Close()
 		},
 	}
@@ -82,6 +93,10 @@ attaches to that broker (e.g. Mosquitto, configured by
 	serve.Flags().StringSliceVar(&cfg.ServerNames, "server-name", nil, "extra host `name` or IP the broker's certificate is valid for")
 	serve.Flags().StringVar(&policyFile, "policy", "", "AWS IoT policy document (JSON) the broker applies to every device, instead of the default (each thing under its own $aws/things/<thing>/)")
 	serve.Flags().StringVar(&cfg.ExternalMQTT, "external-mqtt", "", "attach the Jobs service to the MQTT broker at `host:port` (TLS, trusting the local CA) instead of running one")
+	serve.Flags().BoolVar(&cfg.HTTPS, "https", false, "serve the HTTP port (S3 and IoT APIs, presigned URLs) over TLS with a certificate of the local CA")
+	serve.Flags().Float64Var(&cfg.DeviceRequestRate, "device-request-rate", 0, "answer RequestThrottled when a thing makes more than `N` Jobs requests a second (0: no limit)")
+	serve.Flags().IntVar(&cfg.DeviceRequestBurst, "device-request-burst", 0, "Jobs requests a thing may make at once under --device-request-rate (default: the rate)")
+	serve.Flags().DurationVar(&cfg.JobDeletionDelay, "job-deletion-delay", jobsvc.DefaultDeletionDelay, "how long DeleteJob takes (the job shows DELETION_IN_PROGRESS meanwhile)")
 	return serve
 }
 

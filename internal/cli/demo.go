@@ -29,6 +29,7 @@ type demoFlags struct {
 	imageSize int
 	linkRate  int
 	timeout   time.Duration
+	console   bool
 }
 
 func demoCmd(e *env) *cobra.Command {
@@ -45,15 +46,26 @@ it, creates a job and follows the update: download, verification,
 test swap on reboot, self-test and confirmation, and the final report.
 
 It exits 0 only when every job execution SUCCEEDED and every device runs
-1.0.1 confirmed.`,
+1.0.1 confirmed.
+
+With --console it also serves the web console on the cloud's HTTP port and
+prints its URL, to watch the rollout in a browser (the link is slowed to
+16 KiB/s unless --link-rate is given); the console stays open after the
+demo until Ctrl-C.`,
 		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runDemo(e, f) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.console && !cmd.Flags().Changed("link-rate") {
+				f.linkRate = 16 << 10
+			}
+			return runDemo(e, f)
+		},
 	}
 	cmd.Flags().IntVar(&f.devices, "devices", 3, "number of simulated devices (1-200)")
 	cmd.Flags().StringVar(&f.data, "data", "", "keep the cloud's and the devices' state in `DIR` (default: a temporary directory, removed afterwards)")
 	cmd.Flags().IntVar(&f.imageSize, "image-size", 256<<10, "size in bytes of the new firmware's body")
 	cmd.Flags().IntVar(&f.linkRate, "link-rate", 256<<10, "simulated link speed of each device in `bytes/s` (0: unlimited)")
 	cmd.Flags().DurationVar(&f.timeout, "timeout", 2*time.Minute, "give up after this long")
+	cmd.Flags().BoolVar(&f.console, "console", false, "serve the web console to watch the rollout in a browser; keep it open after the demo until Ctrl-C")
 	return cmd
 }
 
@@ -96,6 +108,18 @@ func runDemo(e *env, f demoFlags) error {
 	defer cloud.Close()
 	ep := cloud.Endpoints()
 	fmt.Fprintf(e.out, "local cloud: MQTT (mutual TLS) on %s, S3 and HTTP on %s\n", ep.MQTT, ep.HTTP)
+	if f.console {
+		url, stop, err := mountConsole(e, cloud, true)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		fmt.Fprintf(e.out, "web console: %s (open it to watch the rollout)\n", url)
+		defer func() {
+			fmt.Fprintf(e.out, "\nthe web console stays open at %s: press Ctrl-C to end\n", url)
+			<-e.ctx.Done()
+		}()
+	}
 
 	// Images are signed, and the devices (agent and bootloader) trust that
 	// key alone, so that the demo shows what production does.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/awsfota/awsfota/device/agent"
+	"github.com/awsfota/awsfota/device/command"
 	"github.com/awsfota/awsfota/device/download"
 	"github.com/awsfota/awsfota/device/flash"
 	"github.com/awsfota/awsfota/jobdoc"
@@ -35,9 +36,12 @@ type deviceFile struct {
 	} `json:"slots,omitempty"`
 	// TrustedKeys are the public keys (PEM) of the device's bootloader: with
 	// any, only images signed by one of them are installed.
-	TrustedKeys []string         `json:"trustedKeys,omitempty"`
-	Agent       agentSettings    `json:"agent,omitempty"`
-	Download    downloadSettings `json:"download,omitempty"`
+	TrustedKeys []string `json:"trustedKeys,omitempty"`
+	// Target selects how images are installed: MCUboot slots (the default,
+	// "slots" above), RAUC, or the device's own commands.
+	Target   *targetSettings  `json:"target,omitempty"`
+	Agent    agentSettings    `json:"agent,omitempty"`
+	Download downloadSettings `json:"download,omitempty"`
 
 	dir string
 }
@@ -51,6 +55,49 @@ type agentSettings struct {
 	MaxHostLen              int  `json:"maxHostLen,omitempty"`
 	MaxPathLen              int  `json:"maxPathLen,omitempty"`
 	AllowDowngrade          bool `json:"allowDowngrade,omitempty"`
+}
+
+// Target types.
+const (
+	targetMCUboot = "mcuboot"
+	targetRAUC    = "rauc"
+	targetExec    = "exec"
+)
+
+// targetSettings is DEVICE.json's "target": what installs images on a Linux
+// device (see docs/linux.md).
+type targetSettings struct {
+	Type string `json:"type"` // mcuboot (default), rauc or exec
+	// DBus is RAUC's D-Bus address; "" is the system bus (rauc).
+	DBus string `json:"dbus,omitempty"`
+	// Staging is the file images are downloaded into; default: staging/image
+	// in the state directory.
+	Staging string `json:"staging,omitempty"`
+	// MaxSize bounds the images accepted (0: the filesystem's room).
+	MaxSize int64 `json:"maxSize,omitempty"`
+	// Install, Version and Confirm are the exec target's commands.
+	Install command.Command `json:"install,omitzero"`
+	Version command.Command `json:"version,omitzero"`
+	Confirm command.Command `json:"confirm,omitzero"`
+	// Compatible is the system an exec device is (RAUC devices ask RAUC).
+	Compatible string `json:"compatible,omitempty"`
+	// HealthCheck runs after the reboot into a new image; it must succeed
+	// before the image is kept. Its timeout is the self-test's.
+	HealthCheck command.Command `json:"healthCheck,omitzero"`
+	// Reboot restarts the device (default: systemctl reboot).
+	Reboot command.Command `json:"reboot,omitzero"`
+	// RebootWaitSeconds is how long to wait, after the reboot command, to be
+	// stopped by the shutdown (default 300); then the agent goes on in this
+	// process and reports what runs. 0: go on at once (a reboot command that
+	// restarts only an application).
+	RebootWaitSeconds *int `json:"rebootWaitSeconds,omitempty"`
+}
+
+func (t *targetSettings) kind() string {
+	if t == nil || t.Type == "" {
+		return targetMCUboot
+	}
+	return t.Type
 }
 
 type downloadSettings struct {
@@ -76,6 +123,9 @@ func readDeviceFile(path string) (*deviceFile, error) {
 		return nil, fmt.Errorf("%s: \"endpoint\" is missing (the MQTT host:port)", path)
 	case f.CertFile == "" || f.KeyFile == "":
 		return nil, fmt.Errorf("%s: \"certFile\" and \"keyFile\" are required", path)
+	}
+	if err := f.Target.check(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return &f, nil
 }
@@ -188,4 +238,39 @@ func (f *deviceFile) slotGeometry() (flash.Geometry, bool) {
 		g.WriteAlign = 4
 	}
 	return g, true
+}
+
+// check says what is wrong with a target's settings.
+func (t *targetSettings) check() error {
+	switch t.kind() {
+	case targetMCUboot:
+		return nil
+	case targetRAUC:
+		if !t.Install.IsZero() || !t.Version.IsZero() || !t.Confirm.IsZero() {
+			return fmt.Errorf("\"target\": RAUC installs, tells the version and confirms by itself: drop \"install\", \"version\" and \"confirm\" (they are the exec target's)")
+		}
+	case targetExec:
+		if t.Install.IsZero() || t.Version.IsZero() {
+			return fmt.Errorf("\"target\": the exec target needs \"install\" and \"version\" commands (see docs/linux.md)")
+		}
+	default:
+		return fmt.Errorf("\"target\": type %q: use \"mcuboot\" (the default), \"rauc\" or \"exec\"", t.Type)
+	}
+	return nil
+}
+
+// rebootWait is how long to wait to be stopped after the reboot command.
+func (t *targetSettings) rebootWait() time.Duration {
+	if t.RebootWaitSeconds == nil {
+		return 5 * time.Minute
+	}
+	return max(secs(*t.RebootWaitSeconds), 0)
+}
+
+// reboot is the reboot command.
+func (t *targetSettings) reboot() command.Command {
+	if t.Reboot.IsZero() {
+		return command.Command{Argv: []string{"systemctl", "reboot"}}
+	}
+	return t.Reboot
 }

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -48,7 +50,14 @@ new device starts with firmware --sim-version.
 
 Without --sim the slots are the files DEVICE.json names ("slots"), and when the
 agent asks for a reboot the command exits with status 3: reboot the device (its
-bootloader then swaps), and run the command again to confirm and report.`,
+bootloader then swaps), and run the command again to confirm and report.
+
+A Linux device names its installer in DEVICE.json's "target": "rauc" (RAUC
+over D-Bus) or "exec" (the device's own install, version and confirm
+commands). The command then runs as a long-lived service (deploy/awsfota.service,
+Type=notify with a watchdog): it runs the reboot command when an update needs
+one, and after the reboot checks what runs, runs the health check and reports.
+See docs/linux.md.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if config == "" || stateDir == "" {
@@ -62,6 +71,9 @@ bootloader then swaps), and run the command again to confirm and report.`,
 				f.Endpoint = endpoint
 			}
 			if simulate {
+				if k := f.Target.kind(); k != targetMCUboot {
+					return usagef("--sim simulates an MCUboot device, and %s names target %q: drop --sim to run it", config, k)
+				}
 				return runSimDevice(e, f, stateDir, simVersion, simKey, simLinkRate)
 			}
 			return runRealDevice(e, f, stateDir)
@@ -80,9 +92,15 @@ bootloader then swaps), and run the command again to confirm and report.`,
 
 // eventPrinter prints the agent's events as log lines.
 func eventPrinter(e *env, thing string) func(agent.AppEvent) {
-	last := -1
+	last, lastInstall := -1, -1
 	return func(ev agent.AppEvent) {
 		switch ev.Kind {
+		case agent.EventInstalling:
+			if ev.Percent/10 == lastInstall/10 && ev.Percent != 100 {
+				return
+			}
+			lastInstall = ev.Percent
+			fmt.Fprintf(e.out, "%s: job %s: installing %d%% (%s)\n", thing, ev.JobID, ev.Percent, ev.Message)
 		case agent.EventProgress:
 			if ev.Percent/10 == last/10 && ev.Percent != 100 {
 				return
@@ -90,7 +108,7 @@ func eventPrinter(e *env, thing string) func(agent.AppEvent) {
 			last = ev.Percent
 			fmt.Fprintf(e.out, "%s: job %s: %d%% (%d of %d bytes)\n", thing, ev.JobID, ev.Percent, ev.Bytes, ev.Total)
 		case agent.EventStart:
-			last = -1
+			last, lastInstall = -1, -1
 			fmt.Fprintf(e.out, "%s: job %s: started\n", thing, ev.JobID)
 		case agent.EventDone:
 			fmt.Fprintf(e.out, "%s: job %s: %s image %s verified, rebooting into it\n", thing, ev.JobID, ev.ImageType, ev.Version)
@@ -210,6 +228,9 @@ func (r *connReporter) up() {
 }
 
 func runRealDevice(e *env, f *deviceFile, dir string) error {
+	if f.Target.kind() != targetMCUboot {
+		return runLinuxDevice(e, f, dir)
+	}
 	g, err := f.geometry()
 	if err != nil {
 		return err
@@ -243,20 +264,15 @@ func runRealDevice(e *env, f *deviceFile, dir string) error {
 	if err != nil {
 		return err
 	}
-	conn := &connReporter{e: e, thing: f.Thing}
-	mc, err := mqttconn.Dial(e.ctx, mqttconn.Config{
-		Endpoint: f.Endpoint, ClientID: f.Thing, Certificate: cert, RootCAs: roots, ServerName: f.ServerName, ALPN: f.ALPN,
-		SessionExpiry: time.Hour, // persistent: notifications sent while away arrive on reconnect
-		Filters:       iotjobs.DeviceFilters(f.Thing), OnMessage: r.Deliver, OnDown: r.Disconnected,
-		OnUp:    func() { conn.up(); r.Connected() },
-		OnError: conn.failed,
-		Logger:  e.logger(),
-	})
+	conn, err := dialThing(e, f, cert, roots, r)
 	if err != nil {
 		return err
 	}
-	err = r.Run(e.ctx, mc)
-	mc.Close()
+	svc := startService(e.ctx)
+	svc.running(r)
+	err = r.Run(e.ctx, conn)
+	svc.stop()
+	conn.Close()
 	switch {
 	case errors.Is(err, runner.ErrReboot):
 		fmt.Fprintf(e.out, "%s: reboot the device now: the bootloader installs the new image, and the next run confirms and reports it\n", f.Thing)
@@ -271,3 +287,16 @@ func runRealDevice(e *env, f *deviceFile, dir string) error {
 type exitCode int
 
 func (c exitCode) Error() string { return fmt.Sprintf("exit status %d", int(c)) }
+
+// dialThing connects to the broker as the thing, for runner r.
+func dialThing(e *env, f *deviceFile, cert tls.Certificate, roots *x509.CertPool, r *runner.Runner) (*mqttconn.Conn, error) {
+	conn := &connReporter{e: e, thing: f.Thing}
+	return mqttconn.Dial(e.ctx, mqttconn.Config{
+		Endpoint: f.Endpoint, ClientID: f.Thing, Certificate: cert, RootCAs: roots, ServerName: f.ServerName, ALPN: f.ALPN,
+		SessionExpiry: time.Hour, // persistent: notifications sent while away arrive on reconnect
+		Filters:       iotjobs.DeviceFilters(f.Thing), OnMessage: r.Deliver, OnDown: r.Disconnected,
+		OnUp:    func() { conn.up(); r.Connected() },
+		OnError: conn.failed,
+		Logger:  e.logger(),
+	})
+}

@@ -42,6 +42,14 @@ size, fwversion and base, with a presigned-URL placeholder so the bucket stays
 private — and creates the job with the rollout, abort, timeout and retry
 settings given. It prints the job id.
 
+A RAUC bundle (.raucb) is recognised: its manifest's compatible and version
+go into the document, with component "rauc", and with --keyring KEYRING.pem
+(the CA certificates the devices' RAUC trusts) its signature is verified
+first, as RAUC will. Devices of another compatible refuse the job before
+downloading it. Any other file (a SWUpdate .swu, a tarball) is published for
+devices whose own install command takes it (the exec target) when --version
+says the version it installs.
+
 With --local DIR it publishes to the local cloud (bucket awsfota-firmware by
 default, created if missing). On AWS, --bucket is required and a presigned URL
 needs --presign-role (or --public for a bucket anyone may read, as the seed's
@@ -111,13 +119,21 @@ procedure). --dry-run prints the document and the calls without making them.`,
 			if err != nil {
 				return err
 			}
+			if p.Compatible != "" {
+				fmt.Fprintf(e.errOut, "RAUC bundle for %q systems, version %s", p.Compatible, orDash(p.Version))
+				if p.Signer != "" {
+					fmt.Fprintf(e.errOut, ", signature verified (%s)", p.Signer)
+				}
+				fmt.Fprintln(e.errOut)
+			}
 			fmt.Fprintf(e.errOut, "uploaded s3://%s/%s (%s %s, %d bytes) and created job %s\n", p.Bucket, p.Key, p.Kind, orDash(p.Version), p.Size, res.JobID)
 			fmt.Fprintln(e.out, res.JobID)
 			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Image, "image", "", "the image `FILE` (MCUboot image, awsfota delta, modem image)")
+	f.StringVar(&o.Image, "image", "", "the image `FILE` (MCUboot image, awsfota delta, modem image, RAUC bundle; any file with --version, for exec targets)")
+	f.StringVar(&o.Keyring, "keyring", "", "verify a RAUC bundle's signature against this `KEYRING.pem` (the devices' RAUC keyring)")
 	f.StringSliceVar(&o.Things, "thing", nil, "target thing `NAME` (repeatable)")
 	f.StringSliceVar(&o.Groups, "group", nil, "target thing group `NAME` (repeatable)")
 	f.StringVar(&o.JobID, "job-id", "", "the job `id` (default: fota-VERSION-TIME)")
@@ -125,7 +141,7 @@ procedure). --dry-run prints the document and the calls without making them.`,
 	f.BoolVar(&o.CreateBucket, "create-bucket", false, "create the bucket if it does not exist")
 	f.StringVar(&o.Key, "key", "", "S3 `key` (default: firmware/SHA256-PREFIX/FILE)")
 	f.StringVar(&o.Version, "version", "", "the `version` devices run afterwards (default: the image's)")
-	f.StringVar(&o.Component, "component", "", "`app` or `modem` (default: from the image)")
+	f.StringVar(&o.Component, "component", "", "`app`, `modem` or `rauc` (default: from the image)")
 	f.BoolVar(&o.Public, "public", false, "write the object's plain URL (a bucket anyone may read, the seed's procedure) instead of a presigned URL")
 	f.StringVar(&o.PresignRole, "presign-role", "", "IAM role `ARN` AWS IoT assumes to presign the image URL (AWS)")
 	f.DurationVar(&o.PresignExpires, "presign-expires", time.Hour, "lifetime of each presigned URL (1m to 1h)")

@@ -53,6 +53,25 @@ func (o *operatorEnv) stopCloud() {
 	}
 }
 
+// newServedOperatorEnv is newOperatorEnv with the cloud run by `awsfota
+// cloud serve` and extra flags.
+func newServedOperatorEnv(t *testing.T, extra ...string) *operatorEnv {
+	t.Helper()
+	data := filepath.Join(t.TempDir(), "cloud")
+	_, stop := serving(t, data, extra...)
+	o := &operatorEnv{t: t, data: data, outs: map[string]*syncBuffer{}}
+	t.Cleanup(func() {
+		for _, s := range o.stop {
+			s()
+		}
+		o.wg.Wait()
+		if code, out := stop(); code != 0 {
+			t.Errorf("cloud serve exited %d:\n%s", code, out)
+		}
+	})
+	return o
+}
+
 // device provisions a thing with `thing create` and runs it with
 // `device run --sim` until the test ends.
 func (o *operatorEnv) device(name string, extra ...string) {
@@ -134,6 +153,35 @@ func TestOperatorUpdateOnLocalCloud(t *testing.T) {
 	}
 	if code, out, _ := run(t, "job", "describe", id, "--local", o.data, "--json"); code != 0 || !strings.Contains(out, `"stepTimeoutInMinutes": 30`) && !strings.Contains(out, `"stepTimeoutInMinutes":30`) {
 		t.Fatalf("describe: %d %s", code, out)
+	}
+}
+
+// TestOperatorUpdateOverHTTPS runs the whole update against `cloud serve
+// --https`: the operator uploads and creates the job over TLS trusting the
+// local CA, the presigned URL in the document is https://, and the device
+// downloads the image over HTTPS trusting the CA from `thing create`.
+func TestOperatorUpdateOverHTTPS(t *testing.T) {
+	o := newServedOperatorEnv(t, "--https")
+	ep, err := emu.ReadEndpoints(o.data)
+	if err != nil || !strings.HasPrefix(ep.HTTP, "https://127.0.0.1:") {
+		t.Fatalf("endpoints %+v %v", ep, err)
+	}
+	o.device("tls-a")
+	img := o.image("1.0.1", 120_000)
+	id := o.createJob("--image", img, "--thing", "tls-a")
+	code, out, errOut := run(t, "job", "watch", id, "--local", o.data, "--interval", "50ms")
+	if code != 0 || !strings.Contains(out, "1 succeeded") {
+		t.Fatalf("watch: exit %d\n%s\n%s\ndevice:\n%s", code, out, errOut, o.outs["tls-a"].String())
+	}
+	// The HTTP port speaks TLS only: the upload, the job and the device's
+	// download (through the presigned URL of the document's placeholder)
+	// all went over HTTPS, or they would have failed.
+	code, out, _ = run(t, "job", "describe", id, "--local", o.data, "--json")
+	if code != 0 || !strings.Contains(out, "${aws:iot:s3-presigned-url:") {
+		t.Fatalf("describe: %d %s", code, out)
+	}
+	if !strings.Contains(o.outs["tls-a"].String(), "booted 1.0.1") {
+		t.Fatalf("device output:\n%s", o.outs["tls-a"].String())
 	}
 }
 
