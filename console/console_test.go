@@ -592,7 +592,7 @@ func TestPublish(t *testing.T) {
 	}
 	broken := bytes.Clone(img.Bytes())
 	broken[600] ^= 1
-	if code, _, body := upload("app.bin", broken, tok); code != http.StatusUnprocessableEntity || !strings.Contains(body, "looks like an MCUboot image but") {
+	if code, _, body := upload("app.bin", broken, tok); code != http.StatusUnprocessableEntity || !strings.Contains(body, "starts like an MCUboot image but is not a valid one") {
 		t.Fatalf("a damaged image: %d\n%s", code, body)
 	}
 	code, loc, _ = upload("app-2.1.0.bin", img.Bytes(), tok)

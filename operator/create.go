@@ -199,7 +199,7 @@ func (p *Plan) readBundle(o JobOptions) error {
 	defer f.Close()
 	b, err := raucb.Open(f, p.Size)
 	if err != nil {
-		return fmt.Errorf("%s looks like a RAUC bundle but %w", o.Image, err)
+		return fmt.Errorf("%s starts like a RAUC bundle but is not a valid one: %w", o.Image, err)
 	}
 	cert, err := b.Verify(ring, time.Now())
 	if err != nil {
