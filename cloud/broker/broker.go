@@ -30,7 +30,6 @@ import (
 	"github.com/awsfota/awsfota/cloud/jobsvc"
 	"github.com/awsfota/awsfota/cloud/pki"
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -75,6 +74,8 @@ type Broker struct {
 	srv *mqtt.Server
 	ln  net.Listener
 	log *slog.Logger
+
+	closeOnce sync.Once
 }
 
 // Start listens on cfg.Addr and serves until Close.
@@ -116,7 +117,7 @@ func Start(cfg Config) (*Broker, error) {
 		ln.Close()
 		return nil, err
 	}
-	if err := srv.AddListener(listeners.NewNet("mqtts", ln)); err != nil {
+	if err := srv.AddListener(newListener("mqtts", ln)); err != nil {
 		ln.Close()
 		return nil, err
 	}
@@ -174,9 +175,12 @@ func (b *Broker) DisconnectCertificate(certID string) int {
 	return n
 }
 
-// Close stops the broker and drops every connection.
+// Close stops the broker and drops every connection; when it returns no
+// connection is served. Closing again does nothing.
 func (b *Broker) Close() error {
-	return b.srv.Close()
+	var err error
+	b.closeOnce.Do(func() { err = b.srv.Close() })
+	return err
 }
 
 func peerCertificate(cl *mqtt.Client) *x509.Certificate {
