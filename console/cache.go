@@ -288,10 +288,3 @@ func (s *Server) groupsOf(ctx context.Context) ([]string, map[string][]string, e
 	tc.names, tc.groups, tc.groupsAt = names, byThing, s.cfg.Clock.Now()
 	return names, byThing, nil
 }
-
-// invalidate makes the next read of things and groups go to the cloud.
-func (tc *thingCache) invalidate() {
-	tc.mu.Lock()
-	tc.things, tc.groups = nil, nil
-	tc.mu.Unlock()
-}

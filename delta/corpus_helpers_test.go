@@ -6,7 +6,6 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 )
 
@@ -40,22 +39,6 @@ func loadCorpus(tb testing.TB, dir string) []corpusPair {
 		tb.Fatal(err)
 	}
 	return pj.Pairs
-}
-
-func median(v []int64) int64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func sum(v []int64) (n int64) {
-	for _, x := range v {
-		n += x
-	}
-	return n
 }
 
 // roundTrip creates a patch from old to next, applies it and checks the

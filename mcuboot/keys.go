@@ -261,21 +261,6 @@ func (k *PrivateKey) sign(digest []byte) ([]byte, error) {
 	return sig, nil
 }
 
-// maxSignatureLen bounds a signature's length for the key type.
-func (t KeyType) maxSignatureLen() int {
-	switch t {
-	case KeyECDSAP256:
-		return 72
-	case KeyEd25519:
-		return ed25519.SignatureSize
-	case KeyRSA2048:
-		return 256
-	case KeyRSA3072:
-		return 384
-	}
-	return 0
-}
-
 // pemBlocks returns the PEM blocks in b, refusing input without any.
 func pemBlocks(b []byte) ([]*pem.Block, error) {
 	var blocks []*pem.Block

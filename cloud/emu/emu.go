@@ -38,6 +38,7 @@ import (
 	"github.com/awsfota/awsfota/cloud/registry"
 	"github.com/awsfota/awsfota/cloud/sigv4"
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Defaults.
@@ -183,7 +184,7 @@ func Start(cfg Config) (_ *Cloud, err error) {
 	}
 	c.db, err = bolt.Open(filepath.Join(cfg.DataDir, "cloud.db"), 0o600, &bolt.Options{Timeout: 2 * time.Second, NoSync: cfg.NoSync})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("emu: %s is in use by another local cloud; stop it or use another --data directory", cfg.DataDir)
 		}
 		return nil, fmt.Errorf("emu: opening the database: %w", err)

@@ -956,7 +956,7 @@ func (s *Service) Tick() error {
 func dueTimers(tx *bolt.Tx, now time.Time) [][]byte {
 	var due [][]byte
 	c := tx.Bucket(bucketTimers).Cursor()
-	for k, _ := c.First(); k != nil && len(k) > 9; k, _ = c.Next() {
+	for k, _ := c.First(); len(k) > 9; k, _ = c.Next() {
 		if time.Unix(0, int64(binary.BigEndian.Uint64(k))).After(now) {
 			break
 		}

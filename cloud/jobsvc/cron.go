@@ -78,7 +78,7 @@ func ParseCron(s string) (*Cron, error) {
 	return c, nil
 }
 
-var errCronUnsupported = errors.New("L, W and # are not supported by the local cloud")
+var errCronUnsupported = errors.New("the characters L, W and # are not supported by the local cloud")
 
 // parseCronField reads one field into a set indexed by value (lo..hi).
 func parseCronField(f string, lo, hi int, names []string, nameBase int) ([]bool, error) {

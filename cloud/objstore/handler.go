@@ -16,8 +16,6 @@ import (
 	"github.com/awsfota/awsfota/cloud/sigv4"
 )
 
-const s3Namespace = "http://s3.amazonaws.com/doc/2006-03-01/"
-
 // Handler returns the S3 REST API of the store, path style: GET / lists
 // buckets, /bucket addresses a bucket and /bucket/key an object. Every
 // request needs a SigV4 signature (header or presigned URL) whose scope

@@ -100,7 +100,7 @@ func dripServer(t *testing.T, obj []byte, chunk int, g *gates) (*httptest.Server
 func TestFetchMinRate(t *testing.T) {
 	const chunk = 1024
 	obj := object(40*chunk, 31)
-	run := func(t *testing.T, every time.Duration, retries int) (download.Result, error, *atomic.Int32) {
+	run := func(t *testing.T, every time.Duration, retries int) (download.Result, *atomic.Int32, error) {
 		g := &gates{}
 		srv, calls := dripServer(t, obj, chunk, g)
 		tc := newTestClock()
@@ -117,7 +117,7 @@ func TestFetchMinRate(t *testing.T) {
 		for {
 			select {
 			case err := <-errc:
-				return res, err, calls
+				return res, calls, err
 			case off := <-progress:
 				if off == int64(len(obj)) {
 					continue
@@ -129,7 +129,7 @@ func TestFetchMinRate(t *testing.T) {
 	}
 	t.Run("1 KiB every 30s is too slow", func(t *testing.T) {
 		// 34 bytes/s < 40: each attempt's first window closes too slow.
-		res, err, calls := run(t, 30*time.Second, 2)
+		res, calls, err := run(t, 30*time.Second, 2)
 		if !errors.Is(err, download.ErrTooSlow) || !errors.Is(err, download.ErrRetriesExhausted) {
 			t.Fatalf("err = %v, want ErrTooSlow and ErrRetriesExhausted", err)
 		}
@@ -139,7 +139,7 @@ func TestFetchMinRate(t *testing.T) {
 	})
 	t.Run("1 KiB every 20s is enough", func(t *testing.T) {
 		// 51 bytes/s >= 40: 40 chunks over 13 minutes, one attempt.
-		res, err, _ := run(t, 20*time.Second, -1)
+		res, _, err := run(t, 20*time.Second, -1)
 		if err != nil || res.Attempts != 1 || res.Size != int64(len(obj)) {
 			t.Fatalf("%+v, %v: a body above the floor was aborted", res, err)
 		}

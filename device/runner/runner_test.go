@@ -207,7 +207,7 @@ func TestUpdateAcrossReboot(t *testing.T) {
 	if !bytes.Equal(d.secondary.Bytes()[:len(newImg)], newImg) {
 		t.Fatal("secondary slot does not hold the image")
 	}
-	exec, ups := j.snapshot()
+	exec, _ := j.snapshot()
 	if exec.Status != iotjobs.StatusInProgress || exec.StatusDetails["state"] != "ready_to_reboot" {
 		t.Fatalf("before reboot the cloud sees %s %v", exec.Status, exec.StatusDetails)
 	}
@@ -244,7 +244,7 @@ func TestUpdateAcrossReboot(t *testing.T) {
 	if err := wait(t, done); !errors.Is(err, context.Canceled) {
 		t.Fatal(err)
 	}
-	exec, ups = j.snapshot()
+	exec, ups := j.snapshot()
 	if exec.Status != iotjobs.StatusSucceeded || exec.StatusDetails["fwversion"] != "1.0.1" {
 		t.Fatalf("cloud sees %s %v", exec.Status, exec.StatusDetails)
 	}
