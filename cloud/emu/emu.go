@@ -129,6 +129,7 @@ type Cloud struct {
 	IoT      *iotapi.API
 	broker   *broker.Broker   // the embedded broker, or nil
 	external *broker.External // the attachment to an external broker, or nil
+	crlMu    sync.Mutex       // serialises rewrites of Mosquitto's revocation list
 	httpSrv  *http.Server
 	httpLn   net.Listener
 	httpAddr string // host:port the HTTP port listens on
@@ -218,12 +219,22 @@ func Start(cfg Config) (_ *Cloud, err error) {
 		DeviceRequestBurst: cfg.DeviceRequestBurst, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	var disconnect func(string)
+	var disconnect, certChanged func(string)
 	if cfg.ExternalMQTT != "" {
 		if err := c.attach(); err != nil {
 			return nil, err
 		}
 		c.Jobs.SetPublisher(c.external)
+		certChanged = func(id string) {
+			if err := c.updateMosquittoCRL(); err != nil {
+				cfg.Logger.Error("the external broker's revocation list could not be updated", "certificate", id, "err", err)
+			}
+		}
+		// Mosquitto learns of certificates that are no longer ACTIVE through
+		// its revocation list: bring it up to date with the registry.
+		if err := c.updateMosquittoCRL(); err != nil {
+			return nil, err
+		}
 	} else {
 		srvCert, err := c.CA.ServerCertificate(cfg.ServerNames...)
 		if err != nil {
@@ -240,7 +251,7 @@ func Start(cfg Config) (_ *Cloud, err error) {
 		disconnect = func(id string) { c.broker.DisconnectCertificate(id) }
 	}
 	if c.IoT, err = iotapi.New(iotapi.Config{Region: cfg.Region, AccountID: cfg.AccountID, Credentials: []sigv4.Credentials{c.creds},
-		Clock: cfg.Clock, Registry: c.Registry, Jobs: c.Jobs, CA: c.CA, Disconnect: disconnect, OpenObject: c.openObject,
+		Clock: cfg.Clock, Registry: c.Registry, Jobs: c.Jobs, CA: c.CA, Disconnect: disconnect, CertificateChanged: certChanged, OpenObject: c.openObject,
 		Endpoint: c.endpointHost, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}

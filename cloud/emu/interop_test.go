@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 
 	"io"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -703,32 +705,8 @@ func mustList(t *testing.T, c *Cloud) []certInfo {
 // Mosquitto's ACL to their own topics and get their replies through their
 // subscriptions.
 func TestMosquittoBrokerInterop(t *testing.T) {
-	bin := tool(t, "/usr/sbin/mosquitto", "mosquitto")
 	dir := t.TempDir()
-	addr := freeAddr(t)
-	files, err := WriteMosquittoConfig(dir, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var log bytes.Buffer
-	broker := exec.Command(bin, "-c", files.Conf)
-	broker.Stdout, broker.Stderr = &log, &log
-	if err := broker.Start(); err != nil {
-		t.Fatal(err)
-	}
-	brokerDone := make(chan error, 1)
-	go func() { brokerDone <- broker.Wait() }()
-	defer func() {
-		broker.Process.Signal(os.Interrupt)
-		select {
-		case <-brokerDone:
-		case <-time.After(10 * time.Second):
-			broker.Process.Kill()
-			<-brokerDone
-		}
-	}()
-	waitListening(t, addr, brokerDone, &log)
-
+	addr, files, log := startMosquitto(t, dir)
 	c, err := Start(Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", ExternalMQTT: addr, NoSync: true})
 	if err != nil {
 		t.Fatalf("%v\nmosquitto:\n%s", err, log.String())
@@ -794,6 +772,128 @@ func TestMosquittoBrokerInterop(t *testing.T) {
 	}
 }
 
+// startMosquitto configures a Mosquitto for the local cloud in dir
+// (WriteMosquittoConfig) and runs it until the test ends.
+func startMosquitto(t *testing.T, dir string) (string, MosquittoFiles, *syncBuffer) {
+	t.Helper()
+	bin := tool(t, "/usr/sbin/mosquitto", "mosquitto")
+	addr := freeAddr(t)
+	files, err := WriteMosquittoConfig(dir, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := &syncBuffer{}
+	broker := exec.Command(bin, "-c", files.Conf)
+	broker.Stdout, broker.Stderr = log, log
+	if err := broker.Start(); err != nil {
+		t.Fatal(err)
+	}
+	brokerDone := make(chan error, 1)
+	go func() { brokerDone <- broker.Wait() }()
+	t.Cleanup(func() {
+		broker.Process.Signal(os.Interrupt)
+		select {
+		case <-brokerDone:
+		case <-time.After(10 * time.Second):
+			broker.Process.Kill()
+			<-brokerDone
+		}
+	})
+	waitListening(t, addr, brokerDone, log)
+	return addr, files, log
+}
+
+// syncBuffer is a bytes.Buffer a process writes while a test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// TestMosquittoRevocationInterop: on Mosquitto, a certificate made INACTIVE
+// or REVOKED (UpdateCertificate, through the AWS CLI) can no longer
+// connect: the cloud rewrites Mosquitto's revocation list and makes it
+// reload it; an ACTIVE one again connects; a deleted one stays refused,
+// across a restart of the cloud too.
+func TestMosquittoRevocationInterop(t *testing.T) {
+	dir := t.TempDir()
+	addr, files, log := startMosquitto(t, dir)
+	c, err := Start(Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", ExternalMQTT: addr, NoSync: true})
+	if err != nil {
+		t.Fatalf("%v\nmosquitto:\n%s", err, log.String())
+	}
+	defer func() { c.Close() }()
+	ids := map[string]mqttID{}
+	certIDs := map[string]string{}
+	for _, th := range []string{"dev-1", "dev-2"} {
+		cr, err := c.ProvisionThing(th)
+		if err != nil {
+			t.Fatal(err)
+		}
+		certFile, keyFile := filepath.Join(dir, th+".pem"), filepath.Join(dir, th+".key")
+		os.WriteFile(certFile, cr.CertPEM, 0o600)
+		os.WriteFile(keyFile, cr.KeyPEM, 0o600)
+		ids[th] = mqttID{addr, files.CAFile, certFile, keyFile, th}
+		certIDs[th] = cr.CertificateID
+	}
+	connects := func(th string) bool {
+		_, code := mosq(t, "mosquitto_pub", ids[th], "-t", "$aws/things/"+th+"/hello", "-m", "x", "-q", "1", "-V", "311")
+		return code == 0
+	}
+	// until polls (Mosquitto reloads on its own time after the signal).
+	until := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s\nmosquitto:\n%s", what, log.String())
+			}
+			time.Sleep(50 * time.Millisecond) // polling with a deadline: a client process per try
+		}
+	}
+	if !connects("dev-1") || !connects("dev-2") {
+		t.Fatalf("ACTIVE certificates refused\nmosquitto:\n%s", log.String())
+	}
+	aws := newAWSCLI(t, c.Endpoints())
+	for _, st := range []struct {
+		status string
+		want   bool
+	}{{"INACTIVE", false}, {"ACTIVE", true}, {"REVOKED", false}} {
+		aws.run(nil, "iot", "update-certificate", "--certificate-id", certIDs["dev-1"], "--new-status", st.status)
+		until(fmt.Sprintf("dev-1's certificate %s: connects %v", st.status, !st.want), func() bool { return connects("dev-1") == st.want })
+	}
+	if !connects("dev-2") {
+		t.Fatal("revoking dev-1's certificate refused dev-2's")
+	}
+	// Deleted from the registry: still refused, also after a restart of
+	// the cloud, which rewrites the list.
+	ep := c.Endpoints()
+	aws.run(nil, "iot", "update-certificate", "--certificate-id", certIDs["dev-2"], "--new-status", "INACTIVE")
+	aws.run(nil, "iot", "detach-thing-principal", "--thing-name", "dev-2", "--principal", "arn:aws:iot:"+ep.Region+":"+ep.AccountID+":cert/"+certIDs["dev-2"])
+	aws.run(nil, "iot", "delete-certificate", "--certificate-id", certIDs["dev-2"])
+	until("dev-2's deleted certificate still connects", func() bool { return !connects("dev-2") })
+	c.Close()
+	if c, err = Start(Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", ExternalMQTT: addr, NoSync: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, th := range []string{"dev-1", "dev-2"} {
+		if connects(th) {
+			t.Fatalf("%s's certificate connects after the cloud restarted", th)
+		}
+	}
+}
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -806,7 +906,7 @@ func freeAddr(t *testing.T) string {
 }
 
 // waitListening polls until something accepts connections at addr.
-func waitListening(t *testing.T, addr string, exited <-chan error, log *bytes.Buffer) {
+func waitListening(t *testing.T, addr string, exited <-chan error, log fmt.Stringer) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

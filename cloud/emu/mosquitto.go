@@ -1,14 +1,23 @@
 package emu
 
 import (
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
 	"fmt"
+	"io/fs"
+	"math/big"
 	"net"
 	"os"
 	"os/user"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 
 	"github.com/awsfota/awsfota/cloud/broker"
 	"github.com/awsfota/awsfota/cloud/pki"
+	"github.com/awsfota/awsfota/cloud/registry"
 )
 
 // MosquittoFiles are the files WriteMosquittoConfig wrote.
@@ -18,6 +27,11 @@ type MosquittoFiles struct {
 	CertFile string // the broker's server certificate, from the local CA
 	KeyFile  string
 	CAFile   string // the local CA: devices and the Jobs service are issued by it
+	// CRLFile revokes the certificates the registry holds as INACTIVE or
+	// REVOKED (and deleted ones); the local cloud rewrites it when a
+	// certificate changes and signals Mosquitto (PIDFile) to reload it.
+	CRLFile string
+	PIDFile string
 }
 
 // WriteMosquittoConfig writes, under <dataDir>/mosquitto/, a configuration
@@ -30,10 +44,15 @@ type MosquittoFiles struct {
 // device is confined to $aws/things/<its common name>/ — the thing name, for
 // certificates that ProvisionThing and `awsfota thing create` issue.
 //
+// Certificates that are not ACTIVE are refused through a revocation list
+// (crlfile) signed by the local CA, which a cloud started with ExternalMQTT
+// on the same data directory rewrites whenever a certificate changes state
+// and makes Mosquitto reload (SIGHUP to the process in pid_file).
+//
 // Run `mosquitto -c <Conf>`, then start the cloud with ExternalMQTT set to
-// listen. What Mosquitto cannot do as AWS does: it does not consult the
-// registry (an INACTIVE certificate still connects), does not bind the
-// client id to the thing, and routes replies to subscribers.
+// listen. What Mosquitto cannot do as AWS does: it does not bind the client
+// id to the thing, keeps the live connections of a certificate revoked
+// after they connected, and routes replies to subscribers.
 func WriteMosquittoConfig(dataDir, listen string, serverNames ...string) (MosquittoFiles, error) {
 	host, port, err := net.SplitHostPort(listen)
 	if err != nil {
@@ -53,7 +72,8 @@ func WriteMosquittoConfig(dataDir, listen string, serverNames ...string) (Mosqui
 		return MosquittoFiles{}, err
 	}
 	f := MosquittoFiles{Conf: filepath.Join(dir, "mosquitto.conf"), ACL: filepath.Join(dir, "acl"),
-		CertFile: filepath.Join(dir, "server.pem"), KeyFile: filepath.Join(dir, "server.key"), CAFile: ca.CertFile()}
+		CertFile: filepath.Join(dir, "server.pem"), KeyFile: filepath.Join(dir, "server.key"), CAFile: ca.CertFile(),
+		CRLFile: filepath.Join(dir, mosquittoCRL), PIDFile: filepath.Join(dir, mosquittoPID)}
 	acl := fmt.Sprintf(`# Written by awsfota: who may use which topics on the local cloud's Mosquitto.
 # The Jobs service of the local cloud.
 user %s
@@ -85,13 +105,29 @@ certfile %s
 keyfile %s
 require_certificate true
 use_identity_as_username true
+crlfile %s
 acl_file %s
-`, dataDir, listen, runAs, port, host, f.CAFile, f.CertFile, f.KeyFile, f.ACL)
-	for _, w := range []struct {
+pid_file %s
+`, dataDir, listen, runAs, port, host, f.CAFile, f.CertFile, f.KeyFile, f.CRLFile, f.ACL, f.PIDFile)
+	files := []struct {
 		path string
 		data []byte
 		mode os.FileMode
-	}{{f.CertFile, srv.CertPEM, 0o644}, {f.KeyFile, srv.KeyPEM, 0o600}, {f.ACL, []byte(acl), 0o644}, {f.Conf, []byte(conf), 0o644}} {
+	}{{f.CertFile, srv.CertPEM, 0o644}, {f.KeyFile, srv.KeyPEM, 0o600}, {f.ACL, []byte(acl), 0o644}, {f.Conf, []byte(conf), 0o644}}
+	if _, err := os.Stat(f.CRLFile); errors.Is(err, fs.ErrNotExist) {
+		// Mosquitto needs the file to start; the cloud fills it from the
+		// registry when it starts.
+		crl, err := ca.CRL(nil, big.NewInt(1))
+		if err != nil {
+			return MosquittoFiles{}, err
+		}
+		files = append(files, struct {
+			path string
+			data []byte
+			mode os.FileMode
+		}{f.CRLFile, crl, 0o644})
+	}
+	for _, w := range files {
 		if err := writeFile(w.path, w.data); err != nil {
 			return MosquittoFiles{}, err
 		}
@@ -100,4 +136,91 @@ acl_file %s
 		}
 	}
 	return f, nil
+}
+
+// Files of the Mosquitto configuration that the cloud keeps up to date.
+const (
+	mosquittoCRL = "crl.pem"
+	mosquittoPID = "mosquitto.pid"
+)
+
+// updateMosquittoCRL rewrites the revocation list of a Mosquitto configured
+// by WriteMosquittoConfig in the cloud's data directory, from the registry,
+// and signals Mosquitto to reload it. It revokes every registered
+// certificate that is not ACTIVE and keeps revoked the ones the previous
+// list revoked that the registry no longer holds (deleted: they must not
+// come back). Without such a configuration it does nothing.
+func (c *Cloud) updateMosquittoCRL() error {
+	c.crlMu.Lock()
+	defer c.crlMu.Unlock()
+	dir := filepath.Join(c.cfg.DataDir, "mosquitto")
+	path := filepath.Join(dir, mosquittoCRL)
+	old, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // Mosquitto was not configured here
+	}
+	if err != nil {
+		return fmt.Errorf("emu: mosquitto revocation list: %w", err)
+	}
+	certs, err := c.Registry.ListCertificates()
+	if err != nil {
+		return err
+	}
+	known := map[string]bool{}
+	var serials []*big.Int
+	for _, rc := range certs {
+		cert, err := pki.ParseCertificatePEM([]byte(rc.PEM))
+		if err != nil {
+			c.cfg.Logger.Warn("a registered certificate does not parse; it cannot be revoked on Mosquitto", "certificate", rc.ID, "err", err)
+			continue
+		}
+		known[cert.SerialNumber.String()] = true
+		if rc.Status != registry.StatusActive {
+			serials = append(serials, cert.SerialNumber)
+		}
+	}
+	number := big.NewInt(1)
+	if blk, _ := pem.Decode(old); blk != nil {
+		if prev, err := x509.ParseRevocationList(blk.Bytes); err == nil {
+			for _, e := range prev.RevokedCertificateEntries {
+				if !known[e.SerialNumber.String()] {
+					serials = append(serials, e.SerialNumber) // deleted from the registry
+				}
+			}
+			if prev.Number != nil {
+				number.Add(prev.Number, big.NewInt(1))
+			}
+		}
+	}
+	crl, err := c.CA.CRL(serials, number)
+	if err != nil {
+		return err
+	}
+	if err := writeFile(path, crl); err != nil {
+		return err
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		return fmt.Errorf("emu: %w", err)
+	}
+	return signalMosquitto(filepath.Join(dir, mosquittoPID))
+}
+
+// signalMosquitto asks the Mosquitto whose pid_file is path to reload its
+// configuration, revocation list included (SIGHUP).
+func signalMosquitto(path string) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // not running (yet): it reads the list when it starts
+	}
+	if err != nil {
+		return fmt.Errorf("emu: mosquitto's pid file: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return fmt.Errorf("emu: mosquitto's pid file %s holds %q, not a process id", path, b)
+	}
+	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("emu: signalling mosquitto (pid %d) to reload its revocation list: %w", pid, err)
+	}
+	return nil
 }

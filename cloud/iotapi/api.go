@@ -59,6 +59,10 @@ type Config struct {
 	// Disconnect drops the live MQTT connections that authenticated with a
 	// certificate (UpdateCertificate to INACTIVE or REVOKED). Optional.
 	Disconnect func(certificateID string)
+	// CertificateChanged is told of every change of a certificate's status
+	// and of its deletion, after the registry recorded it (the local cloud
+	// rewrites an external broker's revocation list). Optional.
+	CertificateChanged func(certificateID string)
 	// OpenObject reads an object of the local object store, for CreateJob's
 	// documentSource. Optional.
 	OpenObject func(bucket, key string) (io.ReadCloser, error)

@@ -636,11 +636,21 @@ func (a *API) updateCertificate(r *http.Request) (any, error) {
 		// once: its live connections go too.
 		a.cfg.Disconnect(id)
 	}
+	if a.cfg.CertificateChanged != nil {
+		a.cfg.CertificateChanged(id)
+	}
 	return nil, nil
 }
 
 func (a *API) deleteCertificate(r *http.Request) (any, error) {
-	return nil, a.cfg.Registry.DeleteCertificate(r.PathValue("certificateId"))
+	id := r.PathValue("certificateId")
+	if err := a.cfg.Registry.DeleteCertificate(id); err != nil {
+		return nil, err
+	}
+	if a.cfg.CertificateChanged != nil {
+		a.cfg.CertificateChanged(id)
+	}
+	return nil, nil
 }
 
 // principal reads the certificate a principal ARN names.

@@ -285,3 +285,29 @@ func writeFile(path string, data []byte, mode os.FileMode) error {
 	}
 	return os.Rename(tmp, path)
 }
+
+// CRL returns a certificate revocation list (PEM, "X509 CRL") signed by the
+// CA that revokes the certificates with the given serial numbers. number
+// orders successive lists (RFC 5280's CRL number: give a larger one each
+// time). The list is valid until the CA expires: a broker that checks it
+// (Mosquitto's crlfile) must never find it stale and refuse everyone.
+func (ca *CA) CRL(serials []*big.Int, number *big.Int) ([]byte, error) {
+	now := ca.now()
+	tpl := &x509.RevocationList{
+		Number:     number,
+		ThisUpdate: now.Add(-time.Minute),
+		NextUpdate: ca.Cert.NotAfter,
+	}
+	if !tpl.NextUpdate.After(tpl.ThisUpdate) {
+		return nil, fmt.Errorf("pki: the CA expired on %s: create a new one", ca.Cert.NotAfter.Format(time.DateOnly))
+	}
+	for _, s := range serials {
+		tpl.RevokedCertificateEntries = append(tpl.RevokedCertificateEntries,
+			x509.RevocationListEntry{SerialNumber: s, RevocationTime: now.Add(-time.Minute)})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tpl, ca.Cert, ca.key)
+	if err != nil {
+		return nil, fmt.Errorf("pki: signing the revocation list: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), nil
+}

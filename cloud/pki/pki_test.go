@@ -3,6 +3,8 @@ package pki
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,5 +77,38 @@ func TestHalfCA(t *testing.T) {
 	}
 	if _, err := ParseCertificatePEM([]byte("nope")); err == nil {
 		t.Fatal("junk certificate accepted")
+	}
+}
+
+func TestCRL(t *testing.T) {
+	ca, err := LoadOrCreate(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := ca.IssueClient("dev-1")
+	b, _ := ca.IssueClient("dev-2")
+	ca1, _ := ParseCertificatePEM(a.CertPEM)
+	ca2, _ := ParseCertificatePEM(b.CertPEM)
+	p, err := ca.CRL([]*big.Int{ca1.SerialNumber}, big.NewInt(7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(p)
+	if blk == nil || blk.Type != "X509 CRL" {
+		t.Fatalf("not a PEM CRL: %q", p)
+	}
+	crl, err := x509.ParseRevocationList(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := crl.CheckSignatureFrom(ca.Cert); err != nil {
+		t.Fatalf("the CRL is not signed by the CA: %v", err)
+	}
+	if crl.Number.Int64() != 7 || len(crl.RevokedCertificateEntries) != 1 ||
+		crl.RevokedCertificateEntries[0].SerialNumber.Cmp(ca1.SerialNumber) != 0 || crl.RevokedCertificateEntries[0].SerialNumber.Cmp(ca2.SerialNumber) == 0 {
+		t.Fatalf("CRL %+v", crl)
+	}
+	if !crl.NextUpdate.Equal(ca.Cert.NotAfter) {
+		t.Fatalf("NextUpdate %v, want the CA's expiry %v", crl.NextUpdate, ca.Cert.NotAfter)
 	}
 }

@@ -113,7 +113,9 @@ func cloudMosquittoCmd(e *env) *cobra.Command {
 		Long: `mosquitto-config writes DIR/mosquitto/ (mosquitto.conf, an ACL, a server
 certificate from the local CA) so that Mosquitto serves MQTT over mutual TLS for
 the local cloud: each device confined to $aws/things/<thing>/ (the thing is the
-certificate's common name), the Jobs service allowed everywhere. Then:
+certificate's common name), the Jobs service allowed everywhere, certificates
+that are not ACTIVE refused through a revocation list that the cloud rewrites
+and makes Mosquitto reload (SIGHUP) when a certificate changes. Then:
 
   mosquitto -c DIR/mosquitto/mosquitto.conf
   awsfota cloud serve --data DIR --external-mqtt ADDRESS`,
