@@ -20,6 +20,9 @@ type listener struct {
 	id  string
 	ln  net.Listener
 	log *slog.Logger
+	// ended, if set, is told of each connection whose goroutine has ended
+	// (after mochi is done with it).
+	ended func(net.Conn)
 
 	mu      sync.Mutex
 	closed  bool
@@ -78,6 +81,9 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 				l.log.Debug("connection ended", "remote", conn.RemoteAddr().String(), "err", err)
 			}
 			conn.Close()
+			if l.ended != nil {
+				l.ended(conn)
+			}
 			l.mu.Lock()
 			delete(l.conns, conn)
 			l.mu.Unlock()
