@@ -18,6 +18,7 @@ import (
 	"github.com/awsfota/awsfota/cloud/broker"
 	"github.com/awsfota/awsfota/cloud/pki"
 	"github.com/awsfota/awsfota/cloud/registry"
+	"github.com/awsfota/awsfota/internal/atomicfile"
 )
 
 // MosquittoFiles are the files WriteMosquittoConfig wrote.
@@ -128,10 +129,7 @@ pid_file %s
 		}{f.CRLFile, crl, 0o644})
 	}
 	for _, w := range files {
-		if err := writeFile(w.path, w.data); err != nil {
-			return MosquittoFiles{}, err
-		}
-		if err := os.Chmod(w.path, w.mode); err != nil {
+		if err := atomicfile.WriteFile(w.path, w.data, w.mode); err != nil {
 			return MosquittoFiles{}, fmt.Errorf("emu: %w", err)
 		}
 	}
@@ -196,11 +194,8 @@ func (c *Cloud) updateMosquittoCRL() error {
 	if err != nil {
 		return err
 	}
-	if err := writeFile(path, crl); err != nil {
-		return err
-	}
-	if err := os.Chmod(path, 0o644); err != nil {
-		return fmt.Errorf("emu: %w", err)
+	if err := atomicfile.WriteFile(path, crl, 0o644); err != nil {
+		return fmt.Errorf("emu: mosquitto revocation list: %w", err)
 	}
 	return signalMosquitto(filepath.Join(dir, mosquittoPID))
 }

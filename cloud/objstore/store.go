@@ -22,6 +22,7 @@ import (
 
 	"github.com/awsfota/awsfota/clock"
 	"github.com/awsfota/awsfota/cloud/sigv4"
+	"github.com/awsfota/awsfota/internal/atomicfile"
 )
 
 // Config configures a Store.
@@ -369,7 +370,7 @@ func (s *Store) CreateBucket(name string) error {
 		err = os.Rename(tmp, s.bucketDir(name))
 	}
 	if err == nil {
-		err = syncDir(s.dir)
+		err = atomicfile.SyncDir(s.dir)
 	}
 	if err != nil {
 		os.RemoveAll(tmp)
@@ -396,7 +397,7 @@ func (s *Store) DeleteBucket(name string) error {
 	err = os.Rename(s.bucketDir(name), trash)
 	if err == nil {
 		delete(s.buckets, name)
-		err = syncDir(s.dir)
+		err = atomicfile.SyncDir(s.dir)
 	}
 	s.mu.Unlock()
 	if err != nil {
@@ -683,7 +684,7 @@ func (s *Store) commit(bucketName string, m *objectMeta, sp *spooled) error {
 		return fmt.Errorf("objstore: put %s/%s: %w", bucketName, m.Key, err)
 	}
 	sp.path = ""
-	if err := syncDir(dir); err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		os.Remove(data)
 		return fmt.Errorf("objstore: put %s/%s: %w", bucketName, m.Key, err)
 	}
@@ -772,7 +773,7 @@ func (s *Store) Delete(bucketName, key string) error {
 	if err := os.Remove(filepath.Join(dir, metaFile(key))); err != nil {
 		return fmt.Errorf("objstore: delete %s/%s: %w", bucketName, key, err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		s.log.Error("objstore: delete not yet durable", "bucket", bucketName, "key", key, "err", err)
 	}
 	s.buckets[bucketName].remove(key)
