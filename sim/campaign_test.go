@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -60,7 +59,7 @@ type updateOutcome struct {
 	reverts    int    // boots that reverted an image
 	trials     int    // boots of 1.0.1 on trial (not yet confirmed)
 	swapped    bool   // a power-up ended with the test swap complete and 1.0.1 not confirmed
-	log        string // the end of the device's log, kept for a bad outcome or a failure no revert explains
+	log        string // the device's log, kept for a bad outcome or a failure no revert explains
 	name       string // the thing and its job
 }
 
@@ -125,7 +124,7 @@ func TestPowerCutCampaign(t *testing.T) {
 	for _, o := range outs {
 		for _, bad := range []string{o.brick, o.stuck, o.untruthful} {
 			if bad != "" {
-				t.Errorf("after %d cuts: %s\nthe end of the device's log:\n%s", o.cuts, bad, o.log)
+				t.Errorf("after %d cuts: %s\nthe device's log:\n%s", o.cuts, bad, o.log)
 			}
 		}
 		if o.status == iotjobs.StatusFailed && o.reason == "" {
@@ -134,7 +133,7 @@ func TestPowerCutCampaign(t *testing.T) {
 		if o.brick == "" && o.stuck == "" && o.untruthful == "" && o.log != "" {
 			// Not a defect the campaign fails on, but a failure that no
 			// cut in the trial window explains: its log says why.
-			t.Logf("%s ended %s (%s) after %d cuts; the end of the device's log:\n%s", o.name, o.status, o.reason, o.cuts, o.log)
+			t.Logf("%s ended %s (%s) after %d cuts; the device's log:\n%s", o.name, o.status, o.reason, o.cuts, o.log)
 		}
 	}
 }
@@ -145,10 +144,17 @@ func TestPowerCutCampaign(t *testing.T) {
 func campaignUpdate(t *testing.T, c *emu.Cloud, base, name string, oldImg, newImg []byte, powers []*Power) (o updateOutcome) {
 	t.Helper()
 	o.name = name
-	logTail := &tailBuffer{max: 48 << 10}
+	// The device logs to a file beside its flash, read back for the report.
+	logPath := filepath.Join(base, name+".log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer func() {
+		logFile.Close()
 		if o.brick != "" || o.stuck != "" || o.untruthful != "" || o.status != iotjobs.StatusSucceeded && o.trials == 0 && !o.swapped {
-			o.log = logTail.String()
+			b, _ := os.ReadFile(logPath)
+			o.log = string(b)
 		}
 	}()
 	var (
@@ -165,7 +171,7 @@ func campaignUpdate(t *testing.T, c *emu.Cloud, base, name string, oldImg, newIm
 		// device.
 		cfg.Download.ReadTimeout = 5 * time.Second
 		cfg.Download.BackoffMin, cfg.Download.BackoffMax = 20*time.Millisecond, time.Second
-		cfg.Logger = slog.New(slog.NewTextHandler(logTail, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		cfg.Logger = slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		cfg.OnBoot = func(r BootResult, run dfu.Running) {
 			if r.Resumed {
 				resumed.Add(1)
@@ -264,29 +270,6 @@ func runUntil(c *emu.Cloud, job string, d *Device) error {
 			return fmt.Errorf("stuck: the execution is still %s %v after two minutes", e.Status, e.StatusDetails)
 		}
 	}
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	b   []byte
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.b = append(t.b, p...)
-	if over := len(t.b) - t.max; over > 0 {
-		t.b = append(t.b[:0], t.b[over:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.b)
 }
 
 // countingClient is an HTTPS client trusting roots that adds the bytes of
