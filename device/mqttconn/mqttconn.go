@@ -280,7 +280,10 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 // OnUp. A refused or failed subscription is reported and tried again after a
 // backoff (BackoffMin doubling up to BackoffMax) for as long as this
 // connection lasts: a connection without its subscriptions would never hear
-// of a job. When the connection is lost, the next one subscribes afresh.
+// of a job. (A broker may refuse one for a while: mochi answers 0x91, packet
+// identifier in use, when the SUBSCRIBE's id is that of a message still in
+// flight in the persistent session a new connection takes over, as after a
+// power cut.) When the connection is lost, the next one subscribes afresh.
 func (c *Conn) subscribe(ctx context.Context, cm *autopaho.ConnectionManager, up int64) {
 	for wait := c.cfg.BackoffMin; len(c.cfg.Filters) > 0; wait = min(2*wait, c.cfg.BackoffMax) {
 		err := c.subscribeOnce(ctx, cm)
