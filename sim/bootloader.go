@@ -152,7 +152,9 @@ func (b *Bootloader) Boot() (BootResult, error) {
 	} else {
 		res.Swap = mcuboot.DecideSwap(ps, ss)
 		if res.Swap == mcuboot.SwapTest || res.Swap == mcuboot.SwapPerm {
-			if err := b.validate(b.Secondary); err != nil {
+			if err := b.validate(b.Secondary); errors.Is(err, ErrPowerCut) {
+				return res, err
+			} else if err != nil {
 				res.Refused = err
 			}
 		}
@@ -176,7 +178,9 @@ func (b *Bootloader) Boot() (BootResult, error) {
 			return res, err
 		}
 	}
-	if err := b.validate(b.Primary); err != nil {
+	if err := b.validate(b.Primary); errors.Is(err, ErrPowerCut) {
+		return res, err // the power failed while checking: nothing is known
+	} else if err != nil {
 		return res, fmt.Errorf("%w: %w", ErrNoBootableImage, err)
 	}
 	return res, b.Primary.Sync()

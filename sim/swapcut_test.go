@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"testing"
 
@@ -60,10 +61,11 @@ func memSlots(t *testing.T, primary, secondary []byte) (*flash.Mem, *flash.Mem) 
 	return p, s
 }
 
-// testSwapDone reports whether the primary slot holds a completed test swap
-// (copy_done written, image_ok not): the state a later boot reverts.
-func testSwapDone(p *flash.Mem) bool {
-	st, _ := mcuboot.ReadTrailer(p, mcuboot.Layout{SlotSize: smallGeo.Size})
+// testSwapDone reports whether the primary slot p, of size bytes, holds a
+// completed test swap (copy_done written, image_ok not): the state a later
+// boot reverts.
+func testSwapDone(p io.ReaderAt, size int64) bool {
+	st, _ := mcuboot.ReadTrailer(p, mcuboot.Layout{SlotSize: size})
 	return st.Magic == mcuboot.MagicGood && st.CopyDone == mcuboot.FlagSet && st.ImageOK == mcuboot.FlagUnset
 }
 
@@ -134,16 +136,16 @@ func TestSwapSurvivesACutAtEveryOperation(t *testing.T) {
 				if _, _, err := bootCut(p, s, cut, uint64(cut), false); !errors.Is(err, ErrPowerCut) {
 					t.Fatalf("cut at %d of %d: boot returned %v", cut, total, err)
 				}
-				if err := checkAfter(p, s, c, testSwapDone(p)); err != nil {
+				if err := checkAfter(p, s, c, testSwapDone(p, smallGeo.Size)); err != nil {
 					t.Fatalf("cut at operation %d of %d: %v", cut, total, err)
 				}
 				// Again, with a second cut inside the resumed boot.
 				p, s = memSlots(t, c.primary, c.sec)
 				bootCut(p, s, cut, uint64(cut), false)
-				done := testSwapDone(p)
+				done := testSwapDone(p, smallGeo.Size)
 				second := 1 + rng.IntN(total)
 				res, _, err := bootCut(p, s, second, uint64(second)<<8, false)
-				done = done || testSwapDone(p)
+				done = done || testSwapDone(p, smallGeo.Size)
 				if res.Resumed {
 					resumed++
 				}

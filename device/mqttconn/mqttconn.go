@@ -23,6 +23,7 @@ import (
 	"net"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -116,6 +117,9 @@ type Conn struct {
 	cfg    Config
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// ups counts the connections made: a subscription retry belongs to one
+	// connection and stops when another has replaced it.
+	ups atomic.Int64
 }
 
 // ErrNotConnected is returned by Publish while the connection is down.
@@ -212,10 +216,11 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 			bmu.Lock()
 			failures = 0
 			bmu.Unlock()
+			up := c.ups.Add(1)
 			c.wg.Add(1)
 			go func() {
 				defer c.wg.Done()
-				c.subscribe(ctx, cm)
+				c.subscribe(ctx, cm, up)
 			}()
 		},
 		OnConnectionDown: func() bool {
@@ -271,33 +276,58 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	return c, nil
 }
 
-func (c *Conn) subscribe(ctx context.Context, cm *autopaho.ConnectionManager) {
-	if len(c.cfg.Filters) > 0 {
-		subs := make([]paho.SubscribeOptions, len(c.cfg.Filters))
-		for i, f := range c.cfg.Filters {
-			subs[i] = paho.SubscribeOptions{Topic: f, QoS: 1}
-		}
-		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		ack, err := cm.Subscribe(sctx, &paho.Subscribe{Subscriptions: subs})
+// subscribe subscribes the connection numbered up to the filters, then calls
+// OnUp. A refused or failed subscription is reported and tried again after a
+// backoff (BackoffMin doubling up to BackoffMax) for as long as this
+// connection lasts: a connection without its subscriptions would never hear
+// of a job. (A broker may refuse one for a while: mochi answers 0x91, packet
+// identifier in use, when the SUBSCRIBE's id is that of a message still in
+// flight in the persistent session a new connection takes over, as after a
+// power cut.) When the connection is lost, the next one subscribes afresh.
+func (c *Conn) subscribe(ctx context.Context, cm *autopaho.ConnectionManager, up int64) {
+	for wait := c.cfg.BackoffMin; len(c.cfg.Filters) > 0; wait = min(2*wait, c.cfg.BackoffMax) {
+		err := c.subscribeOnce(ctx, cm)
 		if err == nil {
-			for i, rc := range ack.Reasons {
-				if rc >= 0x80 && i < len(c.cfg.Filters) {
-					err = fmt.Errorf("the broker refused the subscription to %s (reason %#x): check the thing's policy allows iot:Subscribe and iot:Receive on it", c.cfg.Filters[i], rc)
-					break
-				}
-			}
+			break
 		}
-		if err != nil {
-			if ctx.Err() == nil && c.cfg.OnError != nil {
-				c.cfg.OnError(fmt.Errorf("mqttconn: subscribing: %w", err))
-			}
+		if ctx.Err() != nil || errors.Is(err, autopaho.ConnectionDownError) || c.ups.Load() != up {
+			return
+		}
+		if c.cfg.OnError != nil {
+			c.cfg.OnError(fmt.Errorf("mqttconn: subscribing (trying again in %v): %w", wait, err))
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if c.ups.Load() != up {
 			return
 		}
 	}
 	if c.cfg.OnUp != nil {
 		c.cfg.OnUp()
 	}
+}
+
+func (c *Conn) subscribeOnce(ctx context.Context, cm *autopaho.ConnectionManager) error {
+	subs := make([]paho.SubscribeOptions, len(c.cfg.Filters))
+	for i, f := range c.cfg.Filters {
+		subs[i] = paho.SubscribeOptions{Topic: f, QoS: 1}
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	ack, err := cm.Subscribe(sctx, &paho.Subscribe{Subscriptions: subs})
+	if ack != nil {
+		for i, rc := range ack.Reasons {
+			if rc >= 0x80 && i < len(c.cfg.Filters) {
+				return fmt.Errorf("the broker refused the subscription to %s (reason %#x): check the thing's policy allows iot:Subscribe and iot:Receive on it", c.cfg.Filters[i], rc)
+			}
+		}
+	}
+	return err
 }
 
 // alpn returns the ALPN protocols to offer: AWS IoT Core accepts MQTT with a

@@ -14,6 +14,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -333,4 +334,68 @@ func TestEndpointHostAlone(t *testing.T) {
 		t.Fatalf("dialed %s", a)
 	}
 	waitFor(t, up, "connection up")
+}
+
+// refuseFirstReads refuses the first n subscription checks, as a broker
+// does while a policy is being attached or an old session taken over.
+type refuseFirstReads struct {
+	allowAll
+	n atomic.Int64
+}
+
+func (h *refuseFirstReads) ID() string { return "refuse-first-reads" }
+func (h *refuseFirstReads) OnACLCheck(_ *mqtt.Client, _ string, write bool) bool {
+	return write || h.n.Add(-1) < 0
+}
+
+// TestSubscriptionRefusedThenRetried: a refused subscription is reported and
+// tried again on the same connection; the connection is up (OnUp) only once
+// it is subscribed, and then receives.
+func TestSubscriptionRefusedThenRetried(t *testing.T) {
+	p := newPKI(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+		Certificates: []tls.Certificate{p.server}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: p.pool,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
+	hook := &refuseFirstReads{}
+	hook.n.Store(2)
+	if err := srv.AddHook(hook, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.AddListener(listeners.NewNet("tls", ln)); err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	defer srv.Close()
+
+	up := make(chan struct{}, 4)
+	errs := make(chan error, 8)
+	msgs := make(chan string, 4)
+	c, err := Dial(context.Background(), Config{
+		Endpoint: ln.Addr().String(), ClientID: "dev-1", Certificate: p.client, RootCAs: p.pool, ServerName: "localhost",
+		Filters:    []string{"$aws/things/dev-1/jobs/#"},
+		OnMessage:  func(topic string, _ []byte) { msgs <- topic },
+		OnUp:       func() { up <- struct{}{} },
+		OnError:    func(err error) { errs <- err },
+		BackoffMin: 10 * time.Millisecond, BackoffMax: 20 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := 0; i < 2; i++ {
+		if err := waitFor(t, errs, "a refused subscription"); !strings.Contains(err.Error(), "refused the subscription to $aws/things/dev-1/jobs/#") {
+			t.Fatalf("error %d: %v", i, err)
+		}
+	}
+	waitFor(t, up, "connection up after the retry")
+	if err := srv.Publish("$aws/things/dev-1/jobs/notify", []byte(`{}`), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitFor(t, msgs, "message"); got != "$aws/things/dev-1/jobs/notify" {
+		t.Fatal(got)
+	}
 }

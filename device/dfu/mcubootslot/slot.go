@@ -146,6 +146,34 @@ func (t *Target) Write(p []byte) error {
 		}
 	}
 	t.tail = append(t.tail, p[whole:]...)
+	if t.size > 0 && t.off+int64(len(t.tail)) == t.size {
+		// The last bytes: program them now, padded, so that a download
+		// reported complete is complete in flash. Left for Done, they
+		// would be lost by a power cut after the agent recorded the
+		// download as finished, and the resumed check would find a hash
+		// mismatch.
+		return t.flushTail()
+	}
+	return nil
+}
+
+// flushTail programs the bytes short of a write unit, padded with erased
+// bytes.
+func (t *Target) flushTail() error {
+	if len(t.tail) == 0 {
+		return nil
+	}
+	n := len(t.tail)
+	pad := make([]byte, t.geo.WriteAlign)
+	for i := range pad {
+		pad[i] = flash.ErasedByte
+	}
+	copy(pad, t.tail)
+	if err := t.program(pad); err != nil {
+		return err
+	}
+	t.off -= int64(t.geo.WriteAlign - n)
+	t.tail = t.tail[:0]
 	return nil
 }
 
@@ -185,18 +213,8 @@ func (t *Target) Done() (dfu.Image, error) {
 	if !t.inited {
 		return dfu.Image{}, dfu.ErrNotInitialised
 	}
-	if len(t.tail) > 0 {
-		n := len(t.tail)
-		pad := make([]byte, t.geo.WriteAlign)
-		for i := range pad {
-			pad[i] = flash.ErasedByte
-		}
-		copy(pad, t.tail)
-		if err := t.program(pad); err != nil {
-			return dfu.Image{}, err
-		}
-		t.off -= int64(t.geo.WriteAlign - n)
-		t.tail = t.tail[:0]
+	if err := t.flushTail(); err != nil {
+		return dfu.Image{}, err
 	}
 	if err := t.f.Sync(); err != nil {
 		return dfu.Image{}, fmt.Errorf("mcubootslot: sync: %w", err)

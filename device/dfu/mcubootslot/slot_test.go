@@ -436,3 +436,29 @@ func TestRunningSecurityCounter(t *testing.T) {
 		t.Fatalf("SEC_CNT: %+v %v", r, err)
 	}
 }
+
+// TestLastBytesProgrammedOnArrival: the bytes short of a write unit at the
+// end of an image are programmed by the Write that completes it, so that a
+// power cut after the download is recorded complete (before Done) leaves
+// the whole image in flash for the re-check.
+func TestLastBytesProgrammedOnArrival(t *testing.T) {
+	img := makeImage(t, 4001, "1.0.0")
+	if len(img)%4 == 0 {
+		t.Fatalf("the image must end short of a write unit (%d bytes)", len(img))
+	}
+	slot := newSlot(t)
+	tg := NewTarget(slot, Options{})
+	tg.Init(int64(len(img)), 0)
+	writeChunks(t, tg, img, 1000)
+	if off, err := tg.Checkpoint(); err != nil || off != int64(len(img)) {
+		t.Fatalf("Checkpoint after the last byte = %d, %v; want %d", off, err, len(img))
+	}
+	// Power lost here: Done never ran on this target.
+	tg2 := NewTarget(slot, Options{})
+	if err := tg2.Init(int64(len(img)), int64(len(img))); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := tg2.Done(); err != nil || got.Size != int64(len(img)) {
+		t.Fatalf("re-check after a cut before Done: %+v %v", got, err)
+	}
+}
