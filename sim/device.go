@@ -73,6 +73,9 @@ type DeviceConfig struct {
 	// when the connection is up.
 	OnConnError func(error)
 	OnConnUp    func()
+	// KeepAlive is the MQTT keep-alive (mqttconn's default when 0): a
+	// short one notices a stalled connection sooner.
+	KeepAlive time.Duration
 	// ModemVersion, when set, gives the device a simulated modem (kept in
 	// Dir/modem) that first runs this firmware.
 	ModemVersion string
@@ -306,6 +309,7 @@ func (d *Device) runOnce(ctx context.Context) error {
 		OnDown:     r.Disconnected,
 		OnError:    d.onConnError,
 		BackoffMin: 100 * time.Millisecond,
+		KeepAlive:  d.cfg.KeepAlive,
 		Logger:     d.cfg.Logger,
 	})
 	if err != nil {
