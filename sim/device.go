@@ -76,6 +76,9 @@ type DeviceConfig struct {
 	// KeepAlive is the MQTT keep-alive (mqttconn's default when 0): a
 	// short one notices a stalled connection sooner.
 	KeepAlive time.Duration
+	// ConnectTimeout bounds each MQTT connection attempt (mqttconn's
+	// default when 0).
+	ConnectTimeout time.Duration
 	// ModemVersion, when set, gives the device a simulated modem (kept in
 	// Dir/modem) that first runs this firmware.
 	ModemVersion string
@@ -306,11 +309,12 @@ func (d *Device) runOnce(ctx context.Context) error {
 			}
 			r.Connected()
 		},
-		OnDown:     r.Disconnected,
-		OnError:    d.onConnError,
-		BackoffMin: 100 * time.Millisecond,
-		KeepAlive:  d.cfg.KeepAlive,
-		Logger:     d.cfg.Logger,
+		OnDown:         r.Disconnected,
+		OnError:        d.onConnError,
+		BackoffMin:     100 * time.Millisecond,
+		KeepAlive:      d.cfg.KeepAlive,
+		ConnectTimeout: d.cfg.ConnectTimeout,
+		Logger:         d.cfg.Logger,
 	})
 	if err != nil {
 		return err
