@@ -34,6 +34,10 @@ import (
 // 4 KiB sectors, programmed in 4-byte words (an nRF91-like part).
 var DefaultGeometry = flash.Geometry{Size: 1 << 20, SectorSize: 4096, WriteAlign: 4}
 
+// slotOptions describe the simulated bootloader's build: it swaps using
+// move, so the largest image leaves one sector free.
+var slotOptions = mcubootslot.Options{SwapMove: true}
+
 // DeviceConfig describes a simulated device.
 type DeviceConfig struct {
 	// Dir keeps the device's flash (primary.bin, secondary.bin) and state.
@@ -147,7 +151,13 @@ func OpenDevice(cfg DeviceConfig) (*Device, error) {
 			return nil, err
 		}
 	}
-	d.boot = Bootloader{Primary: p, Secondary: s, Keys: cfg.Keys}
+	// The bootloader runs on the device's supply too: a cut may fall inside
+	// a swap, which the next boot resumes.
+	var bp, bs flash.Flash = p, s
+	if cfg.Power != nil {
+		bp, bs = &powerFlash{p, cfg.Power}, &powerFlash{s, cfg.Power}
+	}
+	d.boot = Bootloader{Primary: bp, Secondary: bs, Keys: cfg.Keys}
 	return d, nil
 }
 
@@ -158,7 +168,7 @@ func (d *Device) Thing() string { return d.cfg.Thing }
 // image runs confirmed at the next boot.
 func (d *Device) Install(image []byte) error {
 	g := d.cfg.Geometry
-	if int64(len(image)) > g.Size-mcubootslot.Reserved(g, mcubootslot.Options{}) {
+	if int64(len(image)) > mcubootslot.MaxImageSize(g, slotOptions) {
 		return fmt.Errorf("sim: image of %d bytes does not fit the %d-byte slot", len(image), g.Size)
 	}
 	for _, f := range []*flash.File{d.primary, d.secondary} {
@@ -252,7 +262,9 @@ func (d *Device) runOnce(ctx context.Context) error {
 	}
 	// The application slot takes full images and deltas against the running
 	// image; the modem, if any, its own images and deltas.
-	slot := mcubootslot.NewTarget(secondary, mcubootslot.Options{Keys: d.cfg.Keys})
+	o := slotOptions
+	o.Keys = d.cfg.Keys
+	slot := mcubootslot.NewTarget(secondary, o)
 	app := &dfu.Router{Resume: dfu.TypeMCUboot, Targets: map[dfu.ImageType]dfu.Target{
 		dfu.TypeMCUboot: slot,
 		dfu.TypeDelta:   deltaslot.New(primary, slot),

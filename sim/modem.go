@@ -13,6 +13,7 @@ import (
 	"github.com/awsfota/awsfota/delta"
 	"github.com/awsfota/awsfota/device/dfu"
 	"github.com/awsfota/awsfota/device/dfu/modem"
+	"github.com/awsfota/awsfota/internal/atomicfile"
 )
 
 // Modem simulates a cellular modem with its firmware in a directory: fw.bin
@@ -55,7 +56,7 @@ func OpenModem(dir, version string) (*Modem, error) {
 	}
 	m := &Modem{dir: dir}
 	if _, err := os.Stat(m.path("fw.bin")); errors.Is(err, os.ErrNotExist) {
-		if err := writeFile(m.path("fw.bin"), ModemImage(version, 200_000)); err != nil {
+		if err := atomicfile.WriteFile(m.path("fw.bin"), ModemImage(version, 200_000), 0o644); err != nil {
 			return nil, err
 		}
 	}
@@ -133,7 +134,7 @@ func (m *Modem) ReadScratch(p []byte, off int64) (int, error) {
 func (m *Modem) Commit() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return writeFile(m.path("pending"), []byte("1"))
+	return atomicfile.WriteFile(m.path("pending"), []byte("1"), 0o644)
 }
 
 // Discard forgets the update.
@@ -186,26 +187,5 @@ func (m *Modem) Restart() error {
 	if _, err := modem.ParseFullImage(next); err != nil {
 		return fmt.Errorf("sim: the modem refused its update: %w", err)
 	}
-	return writeFile(m.path("fw.bin"), next)
-}
-
-// writeFile writes durably: temp file, fsync, rename.
-func writeFile(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.WriteFile(m.path("fw.bin"), next, 0o644)
 }

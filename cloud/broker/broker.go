@@ -26,11 +26,11 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/awsfota/awsfota/cloud/jobsvc"
 	"github.com/awsfota/awsfota/cloud/pki"
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -72,9 +72,12 @@ const (
 
 // Broker is a running broker.
 type Broker struct {
-	srv *mqtt.Server
-	ln  net.Listener
-	log *slog.Logger
+	srv      *mqtt.Server
+	ln       net.Listener
+	log      *slog.Logger
+	sessions *sessions
+
+	closeOnce sync.Once
 }
 
 // Start listens on cfg.Addr and serves until Close.
@@ -109,14 +112,16 @@ func Start(cfg Config) (*Broker, error) {
 	// QoS 1 messages be in flight per connection; 1024 leaves room.
 	opts.Capabilities.MaximumClientWritesPending = 1024
 	srv := mqtt.New(opts)
-	b := &Broker{srv: srv, ln: ln, log: log}
-	h := &hook{auth: cfg.Authorizer, jobs: cfg.Jobs, log: log, policy: policy, region: cfg.Region, account: cfg.AccountID,
+	b := &Broker{srv: srv, ln: ln, log: log, sessions: newSessions()}
+	h := &hook{srv: srv, sessions: b.sessions, auth: cfg.Authorizer, jobs: cfg.Jobs, log: log, policy: policy, region: cfg.Region, account: cfg.AccountID,
 		subscribing: map[*mqtt.Client]map[string]bool{}}
 	if err := srv.AddHook(h, nil); err != nil {
 		ln.Close()
 		return nil, err
 	}
-	if err := srv.AddListener(listeners.NewNet("mqtts", ln)); err != nil {
+	l := newListener("mqtts", ln)
+	l.ended = b.connectionEnded
+	if err := srv.AddListener(l); err != nil {
 		ln.Close()
 		return nil, err
 	}
@@ -156,27 +161,55 @@ func (b *Broker) Disconnect(clientID string) {
 	}
 }
 
-// DisconnectCertificate closes every connection that authenticated with
-// the certificate (it was made INACTIVE or REVOKED, say) and returns how
-// many there were.
+// DisconnectCertificate closes every connection that presented the
+// certificate (it was made INACTIVE or REVOKED, say), established or still
+// connecting, and returns how many there were. A connection authorised
+// before the certificate's change but not yet established is among them:
+// the broker records a connection before it asks the registry.
 func (b *Broker) DisconnectCertificate(certID string) int {
 	n := 0
-	for _, cl := range b.srv.Clients.GetAll() {
-		if cl.Net.Inline || cl.Closed() {
+	for _, cl := range b.sessions.ofCertificate(certID) {
+		if cl.Closed() {
 			continue
 		}
-		if c := peerCertificate(cl); c != nil && pki.CertificateID(c) == certID {
-			b.log.Info("dropping the connection of a certificate that is no longer ACTIVE", "client", cl.ID, "certificate", certID)
-			b.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
-			n++
+		b.log.Info("dropping the connection of a certificate that is no longer ACTIVE", "client", cl.ID, "certificate", certID)
+		if cur, ok := b.srv.Clients.Get(cl.ID); ok && cur == cl {
+			b.srv.DisconnectClient(cl, packets.ErrNotAuthorized) // tells an MQTT 5 client why
 		}
+		cl.Stop(packets.ErrNotAuthorized)
+		n++
 	}
 	return n
 }
 
-// Close stops the broker and drops every connection.
+// connectionEnded forgets a connection mochi is done with. A connection
+// that was taken over may, as it ends, have removed its successor from
+// mochi's client list (mochi marks it taken over only after disconnecting
+// it, and its cleanup deletes the client id's entry when it does not see
+// the mark yet): the successor is put back, so replies and deactivations
+// reach it.
+func (b *Broker) connectionEnded(conn net.Conn) {
+	id := b.sessions.end(conn)
+	if id == "" {
+		return
+	}
+	b.sessions.current(id, func(live *mqtt.Client) {
+		if live == nil {
+			return
+		}
+		if cur, ok := b.srv.Clients.Get(id); !ok || cur != live {
+			b.log.Debug("restoring a client that a taken-over connection's cleanup removed from the client list", "client", id)
+			b.srv.Clients.Add(live)
+		}
+	})
+}
+
+// Close stops the broker and drops every connection; when it returns no
+// connection is served. Closing again does nothing.
 func (b *Broker) Close() error {
-	return b.srv.Close()
+	var err error
+	b.closeOnce.Do(func() { err = b.srv.Close() })
+	return err
 }
 
 func peerCertificate(cl *mqtt.Client) *x509.Certificate {
@@ -194,6 +227,8 @@ func peerCertificate(cl *mqtt.Client) *x509.Certificate {
 // hook carries AWS IoT's rules into mochi.
 type hook struct {
 	mqtt.HookBase
+	srv             *mqtt.Server
+	sessions        *sessions
 	auth            Authorizer
 	jobs            JobsAPI
 	log             *slog.Logger
@@ -212,7 +247,8 @@ func (h *hook) ID() string { return "aws-iot" }
 
 func (h *hook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnDisconnect:
+	case mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnPacketRead, mqtt.OnWill,
+		mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnDisconnect:
 		return true
 	}
 	return false
@@ -225,13 +261,19 @@ func (h *hook) principal(cl *mqtt.Client) Principal {
 
 // OnConnectAuthenticate admits a client whose certificate is registered,
 // ACTIVE and attached to the thing its client id names, and whose policy
-// allows iot:Connect.
+// allows iot:Connect and, when it sets a Last Will, iot:Publish on the
+// will's topic (as AWS checks it at CONNECT: a will is a publish the
+// device makes later, and must not reach where its publishes may not).
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, _ packets.Packet) bool {
 	cert := peerCertificate(cl)
 	if cert == nil {
 		return false
 	}
-	if err := h.auth.Authorize(cert, pki.CertificateID(cert), cl.ID); err != nil {
+	certID := pki.CertificateID(cert)
+	// Recorded before the registry is asked: a deactivation the answer
+	// misses finds the connection in the record.
+	h.sessions.admit(cl, certID)
+	if err := h.auth.Authorize(cert, certID, cl.ID); err != nil {
 		h.log.Info("connection refused", "client", cl.ID, "remote", cl.Net.Remote, "err", err)
 		return false
 	}
@@ -239,7 +281,64 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, _ packets.Packet) bool {
 		h.log.Info("connection refused by the policy (iot:Connect)", "client", cl.ID)
 		return false
 	}
+	if will := cl.Properties.Will; atomic.LoadUint32(&cl.Properties.Will.Flag) == 1 &&
+		!h.policy.Allowed(h.principal(cl), ActionPublish, will.TopicName) {
+		h.log.Info("connection refused: the policy does not allow its Last Will (iot:Publish)", "client", cl.ID, "will_topic", will.TopicName)
+		// Not authorized, as AWS answers; mochi's own refusal (bad user name
+		// or password) then finds the connection closed.
+		code := packets.ErrNotAuthorized
+		if cl.Properties.ProtocolVersion < 5 {
+			code = packets.ErrBadUsernameOrPassword // mochi's way to MQTT 3's "not authorized" (5)
+		}
+		h.srv.SendConnack(cl, code, false, nil)
+		cl.Stop(packets.ErrNotAuthorized)
+		return false
+	}
 	return true
+}
+
+// OnSessionEstablish takes the client id's lock before mochi looks for the
+// session to take over and adds the client (see sessions).
+func (h *hook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
+	h.sessions.lock(cl)
+}
+
+// OnSessionEstablished releases the client id's lock: the client is in
+// mochi's list, any earlier connection with its id taken over.
+func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	h.sessions.established(cl.Net.Conn)
+}
+
+// reserved reports whether a topic is one of AWS's reserved topics, on
+// which AWS keeps no retained message.
+func reserved(topic string) bool { return strings.HasPrefix(topic, "$aws/") }
+
+// OnPacketRead applies AWS IoT Core's limits to what a device sends: a
+// payload over MaxPayload closes the connection, and a publish to a
+// reserved topic is never retained (its retain flag is dropped).
+func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Publish {
+		return pk, nil
+	}
+	if len(pk.Payload) > MaxPayload {
+		h.log.Info("connection closed: a payload over the limit", "client", cl.ID, "topic", pk.TopicName, "bytes", len(pk.Payload), "limit", MaxPayload)
+		if cl.Properties.ProtocolVersion == 5 {
+			h.srv.DisconnectClient(cl, packets.ErrPacketTooLarge) // says why; MQTT 3 has no server DISCONNECT
+		}
+		return pk, packets.ErrRejectPacket // ends the connection
+	}
+	if pk.FixedHeader.Retain && reserved(pk.TopicName) {
+		pk.FixedHeader.Retain = false
+	}
+	return pk, nil
+}
+
+// OnWill keeps a will on a reserved topic from being retained.
+func (h *hook) OnWill(_ *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	if reserved(will.TopicName) {
+		will.Retain = false
+	}
+	return will, nil
 }
 
 // OnSubscribe records the policy's verdict (iot:Subscribe) on each filter.

@@ -8,8 +8,8 @@
 // demo and the tests start it; the endpoints it listens on are written to
 // <data>/endpoints.json for other tools.
 //
-// It imports the standard library, bbolt and the other cloud/* packages;
-// cloud/* must never import device/* or sim/.
+// It imports the standard library, bbolt, internal/atomicfile and the other
+// cloud/* packages; cloud/* must never import device/* or sim/.
 package emu
 
 import (
@@ -37,6 +37,7 @@ import (
 	"github.com/awsfota/awsfota/cloud/pki"
 	"github.com/awsfota/awsfota/cloud/registry"
 	"github.com/awsfota/awsfota/cloud/sigv4"
+	"github.com/awsfota/awsfota/internal/atomicfile"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -493,12 +494,9 @@ func randomString(n int, alphabet string) string {
 	return string(b)
 }
 
+// writeFile writes durably, readable by its owner only (credentials).
 func writeFile(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return fmt.Errorf("emu: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := atomicfile.WriteFile(path, data, 0o600); err != nil {
 		return fmt.Errorf("emu: %w", err)
 	}
 	return nil

@@ -390,8 +390,11 @@ func waitDeleted(t *testing.T, aws *awsCLI, id string) {
 // v2" added with the AWS CLI v2: asynchronous deletion, event
 // configurations, exact job documents, templates, schedules, UpdateJob,
 // AssociateTargetsWithJob, DeleteJobExecution, dynamic thing groups.
+//
+// Deletion takes 20 s here: between delete-job and the create-job that must
+// fail, the AWS CLI starts twice, which takes seconds on a loaded machine.
 func TestAWSCLIFidelityInterop(t *testing.T) {
-	c, err := Start(Config{DataDir: t.TempDir(), MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", NoSync: true, JobDeletionDelay: 3 * time.Second})
+	c, err := Start(Config{DataDir: t.TempDir(), MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", NoSync: true, JobDeletionDelay: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/awsfota/awsfota/cloud/broker"
 	"github.com/awsfota/awsfota/cloud/pki"
+	"github.com/awsfota/awsfota/internal/atomicfile"
 )
 
 // MosquittoFiles are the files WriteMosquittoConfig wrote.
@@ -92,10 +93,7 @@ acl_file %s
 		data []byte
 		mode os.FileMode
 	}{{f.CertFile, srv.CertPEM, 0o644}, {f.KeyFile, srv.KeyPEM, 0o600}, {f.ACL, []byte(acl), 0o644}, {f.Conf, []byte(conf), 0o644}} {
-		if err := writeFile(w.path, w.data); err != nil {
-			return MosquittoFiles{}, err
-		}
-		if err := os.Chmod(w.path, w.mode); err != nil {
+		if err := atomicfile.WriteFile(w.path, w.data, w.mode); err != nil {
 			return MosquittoFiles{}, fmt.Errorf("emu: %w", err)
 		}
 	}

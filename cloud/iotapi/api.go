@@ -362,8 +362,12 @@ func decode(r *http.Request, v any) error {
 	if len(b) > maxBody {
 		return invalid("the request body is larger than %d bytes", maxBody)
 	}
-	if len(strings.TrimSpace(string(b))) == 0 {
+	switch strings.TrimSpace(string(b)) {
+	case "":
 		return nil
+	case "null":
+		// json.Unmarshal would take it as {}; AWS refuses it.
+		return invalid("the request body is JSON null; this operation takes a JSON object")
 	}
 	if err := json.Unmarshal(b, v); err != nil {
 		return invalid("the request body is not the JSON this operation takes: %v", err)

@@ -606,6 +606,43 @@ func TestErrorBodyShape(t *testing.T) {
 	}
 }
 
+// TestNullBodyRefused: a JSON null body is not an empty object, for the
+// control plane and the iot-jobs-data API alike.
+func TestNullBodyRefused(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct{ method, path, service string }{
+		{http.MethodPost, "/things/t1", ServiceIoT},
+		{http.MethodPut, "/jobs/j1", ServiceIoT},
+	} {
+		for _, body := range []string{"null", " null\n"} {
+			req, err := http.NewRequest(tc.method, e.srv.URL+tc.path, strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			if err := sigv4.Sign(req, creds, region, tc.service, e.clk.Now(), ""); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := e.srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("X-Amzn-ErrorType") != "InvalidRequestException" || !strings.Contains(string(b), "null") {
+				t.Errorf("%s %s with body %q: %s %s", tc.method, tc.path, body, resp.Status, b)
+			}
+		}
+	}
+	if _, err := e.reg.DescribeThing("t1"); err == nil {
+		t.Error("a null body created a thing")
+	}
+	e.client(creds).CreateThing(ctx(t), &iot.CreateThingInput{ThingName: aws.String("t1")})
+	if status, out := e.dataCall(ServiceJobsData, http.MethodPut, "/things/t1/jobs/$next", "null"); status != http.StatusBadRequest || out["__type"] != "InvalidRequestException" {
+		t.Errorf("iot-jobs-data StartNextPendingJobExecution with a null body: %d %v", status, out)
+	}
+}
+
 // recordingClient keeps the last response body the SDK received.
 type recordingClient struct {
 	c    *http.Client

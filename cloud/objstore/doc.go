@@ -32,6 +32,7 @@
 //	.uploads/<upload id>/             multipart uploads in progress (upload.json, parts)
 //	.tmp/, .trash/                    scratch space, emptied by Open
 //
-// The package imports only the standard library, cloud/sigv4 and clock. Like
-// every cloud/* package it must never import device/* or sim/.
+// The package imports only the standard library, cloud/sigv4, clock and
+// internal/atomicfile (durable writes). Like every cloud/* package it must
+// never import device/* or sim/.
 package objstore

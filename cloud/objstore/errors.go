@@ -26,8 +26,8 @@ var (
 	// ErrInvalidBucketName: the name breaks S3's bucket naming rules (400
 	// InvalidBucketName); the wrapping error says which rule.
 	ErrInvalidBucketName = errors.New("objstore: invalid bucket name")
-	// ErrInvalidKey: an empty key, or one longer than 1024 bytes (400
-	// KeyTooLongError / InvalidArgument).
+	// ErrInvalidKey: an empty key, one longer than 1024 bytes (400
+	// KeyTooLongError) or one that is not valid UTF-8 (400 InvalidURI).
 	ErrInvalidKey = errors.New("objstore: invalid object key")
 	// ErrNoSuchUpload: a multipart upload ID that is unknown, completed or
 	// aborted (404 NoSuchUpload).

@@ -44,7 +44,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimPrefix(r.URL.Path, "/")
 	rq.bucket, rq.key, _ = strings.Cut(path, "/")
 	rq.query, _ = url.ParseQuery(r.URL.RawQuery) // keeps what parses; the signature covers the raw query
-	err := h.authenticate(rq)
+	// S3 refuses a key that is not UTF-8 whatever the operation, before it
+	// looks at the signature.
+	err := validateKeyEncoding(rq.key)
+	if err == nil {
+		err = h.authenticate(rq)
+	}
 	if err == nil {
 		err = h.route(rq)
 	}
@@ -522,13 +527,46 @@ func (h *handler) getObject(rq *request) error {
 			r.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", start, start+length-1))
 			r.Header.Del("If-Range")
 		}
-	} else if r.Header.Get("Range") == "" && strings.EqualFold(r.Header.Get("X-Amz-Checksum-Mode"), "ENABLED") {
+	} else if ignore, unsatisfiable := rangeRule(r.Header.Get("Range")); unsatisfiable {
+		hdr.Set("Content-Range", fmt.Sprintf("bytes */%d", m.Size))
+		return newAPIError(http.StatusRequestedRangeNotSatisfiable, "InvalidRange", "The requested range is not satisfiable")
+	} else if ignore {
+		// S3 serves no multipart/byteranges: the whole object, 200.
+		r = r.Clone(r.Context())
+		r.Header.Del("Range")
+	}
+	if partNumber == 0 && r.Header.Get("Range") == "" && strings.EqualFold(r.Header.Get("X-Amz-Checksum-Mode"), "ENABLED") {
 		// Checksums describe the whole object: only a whole-object answer
 		// may carry them, or the SDK would check a range against them.
 		setChecksumHeaders(hdr, m.Checksums, m.ChecksumType)
 	}
 	http.ServeContent(&serveWriter{ResponseWriter: rq.w, rq: rq}, r, "", m.LastModified, obj)
 	return nil
+}
+
+// rangeRule says where S3 answers a Range header otherwise than
+// http.ServeContent: it ignores a request for several ranges (200 with the
+// whole object, not multipart/byteranges), and an empty suffix range
+// ("bytes=-0") is unsatisfiable (416, where ServeContent answers 206 with
+// an impossible Content-Range).
+func rangeRule(h string) (ignore, unsatisfiable bool) {
+	spec, ok := strings.CutPrefix(strings.TrimSpace(h), "bytes=")
+	if !ok {
+		return false, false
+	}
+	if strings.Contains(spec, ",") {
+		return true, false
+	}
+	suffix, ok := strings.CutPrefix(strings.TrimSpace(spec), "-")
+	if !ok || suffix == "" {
+		return false, false
+	}
+	for _, c := range suffix {
+		if c != '0' {
+			return false, false
+		}
+	}
+	return false, true
 }
 
 // serveWriter turns the plain-text errors of http.ServeContent (failed

@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/awsfota/awsfota/internal/atomicfile"
 )
 
 // S3's multipart limits.
@@ -101,7 +103,7 @@ func (s *Store) createUpload(bucketName, key string, rec uploadRecord) (string, 
 		err = os.Rename(tmp, filepath.Join(s.uploadsDir(), id))
 	}
 	if err == nil {
-		err = syncDir(s.uploadsDir())
+		err = atomicfile.SyncDir(s.uploadsDir())
 	}
 	if err != nil {
 		os.RemoveAll(tmp)
@@ -162,7 +164,7 @@ func (s *Store) uploadPart(ctx context.Context, id, bucketName, key string, num 
 	err = os.Rename(sp.path, data)
 	if err == nil {
 		sp.path = ""
-		err = syncDir(dir)
+		err = atomicfile.SyncDir(dir)
 	}
 	if err == nil {
 		err = writeJSONAtomic(filepath.Join(dir, partFile(num)), p)

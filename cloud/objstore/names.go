@@ -4,8 +4,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"strings"
+	"unicode/utf8"
 )
 
 // MaxKeyLen is S3's limit on an object key, in bytes.
@@ -57,7 +59,18 @@ func validateKey(key string) error {
 	if len(key) > MaxKeyLen {
 		return fmt.Errorf("%w: the key is %d bytes long; the maximum is %d", ErrInvalidKey, len(key), MaxKeyLen)
 	}
-	return nil
+	return validateKeyEncoding(key)
+}
+
+// validateKeyEncoding refuses a key that is not UTF-8, as S3 does (400
+// InvalidURI, for every operation on such a key): S3 keys are Unicode, and
+// the store's JSON records could not hold the key's bytes.
+func validateKeyEncoding(key string) error {
+	if utf8.ValidString(key) {
+		return nil
+	}
+	return &apiError{status: http.StatusBadRequest, code: "InvalidURI", msg: "Couldn't parse the specified URI.",
+		err: fmt.Errorf("%w: the key %+q is not valid UTF-8", ErrInvalidKey, clip(key))}
 }
 
 // keyID names an object's files: keys may hold any bytes, including '/' and

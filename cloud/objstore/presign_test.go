@@ -98,6 +98,17 @@ func TestStorePresign(t *testing.T) {
 		resp.Header.Get("Content-Range") != fmt.Sprintf("bytes */%d", len(data)) {
 		t.Errorf("range past the end: %s %v %s", resp.Status, resp.Header, body)
 	}
+	// S3 answers no multipart/byteranges: several ranges get the whole
+	// object; an empty suffix range is unsatisfiable.
+	resp, body = e.httpDo(http.MethodGet, u, map[string]string{"Range": "bytes=0-9,100-109"})
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, data) || resp.Header.Get("Content-Range") != "" {
+		t.Errorf("multi-range: %s %v, %d bytes", resp.Status, resp.Header, len(body))
+	}
+	resp, body = e.httpDo(http.MethodGet, u, map[string]string{"Range": "bytes=-0"})
+	if resp.StatusCode != http.StatusRequestedRangeNotSatisfiable || errorCodeOf(body) != "InvalidRange" ||
+		resp.Header.Get("Content-Range") != fmt.Sprintf("bytes */%d", len(data)) {
+		t.Errorf("empty suffix range: %s %v %s", resp.Status, resp.Header, body)
+	}
 	resp, _ = e.httpDo(http.MethodGet, u, map[string]string{"If-None-Match": quotedMD5(data)})
 	if resp.StatusCode != http.StatusNotModified {
 		t.Errorf("If-None-Match: %s", resp.Status)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/awsfota/awsfota/clock"
 	"github.com/awsfota/awsfota/cloud/sigv4"
+	"github.com/awsfota/awsfota/internal/atomicfile"
 )
 
 // Config configures a Store.
@@ -80,6 +81,35 @@ type Store struct {
 	mu      sync.RWMutex // guards closed, buckets and every bucket's index
 	closed  bool
 	buckets map[string]*bucket
+
+	problems []LoadProblem // set by Open, then read-only
+}
+
+// LoadProblem is an object record Open could not load: the object is not
+// served, and the bucket's unreferenced data files are kept (one may hold
+// the object's bytes) until the record is repaired or removed.
+type LoadProblem struct {
+	Bucket string
+	// File is the record's path, or the data file's for a missing one.
+	File string
+	// Key is the object's key when the record could be read.
+	Key    string
+	Reason string
+}
+
+func (p LoadProblem) String() string {
+	key := ""
+	if p.Key != "" {
+		key = fmt.Sprintf(" (key %+q)", clip(p.Key))
+	}
+	return fmt.Sprintf("bucket %s: %s%s: %s", p.Bucket, p.File, key, p.Reason)
+}
+
+// LoadProblems lists the object records Open could not load, each with
+// why; empty when every record loaded. A caller shows them to the user:
+// the objects they describe are not served.
+func (s *Store) LoadProblems() []LoadProblem {
+	return append([]LoadProblem(nil), s.problems...)
 }
 
 type bucketRecord struct {
@@ -225,6 +255,11 @@ func (s *Store) loadBucket(name string) (*bucket, error) {
 	}
 	referenced := map[string]bool{}
 	damaged := false
+	problem := func(file, key, reason string) {
+		p := LoadProblem{Bucket: name, File: filepath.Join(dir, file), Key: key, Reason: reason}
+		s.problems = append(s.problems, p)
+		s.log.Error("objstore: an object record could not be loaded; the object is not served", "problem", p.String())
+	}
 	for _, e := range entries {
 		n := e.Name()
 		switch {
@@ -233,17 +268,24 @@ func (s *Store) loadBucket(name string) (*bucket, error) {
 		case strings.HasPrefix(n, "o-") && strings.HasSuffix(n, ".json"):
 			m := &objectMeta{}
 			if err := readJSON(filepath.Join(dir, n), m); err != nil {
-				s.log.Error("objstore: skipping an unreadable object record", "bucket", name, "file", n, "err", err)
+				problem(n, "", fmt.Sprintf("the record is unreadable (%v); unreferenced data files are kept", err))
 				damaged = true
 				continue
 			}
-			if metaFile(m.Key) != n || !strings.HasPrefix(m.Data, "d-") || strings.ContainsAny(m.Data, `/\`) {
-				s.log.Error("objstore: skipping an inconsistent object record", "bucket", name, "file", n)
+			var why string
+			switch {
+			case metaFile(m.Key) != n:
+				why = "the record's key does not hash to its file name (a key that is not UTF-8, stored by an older version, or an edited record)"
+			case !strings.HasPrefix(m.Data, "d-") || strings.ContainsAny(m.Data, `/\`):
+				why = fmt.Sprintf("the record names the data file %q, which is not in the bucket", m.Data)
+			}
+			if why != "" {
+				problem(n, m.Key, why+"; unreferenced data files are kept")
 				damaged = true
 				continue
 			}
 			if _, err := os.Stat(filepath.Join(dir, m.Data)); err != nil {
-				s.log.Error("objstore: skipping an object whose data file is missing", "bucket", name, "key", m.Key, "err", err)
+				problem(n, m.Key, fmt.Sprintf("its data file %s is missing (%v)", m.Data, err))
 				continue
 			}
 			referenced[m.Data] = true
@@ -328,7 +370,7 @@ func (s *Store) CreateBucket(name string) error {
 		err = os.Rename(tmp, s.bucketDir(name))
 	}
 	if err == nil {
-		err = syncDir(s.dir)
+		err = atomicfile.SyncDir(s.dir)
 	}
 	if err != nil {
 		os.RemoveAll(tmp)
@@ -355,7 +397,7 @@ func (s *Store) DeleteBucket(name string) error {
 	err = os.Rename(s.bucketDir(name), trash)
 	if err == nil {
 		delete(s.buckets, name)
-		err = syncDir(s.dir)
+		err = atomicfile.SyncDir(s.dir)
 	}
 	s.mu.Unlock()
 	if err != nil {
@@ -642,7 +684,7 @@ func (s *Store) commit(bucketName string, m *objectMeta, sp *spooled) error {
 		return fmt.Errorf("objstore: put %s/%s: %w", bucketName, m.Key, err)
 	}
 	sp.path = ""
-	if err := syncDir(dir); err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		os.Remove(data)
 		return fmt.Errorf("objstore: put %s/%s: %w", bucketName, m.Key, err)
 	}
@@ -731,7 +773,7 @@ func (s *Store) Delete(bucketName, key string) error {
 	if err := os.Remove(filepath.Join(dir, metaFile(key))); err != nil {
 		return fmt.Errorf("objstore: delete %s/%s: %w", bucketName, key, err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		s.log.Error("objstore: delete not yet durable", "bucket", bucketName, "key", key, "err", err)
 	}
 	s.buckets[bucketName].remove(key)

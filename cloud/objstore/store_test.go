@@ -132,6 +132,14 @@ func TestGoAPI(t *testing.T) {
 	if _, err := s.Put(cx, "fota", strings.Repeat("x", MaxKeyLen+1), strings.NewReader("x")); !errors.Is(err, ErrInvalidKey) {
 		t.Errorf("Put with a long key: %v", err)
 	}
+	// Not UTF-8: JSON would store U+FFFD and the object would be lost at
+	// the next Open.
+	if _, err := s.Put(cx, "fota", "h\xff", strings.NewReader("x")); !errors.Is(err, ErrInvalidKey) || answerFor(err).code != "InvalidURI" {
+		t.Errorf("Put with a key that is not UTF-8: %v", err)
+	}
+	if _, err := s.Presign("http://127.0.0.1:1", "fota", "h\xff", time.Minute); !errors.Is(err, ErrInvalidKey) {
+		t.Errorf("Presign with a key that is not UTF-8: %v", err)
+	}
 	info := mustPut(t, s, "fota", "img", []byte("version one"))
 	if info.ContentType != DefaultContentType || info.ETag != quotedMD5([]byte("version one")) || info.SHA256 != sum256([]byte("version one")) ||
 		!info.LastModified.Equal(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)) {
@@ -192,6 +200,69 @@ func TestGoAPI(t *testing.T) {
 	}
 	if _, err := Open(Config{}); err == nil {
 		t.Error("Open without a directory succeeded")
+	}
+}
+
+// TestLoadProblems damages records the ways a crash, an older version or a
+// hand edit can: Open serves what is sound and reports every record it
+// could not load, with why, and keeps the data files a damaged record may
+// point to.
+func TestLoadProblems(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	if err := s.CreateBucket("fota"); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"good", "renamed", "garbled", "no-data"} {
+		mustPut(t, s, "fota", k, []byte("bytes of "+k))
+	}
+	s.Close()
+	bdir := filepath.Join(dir, "fota")
+	// What an older version stored for a key that was not UTF-8: the
+	// record holds U+FFFD, so its key no longer hashes to its file name.
+	rec, renamed := filepath.Join(bdir, metaFile("renamed")), &objectMeta{}
+	if err := readJSON(rec, renamed); err != nil {
+		t.Fatal(err)
+	}
+	renamed.Key = "h\ufffd"
+	if err := writeJSONAtomic(rec, renamed); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bdir, metaFile("garbled")), []byte(`{"key":`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	noData := &objectMeta{}
+	if err := readJSON(filepath.Join(bdir, metaFile("no-data")), noData); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(bdir, noData.Data)); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openStore(t, dir)
+	defer s.Close()
+	if _, err := s.Stat("fota", "good"); err != nil {
+		t.Errorf("the sound object is not served: %v", err)
+	}
+	problems := s.LoadProblems()
+	want := map[string]string{
+		metaFile("renamed"): "does not hash to its file name",
+		metaFile("garbled"): "unreadable",
+		metaFile("no-data"): "data file " + noData.Data + " is missing",
+	}
+	if len(problems) != len(want) {
+		t.Fatalf("%d problems, want %d: %v", len(problems), len(want), problems)
+	}
+	for _, p := range problems {
+		why, ok := want[filepath.Base(p.File)]
+		if !ok || p.Bucket != "fota" || !strings.Contains(p.Reason, why) || !strings.Contains(p.String(), p.File) {
+			t.Errorf("problem %v; want one of %v", p, want)
+		}
+	}
+	// The damaged records' data files are kept: they may hold the bytes.
+	data, _ := filepath.Glob(filepath.Join(bdir, "d-*"))
+	if len(data) != 3 {
+		t.Errorf("data files after a damaged load: %v", data)
 	}
 }
 

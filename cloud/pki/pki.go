@@ -5,8 +5,8 @@
 // CreateKeysAndCertificate does. Certificate ids are, as on AWS, the SHA-256
 // of the certificate's DER, in hex.
 //
-// It imports only the standard library; cloud/* must never import device/*
-// or sim/.
+// It imports the standard library and internal/atomicfile (durable writes);
+// cloud/* must never import device/* or sim/.
 package pki
 
 import (
@@ -27,6 +27,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/awsfota/awsfota/internal/atomicfile"
 )
 
 // CA is the local certificate authority.
@@ -265,23 +267,10 @@ func serial() *big.Int {
 	return n
 }
 
-// writeFile writes durably: temp file, fsync, rename.
+// writeFile writes durably through the one durable-write path.
 func writeFile(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
+	if err := atomicfile.WriteFile(path, data, mode); err != nil {
 		return fmt.Errorf("pki: %w", err)
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("pki: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("pki: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("pki: %w", err)
-	}
-	return os.Rename(tmp, path)
+	return nil
 }

@@ -946,6 +946,8 @@ func (a *Agent) onDownloadFailed(e DownloadFailed) {
 		a.fail(ReasonBaseMismatch, e.Message, true)
 	case FailUnsupported:
 		a.fail(ReasonUnsupportedOperation, e.Message, true)
+	case FailInvalidImage:
+		a.fail(ReasonInvalidImage, e.Message, true)
 	default:
 		a.fail(ReasonDownloadFailed, e.Message, true)
 	}

@@ -766,6 +766,12 @@ func TestBaseMismatchAndUnsupportedComponent(t *testing.T) {
 	if u := x.update("fw-1"); u.StatusDetails["reason"] != ReasonUnsupportedOperation {
 		t.Fatal(u)
 	}
+	// A file that is no image at all.
+	x = toDownloading(t, defaultCfg())
+	x.step(DownloadFailed{x.b(), FailInvalidImage, "not a firmware image"})
+	if u := x.update("fw-1"); u.Status != iotjobs.StatusFailed || u.StatusDetails["reason"] != ReasonInvalidImage {
+		t.Fatal(u)
+	}
 }
 
 func TestComponentVersionMatching(t *testing.T) {

@@ -98,6 +98,7 @@ const (
 	FailTarget                                  // writing to the target failed
 	FailBaseMismatch                            // a delta's base is not the running image
 	FailUnsupported                             // the device cannot install this image or component
+	FailInvalidImage                            // the file is not an image at all
 )
 
 // DownloadFailed: the download stopped for good.

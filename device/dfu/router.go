@@ -1,6 +1,7 @@
 package dfu
 
 import (
+	"errors"
 	"fmt"
 )
 
@@ -60,6 +61,11 @@ func (r *Router) Write(p []byte) error {
 func (r *Router) choose() error {
 	kind := Identify(r.head)
 	t, ok := r.Targets[kind]
+	if kind == TypeUnknown {
+		// Not an image at all: the file is wrong, not the device.
+		return fmt.Errorf("%w: the file is not a firmware image of any type this software knows (first bytes % x); check the job document's URL and the uploaded file",
+			ErrInvalidImage, r.head[:min(len(r.head), IdentifyLen)])
+	}
 	if !ok {
 		return fmt.Errorf("%w: the file is %s (first bytes % x), which this device cannot install here", ErrUnsupportedType, describe(kind), r.head[:min(len(r.head), IdentifyLen)])
 	}
@@ -103,6 +109,9 @@ func (r *Router) Done() (Image, error) {
 			return Image{}, ErrNotInitialised
 		}
 		if err := r.choose(); err != nil {
+			if errors.Is(err, ErrInvalidImage) {
+				return Image{}, err
+			}
 			return Image{}, fmt.Errorf("%w: %w", ErrInvalidImage, err)
 		}
 	}

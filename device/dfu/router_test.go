@@ -62,6 +62,12 @@ func TestRouterRefusesUnknownTypes(t *testing.T) {
 	if err := r.Write([]byte{0xd2, 0x84, 0, 0, 0, 0, 0, 0}); !errors.Is(err, ErrUnsupportedType) {
 		t.Fatalf("modem image on the app: %v", err)
 	}
+	// A file that is no image at all is an invalid image, not one this
+	// device does not support.
+	r.Init(0, 0)
+	if err := r.Write([]byte("<html><body>")); !errors.Is(err, ErrInvalidImage) || errors.Is(err, ErrUnsupportedType) {
+		t.Fatalf("not an image: %v", err)
+	}
 	r.Init(0, 0)
 	r.Write([]byte{1, 2})
 	if _, err := r.Done(); !errors.Is(err, ErrInvalidImage) {

@@ -31,9 +31,13 @@
 //	416, otherwise                restart from 0
 //	400, 401, 403                 ErrURLRejected, not retried: get a fresh (presigned) URL
 //	404, 410                      ErrNotFound, not retried
-//	408, 429, 5xx                 retried with backoff
+//	408, 429, 5xx                 retried with backoff; after a 429 or 503, at
+//	                              least its Retry-After (capped: MaxRetryAfter)
 //	other statuses                *StatusError, not retried
 //	more redirects than allowed   ErrTooManyRedirects, not retried
+//	redirect to another scheme    ErrBadRedirect (file:, ftp:, ...), not retried
+//	body slower than MinRate      ErrTooSlow: retried from the offset, counted
+//	over a RateWindow             as a failure though it made progress
 //	untrusted TLS certificate     error, not retried
 //	connection error, reset,      retried from the current offset with backoff
 //	truncated body, stall

@@ -81,6 +81,22 @@ type Config struct {
 	BufferSize int
 	// UserAgent is sent as User-Agent when not empty.
 	UserAgent string
+	// MinRate is the slowest a body may arrive, in bytes per second, over
+	// each RateWindow of an attempt: when a window of the body ends with
+	// fewer than MinRate·RateWindow bytes received in it, the attempt is
+	// aborted with ErrTooSlow and retried from its offset. A too-slow
+	// attempt counts against Retries even though it delivered bytes, so a
+	// link that stays below the floor ends in ErrRetriesExhausted (wrapping
+	// ErrTooSlow) instead of dripping until the job times out. The rate is
+	// checked as bytes arrive, on Clock; a body that sends nothing is
+	// ReadTimeout's. 0 (the default): no minimum, however slow.
+	MinRate int64
+	// RateWindow is the span MinRate is averaged over. 0: 1 minute.
+	RateWindow time.Duration
+	// MaxRetryAfter caps the wait a Retry-After header (on 429 or 503)
+	// imposes before the next attempt; the backoff applies when it is
+	// longer. 0: 5 minutes. Negative: Retry-After is ignored.
+	MaxRetryAfter time.Duration
 }
 
 // Defaults of Config.
@@ -91,6 +107,9 @@ const (
 	DefaultBackoffMin   = time.Second
 	DefaultBackoffMax   = time.Minute
 	DefaultBufferSize   = 32 << 10
+	DefaultRateWindow   = time.Minute
+	// DefaultMaxRetryAfter caps the wait a Retry-After header imposes.
+	DefaultMaxRetryAfter = 5 * time.Minute
 )
 
 // Request names the object to fetch and what the caller already holds of it.
@@ -150,15 +169,18 @@ type Result struct {
 // Downloader fetches objects over HTTP(S) into Sinks, resuming and retrying.
 // It is safe for concurrent use; each Fetch is independent.
 type Downloader struct {
-	client       *http.Client
-	clock        clock.Clock
-	maxRedirects int
-	readTimeout  time.Duration
-	retries      int
-	backoffMin   time.Duration
-	backoffMax   time.Duration
-	bufferSize   int
-	userAgent    string
+	client        *http.Client
+	clock         clock.Clock
+	maxRedirects  int
+	readTimeout   time.Duration
+	retries       int
+	backoffMin    time.Duration
+	backoffMax    time.Duration
+	bufferSize    int
+	userAgent     string
+	minRate       int64
+	rateWindow    time.Duration
+	maxRetryAfter time.Duration
 
 	randMu sync.Mutex
 	rand   func() float64
@@ -167,15 +189,24 @@ type Downloader struct {
 // New returns a Downloader configured by cfg, with defaults for zero fields.
 func New(cfg Config) *Downloader {
 	d := &Downloader{
-		clock:        cfg.Clock,
-		maxRedirects: cfg.MaxRedirects,
-		readTimeout:  cfg.ReadTimeout,
-		retries:      cfg.Retries,
-		backoffMin:   cfg.BackoffMin,
-		backoffMax:   cfg.BackoffMax,
-		bufferSize:   cfg.BufferSize,
-		userAgent:    cfg.UserAgent,
-		rand:         cfg.Rand,
+		clock:         cfg.Clock,
+		maxRedirects:  cfg.MaxRedirects,
+		readTimeout:   cfg.ReadTimeout,
+		retries:       cfg.Retries,
+		backoffMin:    cfg.BackoffMin,
+		backoffMax:    cfg.BackoffMax,
+		bufferSize:    cfg.BufferSize,
+		userAgent:     cfg.UserAgent,
+		rand:          cfg.Rand,
+		minRate:       max(cfg.MinRate, 0),
+		rateWindow:    cfg.RateWindow,
+		maxRetryAfter: cfg.MaxRetryAfter,
+	}
+	if d.rateWindow <= 0 {
+		d.rateWindow = DefaultRateWindow
+	}
+	if d.maxRetryAfter == 0 {
+		d.maxRetryAfter = DefaultMaxRetryAfter
 	}
 	if d.clock == nil {
 		d.clock = clock.Real()
@@ -229,6 +260,11 @@ func New(cfg Config) *Downloader {
 		if len(via) > max {
 			return fmt.Errorf("%w: more than %d redirects, the last to %s; the URL may lead into a redirect loop",
 				ErrTooManyRedirects, max, redact(req.URL))
+		}
+		if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
+			// No retry can follow it: fail at once.
+			return fmt.Errorf("%w: %s redirected to %s; only http and https can be followed: check the server",
+				ErrBadRedirect, redact(via[len(via)-1].URL), redact(req.URL))
 		}
 		if next != nil {
 			return next(req, via)

@@ -6,8 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
+	"time"
 )
 
 // Sentinel errors. Test for them with errors.Is; the error returned by Fetch
@@ -42,6 +46,16 @@ var (
 	// chain longer than allowed).
 	ErrTooManyRedirects = errors.New("too many redirects")
 
+	// ErrBadRedirect is returned, without retrying, when the server
+	// redirects to a URL that is not http or https (file:, ftp:, ...).
+	ErrBadRedirect = errors.New("redirect to a scheme other than http or https")
+
+	// ErrTooSlow is the cause of a failed attempt whose body arrived slower
+	// than Config.MinRate over a Config.RateWindow. Such an attempt is
+	// retried but counts as a failure; Fetch returns it only wrapped in
+	// ErrRetriesExhausted.
+	ErrTooSlow = errors.New("download too slow")
+
 	// ErrStalled is the cause of a failed attempt during which no byte arrived
 	// for Config.ReadTimeout. Such an attempt is retried; Fetch returns it
 	// only wrapped in ErrRetriesExhausted.
@@ -60,6 +74,10 @@ var (
 type StatusError struct {
 	StatusCode int    // e.g. 403
 	Status     string // e.g. "403 Forbidden", as sent by the server
+	// RetryAfter is the wait a 429 or 503 asked for with Retry-After
+	// (seconds or an HTTP date), 0 when it asked for none; Fetch waits at
+	// least this long, up to Config.MaxRetryAfter, before the next attempt.
+	RetryAfter time.Duration
 	// URL is the URL that answered (after redirects) as scheme://host/path:
 	// the query string, which holds presigned signatures, is left out.
 	URL string
@@ -119,6 +137,29 @@ func (e *StatusError) Is(target error) bool {
 func (e *StatusError) retryable() bool {
 	return e.StatusCode >= 500 || e.StatusCode == http.StatusRequestTimeout ||
 		e.StatusCode == http.StatusTooManyRequests
+}
+
+// ParseRetryAfter reads a Retry-After header (RFC 9110 §10.2.3): a number
+// of seconds, or an HTTP date taken relative to now. ok is false for an
+// absent or malformed value; a date in the past is a wait of 0.
+func ParseRetryAfter(v string, now time.Time) (wait time.Duration, ok bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if strings.Trim(v, "0123456789") == "" {
+		// Only a value too large for uint64 fails to parse: the cap applies.
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n > uint64(math.MaxInt64/int64(time.Second)) {
+			return math.MaxInt64, true
+		}
+		return time.Duration(n) * time.Second, true
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0, false
+	}
+	return max(t.Sub(now), 0), true
 }
 
 // newStatusError builds a StatusError from resp, reading at most a small

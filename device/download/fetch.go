@@ -12,6 +12,9 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/awsfota/awsfota/clock"
 )
 
 // fetch is the state of one Fetch call.
@@ -79,7 +82,9 @@ func (f *fetch) run(ctx context.Context) error {
 		if f.offset > f.high {
 			f.high = f.offset
 		}
-		if progressed {
+		// A too-slow attempt delivered bytes, but at a rate that must not
+		// go on for ever: it counts as a failure.
+		if progressed && !errors.Is(err, ErrTooSlow) {
 			failures = 0
 		} else {
 			failures++
@@ -90,6 +95,10 @@ func (f *fetch) run(ctx context.Context) error {
 		}
 		if act == actRetry {
 			wait := backoff(failures, f.d.backoffMin, f.d.backoffMax, f.d.jitter())
+			var se *StatusError
+			if errors.As(err, &se) && se.RetryAfter > wait && f.d.maxRetryAfter > 0 {
+				wait = min(se.RetryAfter, f.d.maxRetryAfter)
+			}
 			if err := f.d.sleep(ctx, wait); err != nil {
 				return f.canceled(err)
 			}
@@ -293,6 +302,9 @@ func (f *fetch) unsatisfiable(resp *http.Response) (action, error) {
 // statusAction turns a status the downloader does not use into an error.
 func (f *fetch) statusAction(resp *http.Response) (action, error) {
 	se := newStatusError(resp)
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		se.RetryAfter, _ = ParseRetryAfter(resp.Header.Get("Retry-After"), f.d.clock.Now())
+	}
 	if se.retryable() {
 		return actRetry, se
 	}
@@ -325,12 +337,16 @@ func (f *fetch) finish(b body, progressed bool) (action, error) {
 // clean EOF); ferr a sink error or a size overflow, which ends the Fetch.
 func (f *fetch) stream(r io.Reader, wd *watchdog) (rerr, ferr error) {
 	buf, filled := f.buf, 0
+	rate := f.d.newRateCheck()
 	for {
 		n, err := r.Read(buf[filled:])
 		if n > 0 {
 			wd.touch()
 			filled += n
 			f.res.Fetched += int64(n)
+			if err == nil {
+				err = rate.add(n)
+			}
 		}
 		if filled == len(buf) || (err != nil && filled > 0) {
 			if ferr := f.write(buf[:filled]); ferr != nil {
@@ -378,7 +394,7 @@ func (f *fetch) netError(ctx, actx context.Context, err error) (action, error) {
 		return actRetry, cause
 	}
 	err = unwrapURLError(err)
-	if errors.Is(err, ErrTooManyRedirects) {
+	if errors.Is(err, ErrTooManyRedirects) || errors.Is(err, ErrBadRedirect) {
 		return actFail, err
 	}
 	var (
@@ -410,4 +426,49 @@ func unwrapURLError(err error) error {
 // etagMatch compares two entity tags; weakly if either is weak.
 func etagMatch(a, b string) bool {
 	return strings.TrimPrefix(a, "W/") == strings.TrimPrefix(b, "W/")
+}
+
+// rateCheck enforces Config.MinRate on one body: the body's time is cut
+// into windows of RateWindow from its first bytes, each closed by the first
+// bytes that arrive after it ends (counted in it); a window that received
+// fewer than MinRate bytes a second ends the attempt. It reads the clock, sets no
+// timer: a body that sends nothing is the watchdog's.
+type rateCheck struct {
+	clock  clock.Clock
+	min    int64
+	window time.Duration
+	start  time.Time // of the current window; zero before the first byte
+	bytes  int64     // received in the current window
+}
+
+// newRateCheck returns the check of one body, nil without a MinRate.
+func (d *Downloader) newRateCheck() *rateCheck {
+	if d.minRate <= 0 {
+		return nil
+	}
+	return &rateCheck{clock: d.clock, min: d.minRate, window: d.rateWindow}
+}
+
+// add counts n bytes that just arrived; it fails with ErrTooSlow when they
+// close a window that was too slow.
+func (c *rateCheck) add(n int) error {
+	if c == nil {
+		return nil
+	}
+	now := c.clock.Now()
+	if c.start.IsZero() {
+		c.start = now // the first bytes start the clock; they took no time
+		return nil
+	}
+	c.bytes += int64(n)
+	elapsed := now.Sub(c.start)
+	if elapsed < c.window {
+		return nil
+	}
+	if rate := float64(c.bytes) / elapsed.Seconds(); rate < float64(c.min) {
+		return fmt.Errorf("%w: %d bytes in %v (%.0f bytes/s), below the minimum of %d bytes/s; the link or the server is too slow",
+			ErrTooSlow, c.bytes, elapsed.Round(time.Second), rate, c.min)
+	}
+	c.start, c.bytes = now, 0
+	return nil
 }

@@ -548,6 +548,8 @@ func (r *Runner) startDownload(a agent.StartDownload) {
 				failure = agent.FailTooLarge
 			case errors.Is(err, dfu.ErrBaseMismatch):
 				failure = agent.FailBaseMismatch
+			case errors.Is(err, dfu.ErrInvalidImage):
+				failure = agent.FailInvalidImage
 			case errors.Is(err, dfu.ErrUnsupportedType):
 				failure = agent.FailUnsupported
 			case errors.As(err, &te):

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/awsfota/awsfota/device/agent"
+	"github.com/awsfota/awsfota/device/dfu"
 	"github.com/awsfota/awsfota/device/dfu/mcubootslot"
 	"github.com/awsfota/awsfota/device/download"
 	"github.com/awsfota/awsfota/device/flash"
@@ -366,6 +367,48 @@ func TestBadDownloadFailsJob(t *testing.T) {
 	wait(t, done)
 	exec, _ := j.snapshot()
 	if exec.Status != iotjobs.StatusFailed || exec.StatusDetails["reason"] != agent.ReasonDownloadFailed {
+		t.Fatalf("cloud sees %s %v", exec.Status, exec.StatusDetails)
+	}
+}
+
+// A file that is not a firmware image at all (an HTML error page served
+// with 200, say) fails the job as invalid_image, not unsupported_operation.
+func TestNotAnImageFailsAsInvalidImage(t *testing.T) {
+	oldImg := image(t, 10000, "1.0.0")
+	page := bytes.Repeat([]byte("<html><body>Sign in to continue</body></html>\n"), 100)
+	srv := serve(t, page)
+	doc, _ := jobdoc.Marshal(jobdoc.Spec{URL: srv.URL + "/app.bin", Size: int64(len(page))})
+	j := &jobs{exec: iotjobs.JobExecution{JobID: "fw-1", JobDocument: doc, Status: iotjobs.StatusQueued, VersionNumber: 1, ExecutionNumber: 1}}
+	d := newDevice(t, oldImg)
+	events := make(chan agent.AppEvent, 1000)
+	f := download.New(download.Config{})
+	defer f.CloseIdleConnections()
+	r, err := New(Config{
+		Agent: agent.Config{Thing: thing, Limits: jobdoc.DefaultLimits()},
+		Store: d.store,
+		Target: &dfu.Router{Resume: dfu.TypeMCUboot, Targets: map[dfu.ImageType]dfu.Target{
+			dfu.TypeMCUboot: mcubootslot.NewTarget(d.secondary, mcubootslot.Options{})}},
+		Boot:    mcubootslot.NewPrimary(d.primary, mcubootslot.Options{}),
+		Fetcher: f, CheckpointBytes: 8192,
+		OnEvent: func(e agent.AppEvent) { events <- e },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.r = r
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx, j) }()
+	r.Connected()
+	for e := range events {
+		if e.Kind == agent.EventCompleted {
+			break
+		}
+	}
+	cancel()
+	wait(t, done)
+	exec, _ := j.snapshot()
+	if exec.Status != iotjobs.StatusFailed || exec.StatusDetails["reason"] != agent.ReasonInvalidImage {
 		t.Fatalf("cloud sees %s %v", exec.Status, exec.StatusDetails)
 	}
 }

@@ -8,8 +8,8 @@
 // keeps two meta pages: a torn or corrupt newest copy falls back to the older
 // one, so a power cut can lose at most the last save, never the state.
 //
-// It imports only the standard library; it must never import cloud/*, sim/ or
-// other device/* packages.
+// It imports the standard library and internal/atomicfile (the durable write);
+// it must never import cloud/*, sim/ or other device/* packages.
 package state
 
 import (
@@ -21,6 +21,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	"github.com/awsfota/awsfota/internal/atomicfile"
 )
 
 // Store keeps the agent's state record. Implementations are safe for
@@ -123,7 +125,7 @@ func (d *Dir) Save(record []byte) error {
 	defer d.mu.Unlock()
 	seq := d.seq + 1
 	name := filepath.Join(d.dir, names[d.next])
-	if err := writeFileSync(name, encode(record, seq)); err != nil {
+	if err := atomicfile.WriteFile(name, encode(record, seq), 0o600); err != nil {
 		return fmt.Errorf("state: saving: %w", err)
 	}
 	d.seq = seq
@@ -160,42 +162,6 @@ func decode(b []byte) ([]byte, uint64, error) {
 		return nil, 0, fmt.Errorf("length %d does not match the file", n)
 	}
 	return bytes.Clone(b[20:]), binary.LittleEndian.Uint64(b[4:]), nil
-}
-
-// writeFileSync writes data to path atomically and durably: temp file, fsync,
-// close, rename, fsync of the directory.
-func writeFileSync(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Mem is a Store in memory, for tests.

@@ -69,6 +69,10 @@ clients trust the CA (endpoints.json caFile; the AWS CLI: AWS_CA_BUNDLE).`,
 			if err != nil {
 				return err
 			}
+			// Not only under -v: these objects are not served.
+			for _, p := range c.Objects.LoadProblems() {
+				fmt.Fprintf(e.errOut, "warning: object store: a record could not be loaded and its object is not served: %s\n", p)
+			}
 			consoleURL, stopConsole, err := mountConsole(e, c, cfg.ExternalMQTT == "")
 			if err != nil {
 				c.Close()

@@ -96,8 +96,19 @@ func TestCloudServe(t *testing.T) {
 		t.Fatalf("serve exited %d:\n%s", code, out)
 	}
 
+	// A record the store cannot load is reported without -v: its object is
+	// not served.
+	garbled := filepath.Join(dir, "objects", "images", "o-0123.json")
+	if err := os.WriteFile(garbled, []byte(`{"key":`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
 	ep2, stop := serving(t, dir)
-	defer stop()
+	defer func() {
+		if code, out := stop(); code != 0 || !strings.Contains(out, "warning: object store: a record could not be loaded") || !strings.Contains(out, garbled) {
+			t.Errorf("serve with a garbled record exited %d:\n%s", code, out)
+		}
+	}()
 	if ep2.AccessKeyID != ep.AccessKeyID || ep2.CAFile != ep.CAFile {
 		t.Fatalf("credentials or CA changed across a restart: %+v %+v", ep, ep2)
 	}

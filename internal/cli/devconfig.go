@@ -109,7 +109,20 @@ type downloadSettings struct {
 	Retries            int `json:"retries,omitempty"`
 	ReadTimeoutSeconds int `json:"readTimeoutSeconds,omitempty"`
 	MaxRedirects       int `json:"maxRedirects,omitempty"`
+	// MinBytesPerSecond is the device's floor on a download's rate over
+	// MinRateWindowSeconds (0: deviceMinRate; negative: none).
+	MinBytesPerSecond    int64 `json:"minBytesPerSecond,omitempty"`
+	MinRateWindowSeconds int   `json:"minRateWindowSeconds,omitempty"`
 }
+
+// The device's floor on a download's rate, unless DEVICE.json sets one: a
+// body that drips slower than this for a whole window is retried, and
+// counts as a failed attempt, rather than holding the job until it times
+// out. Far below any real link (NB-IoT carries kilobytes a second).
+const (
+	deviceMinRate       = 100
+	deviceMinRateWindow = 5 * time.Minute
+)
 
 func readDeviceFile(path string) (*deviceFile, error) {
 	b, err := os.ReadFile(path)
@@ -223,8 +236,16 @@ func (f *deviceFile) agentConfig() agent.Config {
 }
 
 func (f *deviceFile) downloadConfig(roots *x509.CertPool) download.Config {
-	return download.Config{RootCAs: roots, Retries: f.Download.Retries, ReadTimeout: secs(f.Download.ReadTimeoutSeconds),
-		MaxRedirects: f.Download.MaxRedirects, UserAgent: "awsfota/" + version()}
+	d := f.Download
+	minRate, window := d.MinBytesPerSecond, secs(d.MinRateWindowSeconds)
+	if minRate == 0 {
+		minRate = deviceMinRate
+	}
+	if window <= 0 {
+		window = deviceMinRateWindow
+	}
+	return download.Config{RootCAs: roots, Retries: d.Retries, ReadTimeout: secs(d.ReadTimeoutSeconds),
+		MaxRedirects: d.MaxRedirects, UserAgent: "awsfota/" + version(), MinRate: max(minRate, 0), RateWindow: window}
 }
 
 func (f *deviceFile) geometry() (flash.Geometry, error) {

@@ -407,3 +407,22 @@ func TestDeviceFileTrialSettings(t *testing.T) {
 		t.Fatalf("agent config %+v", c)
 	}
 }
+
+// DEVICE.json's download rate floor: on by default, tunable, and off when
+// negative.
+func TestDeviceDownloadMinRate(t *testing.T) {
+	for _, c := range []struct {
+		set    downloadSettings
+		rate   int64
+		window time.Duration
+	}{
+		{downloadSettings{}, deviceMinRate, deviceMinRateWindow},
+		{downloadSettings{MinBytesPerSecond: 2048, MinRateWindowSeconds: 30}, 2048, 30 * time.Second},
+		{downloadSettings{MinBytesPerSecond: -1}, 0, deviceMinRateWindow},
+	} {
+		f := &deviceFile{Download: c.set}
+		if got := f.downloadConfig(nil); got.MinRate != c.rate || got.RateWindow != c.window {
+			t.Errorf("%+v: MinRate %d over %v, want %d over %v", c.set, got.MinRate, got.RateWindow, c.rate, c.window)
+		}
+	}
+}

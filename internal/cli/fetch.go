@@ -20,6 +20,8 @@ func fetchCmd(e *env) *cobra.Command {
 		fresh, quiet    bool
 		noSync          bool
 		readTimeoutSecs int
+		minRate         int64
+		minRateWindow   int
 	)
 	cmd := &cobra.Command{
 		Use:   "fetch URL -o FILE",
@@ -47,13 +49,16 @@ resumes where it stopped (unless the object changed, which restarts it).`,
 				}
 			}
 			return runFetch(e, args[0], out, download.Config{RootCAs: roots, Retries: retries,
-				ReadTimeout: secs(readTimeoutSecs), UserAgent: "awsfota/" + version()}, fresh, quiet, noSync)
+				ReadTimeout: secs(readTimeoutSecs), UserAgent: "awsfota/" + version(),
+				MinRate: minRate, RateWindow: secs(minRateWindow)}, fresh, quiet, noSync)
 		},
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", "", "write to `FILE`")
 	cmd.Flags().StringVar(&caFile, "ca", "", "trust the CA certificates in `PEM` for HTTPS (default: the system roots)")
 	cmd.Flags().IntVar(&retries, "retries", 0, "failed attempts in a row without progress before giving up (default 8)")
 	cmd.Flags().IntVar(&readTimeoutSecs, "read-timeout", 0, "seconds without a byte before an attempt is retried (default 30)")
+	cmd.Flags().Int64Var(&minRate, "min-rate", 0, "retry an attempt slower than `BYTES` a second over --min-rate-window (such attempts count as failures; default: no minimum)")
+	cmd.Flags().IntVar(&minRateWindow, "min-rate-window", 0, "`SECONDS` over which --min-rate is measured (default 60)")
 	cmd.Flags().BoolVar(&fresh, "no-resume", false, "start over even if FILE.part exists")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print nothing but errors")
 	cmd.Flags().BoolVar(&noSync, "no-sync", false, "do not fsync FILE before renaming it into place (faster; a power cut may then lose it)")

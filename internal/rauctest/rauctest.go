@@ -31,6 +31,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/awsfota/awsfota/internal/atomicfile"
 )
 
 // Slots are the bootnames of the two slots, rootfs.0 and rootfs.1.
@@ -338,10 +340,7 @@ func (s *System) writeBootState(order []string, left map[string]int) {
 		fmt.Fprintf(&b, "LEFT_%s=%d\n", sl, left[sl])
 	}
 	p := filepath.Join(s.Dir, "bootstate")
-	if err := os.WriteFile(p+".tmp", []byte(b.String()), 0o644); err != nil {
-		s.t.Fatal(err)
-	}
-	if err := os.Rename(p+".tmp", p); err != nil {
+	if err := atomicfile.WriteFile(p, []byte(b.String()), 0o644); err != nil {
 		s.t.Fatal(err)
 	}
 }

@@ -30,6 +30,11 @@ type Options struct {
 	// without signatures. Give the device the keys its bootloader has: an
 	// image the bootloader would refuse must never be scheduled.
 	Keys []*mcuboot.PublicKey
+	// SwapMove says the bootloader swaps using move (MCUBOOT_SWAP_USING_MOVE,
+	// Zephyr's default) over slots of equal size: the primary image is moved
+	// up by one sector before the swap, so the largest image is one sector
+	// smaller than the room below the trailer.
+	SwapMove bool
 }
 
 // Reserved returns the bytes at the end of a slot kept for the trailer: the
@@ -39,6 +44,16 @@ func Reserved(g flash.Geometry, o Options) int64 {
 	l := mcuboot.Layout{SlotSize: g.Size, MaxAlign: o.MaxAlign}
 	t := l.TrailerSize(g.WriteAlign, int(g.Sectors()))
 	return (t + g.SectorSize - 1) / g.SectorSize * g.SectorSize
+}
+
+// MaxImageSize returns the largest image a slot of geometry g takes for a
+// bootloader built as o.
+func MaxImageSize(g flash.Geometry, o Options) int64 {
+	n := g.Size - Reserved(g, o)
+	if o.SwapMove {
+		n -= g.SectorSize
+	}
+	return n
 }
 
 // Target writes an image into a secondary slot. It implements dfu.Target.
@@ -64,7 +79,7 @@ func NewTarget(f flash.Flash, o Options) *Target {
 		f:      f,
 		geo:    g,
 		layout: mcuboot.Layout{SlotSize: g.Size, MaxAlign: o.MaxAlign},
-		max:    g.Size - Reserved(g, o),
+		max:    MaxImageSize(g, o),
 		keys:   o.Keys,
 	}
 }
@@ -303,9 +318,11 @@ func (p *Primary) Running() (dfu.Running, error) {
 	if err != nil {
 		return dfu.Running{}, err
 	}
-	// As Zephyr's boot_is_img_confirmed: an image without a trailer magic was
-	// never on trial.
-	confirmed := st.Magic == mcuboot.MagicUnset || st.ImageOK == mcuboot.FlagSet
+	// An image without a trailer magic was never on trial. An image_ok that
+	// is not erased — set, or a write of it cut short by a power loss — is
+	// what keeps MCUboot from reverting (its swap table reverts only when
+	// image_ok is unset): the image is there to stay.
+	confirmed := st.Magic == mcuboot.MagicUnset || st.ImageOK != mcuboot.FlagUnset
 	run := dfu.Running{Version: im.Header.Version.String(), BootHash: h.Value, Confirmed: confirmed}
 	if n, ok := im.SecurityCounter(); ok {
 		run.SecurityCounter = &n
@@ -313,9 +330,11 @@ func (p *Primary) Running() (dfu.Running, error) {
 	return run, nil
 }
 
-// Confirm marks the running image good, as boot_write_img_confirmed: it sets
+// Confirm marks the running image good, as boot_set_confirmed: it sets
 // image_ok when the magic is good and image_ok unset, and does nothing when
-// the slot has no trailer magic.
+// the slot has no trailer magic or image_ok is already written (set, or torn
+// by a power cut during an earlier Confirm: either way MCUboot will not
+// revert).
 func (p *Primary) Confirm() error {
 	st, err := mcuboot.ReadTrailer(p.f, p.layout)
 	if err != nil {
@@ -324,10 +343,8 @@ func (p *Primary) Confirm() error {
 	switch {
 	case st.Magic == mcuboot.MagicBad:
 		return fmt.Errorf("mcubootslot: the primary slot's trailer is damaged; cannot confirm the image")
-	case st.Magic == mcuboot.MagicUnset || st.ImageOK == mcuboot.FlagSet:
+	case st.Magic == mcuboot.MagicUnset || st.ImageOK != mcuboot.FlagUnset:
 		return nil
-	case st.ImageOK == mcuboot.FlagBad:
-		return fmt.Errorf("mcubootslot: the primary slot's image_ok byte is damaged; cannot confirm the image")
 	}
 	if _, err := p.f.WriteAt(p.layout.FlagBlock(0x01, p.f.Geometry().WriteAlign), p.layout.ImageOKOffset()); err != nil {
 		return fmt.Errorf("mcubootslot: confirming: %w", err)

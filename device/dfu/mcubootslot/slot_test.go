@@ -168,6 +168,10 @@ func TestRefusals(t *testing.T) {
 	if tg.MaxImageSize() != geo.Size-4096 {
 		t.Fatalf("MaxImageSize = %d", tg.MaxImageSize())
 	}
+	// Swap-using-move needs one free sector for the move.
+	if n := NewTarget(slot, Options{SwapMove: true}).MaxImageSize(); n != geo.Size-2*geo.SectorSize {
+		t.Fatalf("MaxImageSize with SwapMove = %d, want %d", n, geo.Size-2*geo.SectorSize)
+	}
 	// Unknown size: the limit still holds while writing.
 	tg.Init(0, 0)
 	big := make([]byte, tg.MaxImageSize()+1)
@@ -266,6 +270,19 @@ func TestPrimaryRunningAndConfirm(t *testing.T) {
 	}
 	if err := p.Confirm(); err != nil {
 		t.Fatalf("second Confirm: %v", err)
+	}
+	// A Confirm cut short by a power loss left image_ok neither erased nor
+	// 0x01: MCUboot will not revert, so the image is confirmed.
+	slot.Erase(geo.Size-4096, 4096)
+	slot.WriteAt(blk, off)
+	slot.WriteAt(l.FlagBlock(1, 4), l.CopyDoneOffset())
+	slot.WriteAt([]byte{0x41}, l.ImageOKOffset())
+	st, _ = mcuboot.ReadTrailer(slot, l)
+	if r, _ := p.Running(); !r.Confirmed || mcuboot.DecideSwap(st, mcuboot.TrailerState{}) != mcuboot.SwapNone {
+		t.Fatalf("torn image_ok: Running %+v, swap %v", r, mcuboot.DecideSwap(st, mcuboot.TrailerState{}))
+	}
+	if err := p.Confirm(); err != nil {
+		t.Fatalf("Confirm over a torn image_ok: %v", err)
 	}
 	slot.Erase(geo.Size-4096, 4096)
 	slot.WriteAt([]byte{1, 2, 3}, l.MagicOffset())

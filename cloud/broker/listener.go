@@ -1,0 +1,118 @@
+package broker
+
+import (
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// listener serves mochi's connections from a net.Listener and, unlike
+// mochi's own listeners.Net, knows every connection it handed out: Close
+// stops accepting, drops every connection (also those still in their TLS
+// or MQTT handshake, which mochi's client list does not hold yet) and
+// waits for each connection's goroutine to end. mochi's Server.Close then
+// finds no connection being established while it waits for its clients,
+// which otherwise races (a WaitGroup Add during its Wait) and can leave a
+// connection served after Close returned.
+type listener struct {
+	id  string
+	ln  net.Listener
+	log *slog.Logger
+	// ended, if set, is told of each connection whose goroutine has ended
+	// (after mochi is done with it).
+	ended func(net.Conn)
+
+	mu      sync.Mutex
+	closed  bool
+	serving bool // Serve has started: Close waits for it to return
+	conns   map[net.Conn]struct{}
+	wg      sync.WaitGroup // one per connection
+	served  chan struct{}  // closed when Serve has returned
+}
+
+var _ listeners.Listener = (*listener)(nil)
+
+func newListener(id string, ln net.Listener) *listener {
+	return &listener{id: id, ln: ln, conns: map[net.Conn]struct{}{}, served: make(chan struct{})}
+}
+
+func (l *listener) ID() string       { return l.id }
+func (l *listener) Address() string  { return l.ln.Addr().String() }
+func (l *listener) Protocol() string { return l.ln.Addr().Network() }
+
+func (l *listener) Init(log *slog.Logger) error {
+	l.log = log
+	if l.log == nil {
+		l.log = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Serve accepts connections until the listener is closed and hands each to
+// establish on its own goroutine.
+func (l *listener) Serve(establish listeners.EstablishFn) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.serving = true
+	l.mu.Unlock()
+	defer close(l.served)
+	for {
+		conn, err := l.ln.Accept()
+		if err != nil {
+			return // closed (or broken beyond use)
+		}
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			conn.Close()
+			return
+		}
+		l.conns[conn] = struct{}{}
+		l.wg.Add(1)
+		l.mu.Unlock()
+		go func() {
+			defer l.wg.Done()
+			if err := establish(l.id, conn); err != nil {
+				l.log.Debug("connection ended", "remote", conn.RemoteAddr().String(), "err", err)
+			}
+			conn.Close()
+			if l.ended != nil {
+				l.ended(conn)
+			}
+			l.mu.Lock()
+			delete(l.conns, conn)
+			l.mu.Unlock()
+		}()
+	}
+}
+
+// Close stops accepting, disconnects mochi's clients on this listener,
+// closes every other connection and waits until no connection is served.
+func (l *listener) Close(closeClients listeners.CloseFn) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.closed = true
+	l.ln.Close()
+	l.mu.Unlock()
+
+	closeClients(l.id)
+
+	l.mu.Lock()
+	for c := range l.conns {
+		c.Close()
+	}
+	serving := l.serving
+	l.mu.Unlock()
+	if serving {
+		<-l.served // no Accept can hand out a connection after this
+	}
+	l.wg.Wait()
+}
