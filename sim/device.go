@@ -77,6 +77,12 @@ type DeviceConfig struct {
 	// when the connection is up.
 	OnConnError func(error)
 	OnConnUp    func()
+	// KeepAlive is the MQTT keep-alive (mqttconn's default when 0): a
+	// short one notices a stalled connection sooner.
+	KeepAlive time.Duration
+	// ConnectTimeout bounds each MQTT connection attempt (mqttconn's
+	// default when 0).
+	ConnectTimeout time.Duration
 	// ModemVersion, when set, gives the device a simulated modem (kept in
 	// Dir/modem) that first runs this firmware.
 	ModemVersion string
@@ -315,10 +321,12 @@ func (d *Device) runOnce(ctx context.Context) error {
 			}
 			r.Connected()
 		},
-		OnDown:     r.Disconnected,
-		OnError:    d.onConnError,
-		BackoffMin: 100 * time.Millisecond,
-		Logger:     d.cfg.Logger,
+		OnDown:         r.Disconnected,
+		OnError:        d.onConnError,
+		BackoffMin:     100 * time.Millisecond,
+		KeepAlive:      d.cfg.KeepAlive,
+		ConnectTimeout: d.cfg.ConnectTimeout,
+		Logger:         d.cfg.Logger,
 	})
 	if err != nil {
 		return err

@@ -30,6 +30,16 @@ type Config struct {
 	CustomJobs bool
 	// AllowDowngrade accepts images not newer than the running one.
 	AllowDowngrade bool
+	// InstallAttempts is how many trial boots an application image gets
+	// when each ends in a reset before its self-test passed (power loss,
+	// watchdog) and the bootloader reverted it: the agent installs it again
+	// until then, and reports FAILED after the last (3).
+	InstallAttempts int
+	// CancelDuringTrial says how a job canceled (with force) while its new
+	// image is on trial ends: TrialFinish (the default) lets the self-test
+	// decide — confirm the image when it passes, revert when it fails;
+	// TrialRevert reboots to the old image at once.
+	CancelDuringTrial TrialCancel
 	// Jitter returns a value in [0,1) that spreads retries; nil: no jitter.
 	Jitter func() float64
 }
@@ -59,6 +69,30 @@ func (c *Config) setDefaults() {
 	if c.MaxURLRefreshes <= 0 {
 		c.MaxURLRefreshes = 3
 	}
+	if c.InstallAttempts <= 0 {
+		c.InstallAttempts = 3
+	}
+	if c.CancelDuringTrial == "" {
+		c.CancelDuringTrial = TrialFinish
+	}
+}
+
+// TrialCancel is what a job canceled while its new image is on trial does.
+type TrialCancel string
+
+// The outcomes of a cancel during a trial.
+const (
+	TrialFinish TrialCancel = "finish" // the self-test decides: confirm when it passes, revert when it fails
+	TrialRevert TrialCancel = "revert" // reboot to the old image at once
+)
+
+// ParseTrialCancel reads a CancelDuringTrial setting; "" is the default.
+func ParseTrialCancel(s string) (TrialCancel, error) {
+	switch t := TrialCancel(s); t {
+	case "", TrialFinish, TrialRevert:
+		return t, nil
+	}
+	return "", fmt.Errorf("agent: a cancel during a trial can %q or %q, not %q", TrialFinish, TrialRevert, s)
 }
 
 type reqKind int
@@ -223,6 +257,7 @@ func (a *Agent) onStarted(e Started) {
 	case PhaseReady:
 		if a.runsNewImage() {
 			// The swap happened although the reboot was not recorded.
+			a.st.Attempts++
 			a.afterReboot()
 			return
 		}
@@ -304,18 +339,96 @@ func (a *Agent) afterReboot() {
 		return
 	}
 	if !a.runsNewImage() {
-		a.fail(ReasonRollback, fmt.Sprintf("after the reboot the device runs %s, not %s: the bootloader refused or reverted the new image",
-			orUnknown(a.boot.Version), a.st.Image.Version), true)
+		if a.st.Canceled != "" {
+			// Canceled during the trial, which a reset ended: the bootloader
+			// reverted the image, as a failed self-test would have.
+			a.endCanceledTrial(fmt.Sprintf("the trial of %s was cut short by a reset and the device runs %s again",
+				a.st.Image.Version, orUnknown(a.boot.Version)), false)
+			return
+		}
+		a.trialInterrupted()
 		return
 	}
 	if a.boot.Confirmed {
 		// A permanent swap, or an image confirmed before a power cut.
+		if a.st.Canceled != "" {
+			a.endCanceledTrial(fmt.Sprintf("%s passed its self-test and is kept", a.st.Image.Version), false)
+			return
+		}
 		a.succeed()
 		return
 	}
-	a.st.Phase = PhaseTesting
+	a.st.Phase, a.st.Trial = PhaseTesting, TrialSelfTest
 	a.persist()
 	a.emit(SelfTest{Timeout: a.cfg.SelfTestTimeout})
+}
+
+// retryable reports whether the job's image can be installed again after a
+// trial that a reset cut short: an application image in MCUboot slots (full
+// or delta), whose bootloader reverts an unconfirmed image. A system
+// updater (RAUC) counts its own boot attempts.
+func (a *Agent) retryable() bool {
+	return a.comp() == "" && (a.st.Kind == "" || a.st.Kind == "mcuboot" || a.st.Kind == "delta")
+}
+
+// trialInterrupted handles a device back on its old image after a reboot
+// into the new one that ended without a verdict: the trial marker says how
+// far it went. While attempts remain the image is installed again — from
+// the slot when it still holds it — else the job FAILED.
+func (a *Agent) trialInterrupted() {
+	why := fmt.Sprintf("after the reboot the device runs %s, not %s", orUnknown(a.boot.Version), a.st.Image.Version)
+	reason := ReasonTrialReset
+	switch a.st.Trial {
+	case TrialSelfTest:
+		why += ": a reset (power loss, watchdog) during its self-test reverted the new image"
+	case TrialPassed:
+		why += ": a reset after its self-test passed, before it was confirmed, reverted the new image"
+	default:
+		why += ": the bootloader refused or reverted the new image"
+		reason = ReasonRollback
+	}
+	if !a.retryable() {
+		a.fail(reason, why, true)
+		return
+	}
+	if a.st.Attempts >= a.cfg.InstallAttempts {
+		a.fail(reason, fmt.Sprintf("%s (attempt %d of %d)", why, a.st.Attempts, a.cfg.InstallAttempts), true)
+		return
+	}
+	a.st.Interrupted = why
+	a.notify(AppEvent{Kind: EventRetry, Message: fmt.Sprintf("%s: installing it again (attempt %d of %d)", why, a.st.Attempts+1, a.cfg.InstallAttempts)})
+	a.want = &report{kind: repProgress, status: iotjobs.StatusInProgress, details: iotjobs.StatusDetails{
+		"state": "retrying", "attempt": strconv.Itoa(a.st.Attempts + 1), "interrupted": clean(why)}}
+	if a.st.Kind == "delta" {
+		// The slot holds what the patch made, not the patch: fetch it again.
+		a.refetch()
+		return
+	}
+	// MCUboot's revert leaves the image in the secondary slot: check it is
+	// still there rather than download it again.
+	a.st.Phase, a.st.Recheck = PhaseVerifying, true
+	a.persist()
+	a.emit(Verify{Size: a.st.Total, Resume: true})
+}
+
+// refetch downloads the job's image again from the start.
+func (a *Agent) refetch() {
+	a.st.Phase, a.st.Offset, a.st.ETag, a.st.Kind, a.st.Recheck = PhaseDownloading, 0, "", "", false
+	a.persist()
+	a.startDownload()
+}
+
+// endCanceledTrial ends the trial of a job canceled during it: the job is
+// over for the device, which reports nothing more on it; reboot reverts the
+// image.
+func (a *Agent) endCanceledTrial(what string, reboot bool) {
+	id, why := a.st.Job.ID, a.st.Canceled
+	a.clear()
+	a.persist()
+	a.notify(AppEvent{Kind: EventCanceled, JobID: id, Message: why + "; " + what})
+	if reboot {
+		a.emit(Reboot{})
+	}
 }
 
 func counterText(c *uint32) string {
@@ -323,6 +436,13 @@ func counterText(c *uint32) string {
 		return "(none)"
 	}
 	return strconv.FormatUint(uint64(*c), 10)
+}
+
+func orText(s, alt string) string {
+	if s == "" {
+		return alt
+	}
+	return s
 }
 
 func orUnknown(s string) string {
@@ -686,6 +806,10 @@ func (a *Agent) backoff() {
 // abandon stops work on a job the cloud no longer wants.
 func (a *Agent) abandon(why string) {
 	id := a.st.Job.ID
+	if a.st.Phase == PhaseTesting {
+		a.cancelTrial(why)
+		return
+	}
 	if a.running {
 		a.emit(StopDownload{})
 		a.running = false
@@ -697,6 +821,25 @@ func (a *Agent) abandon(why string) {
 	a.clear()
 	a.persist()
 	a.notify(AppEvent{Kind: EventCanceled, JobID: id, Message: why})
+}
+
+// cancelTrial handles a job the cloud ended while its new image is on
+// trial, as Config.CancelDuringTrial says.
+func (a *Agent) cancelTrial(why string) {
+	if a.st.Canceled != "" {
+		return // known already
+	}
+	if a.cfg.CancelDuringTrial == TrialRevert {
+		// The image is not confirmed: the reboot reverts it, and so would a
+		// power cut before it.
+		a.st.Canceled = why
+		a.endCanceledTrial(fmt.Sprintf("rebooting to revert %s (cancelDuringTrial %q)", a.st.Image.Version, TrialRevert), true)
+		return
+	}
+	a.st.Canceled = why
+	a.persist()
+	a.notify(AppEvent{Kind: EventCanceled, Message: fmt.Sprintf("%s; the trial of %s goes on: it is kept if its self-test passes, else reverted (cancelDuringTrial %q)",
+		why, a.st.Image.Version, TrialFinish)})
 }
 
 func (a *Agent) clear() {
@@ -835,6 +978,20 @@ func (a *Agent) onVerified(e Verified) {
 	if a.st.Phase != PhaseVerifying {
 		return
 	}
+	if a.st.Recheck {
+		a.st.Recheck = false
+		if e.Failure != 0 || a.st.Image == nil || string(e.Image.BootHash) != string(a.st.Image.BootHash) {
+			if a.st.Trial == "" {
+				// The image never ran and the slot lost it: the bootloader
+				// erased it, as MCUboot does with an image it refuses.
+				a.fail(ReasonRollback, fmt.Sprintf("after the reboot the device runs %s, not %s, and the slot no longer holds it (%s): the bootloader refused it",
+					orUnknown(a.boot.Version), a.st.Image.Version, orText(e.Message, "it holds another image")), true)
+				return
+			}
+			a.refetch() // the slot lost the image: fetch it again
+			return
+		}
+	}
 	switch e.Failure {
 	case VerifyHashMismatch:
 		a.fail(ReasonHashMismatch, e.Message, true)
@@ -891,7 +1048,8 @@ func (a *Agent) onScheduled(e Scheduled) {
 		a.fail(ReasonFlashError, "requesting the swap failed: "+e.Err, true)
 		return
 	}
-	a.st.Phase = PhaseRebooting
+	a.st.Phase, a.st.Trial, a.st.Recheck = PhaseRebooting, "", false
+	a.st.Attempts++
 	a.persist()
 	a.notify(AppEvent{Kind: EventDone, ImageType: a.st.Image.Type, Version: a.newVersion(), RebootRequired: true})
 	a.emit(Reboot{})
@@ -901,17 +1059,31 @@ func (a *Agent) onSelfTested(e SelfTested) {
 	if a.st.Phase != PhaseTesting {
 		return
 	}
+	if e.Err != "" && a.st.Canceled != "" {
+		a.endCanceledTrial(fmt.Sprintf("its self-test failed (%s): rebooting to revert it", e.Err), true)
+		return
+	}
 	if e.Err != "" {
 		// Do not confirm: the reboot after the report reverts the image.
 		a.decide(Outcome{Status: iotjobs.StatusFailed, Details: failure(ReasonSelfTestFailed, e.Err), Reboot: true})
 		a.notify(AppEvent{Kind: EventError, Reason: ReasonSelfTestFailed, Message: e.Err})
 		return
 	}
+	a.st.Trial = TrialPassed
+	a.persist()
 	a.emit(Confirm{})
 }
 
 func (a *Agent) onConfirmed(e Confirmed) {
 	if a.st.Phase != PhaseTesting {
+		return
+	}
+	if a.st.Canceled != "" {
+		if e.Err != "" {
+			a.endCanceledTrial("confirming it failed ("+e.Err+"): rebooting to revert it", true)
+			return
+		}
+		a.endCanceledTrial(fmt.Sprintf("%s passed its self-test and is kept", a.st.Image.Version), false)
 		return
 	}
 	if e.Err != "" {
@@ -964,6 +1136,9 @@ func (a *Agent) fail(reason, msg string, reset bool) {
 
 // decide records the outcome and starts reporting it.
 func (a *Agent) decide(o Outcome) {
+	if a.st.Attempts > 0 && o.Details != nil {
+		o.Details["attempts"] = strconv.Itoa(a.st.Attempts)
+	}
 	a.st.Phase, a.st.Outcome = PhaseReporting, &o
 	a.persist()
 	a.want = a.finalReport()
@@ -987,6 +1162,13 @@ func (a *Agent) readyReport() *report {
 	}
 	if a.st.FromVersion != "" {
 		d["from"] = a.st.FromVersion
+	}
+	if a.st.Attempts > 0 {
+		// Installing again after a trial that a reset cut short.
+		d["attempt"] = strconv.Itoa(a.st.Attempts + 1)
+		if a.st.Interrupted != "" {
+			d["interrupted"] = clean(a.st.Interrupted)
+		}
 	}
 	return &report{kind: repReady, status: iotjobs.StatusInProgress, details: d}
 }

@@ -83,7 +83,34 @@ type State struct {
 	Outcome *Outcome `json:"outcome,omitempty"`
 	// Refreshes counts URL refreshes since the download last progressed.
 	Refreshes int `json:"refreshes,omitempty"`
+
+	// Attempts counts the reboots into the job's image, the current one
+	// included: it is persisted before each (PhaseRebooting).
+	Attempts int `json:"attempts,omitempty"`
+	// Trial marks how far the new image's last trial went, so that a device
+	// back on its old image can tell a reset during the trial (power loss,
+	// watchdog) from a refusal by the bootloader: "" until the new image is
+	// seen running, TrialSelfTest once its self-test started, TrialPassed
+	// once it passed (persisted before the image is confirmed). A failed
+	// self-test is an Outcome instead.
+	Trial string `json:"trial,omitempty"`
+	// Interrupted says how the last trial ended without a verdict, for the
+	// reports of the next attempt; "" if none did.
+	Interrupted string `json:"interrupted,omitempty"`
+	// Recheck is set while the image left in the slot by a reverted trial is
+	// verified again, before it is installed once more.
+	Recheck bool `json:"recheck,omitempty"`
+	// Canceled is set when the cloud ended the job while its image was on
+	// trial: the trial ends as Config.CancelDuringTrial says, and nothing
+	// more is reported.
+	Canceled string `json:"canceled,omitempty"`
 }
+
+// Trial markers.
+const (
+	TrialSelfTest = "self_test" // the new image runs and its self-test started
+	TrialPassed   = "passed"    // the self-test passed; confirming
+)
 
 // Marshal encodes the state for a Store.
 func (s State) Marshal() []byte {
@@ -121,6 +148,14 @@ func UnmarshalState(b []byte) (State, error) {
 	}
 	if (s.Phase == PhaseReady || s.Phase == PhaseRebooting || s.Phase == PhaseTesting) && s.Image == nil {
 		return State{}, fmt.Errorf("agent: persisted phase %q has no verified image", s.Phase)
+	}
+	switch s.Trial {
+	case "", TrialSelfTest, TrialPassed:
+	default:
+		return State{}, fmt.Errorf("agent: persisted trial marker %q is unknown", s.Trial)
+	}
+	if s.Canceled != "" && s.Phase != PhaseTesting {
+		return State{}, fmt.Errorf("agent: persisted phase %q is marked canceled; only a trial can be", s.Phase)
 	}
 	return s, nil
 }

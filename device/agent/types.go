@@ -20,7 +20,8 @@ const (
 	ReasonBadSignature         = "bad_signature"         // signed, but not by a trusted key, or the signature does not verify
 	ReasonUnsigned             = "unsigned"              // the device trusts keys and the image carries no signature
 	ReasonFlashError           = "flash_error"           // writing, scheduling or confirming failed on the device
-	ReasonRollback             = "rollback"              // after the reboot the old image runs: the bootloader refused or reverted the new one
+	ReasonRollback             = "rollback"              // after the reboot the old image runs: the bootloader refused or reverted the new one before its self-test started
+	ReasonTrialReset           = "trial_reset"           // every attempt of the new image's trial was cut short by a reset (power loss, watchdog) and reverted
 	ReasonBaseMismatch         = "base_mismatch"         // the job's delta applies to another image than the one running (checked before downloading)
 	ReasonModemUpdateFailed    = "modem_update_failed"   // after its restart the modem does not run the expected firmware
 	ReasonSelfTestFailed       = "self_test_failed"      // the new image booted but its self-test failed or timed out
@@ -272,6 +273,7 @@ const (
 	EventEraseDone    AppEventKind = "erase_done"
 	EventDone         AppEventKind = "done"      // the image is installed on reboot; RebootRequired says whether to reboot
 	EventError        AppEventKind = "error"     // the job failed: Reason and Message say why
+	EventRetry        AppEventKind = "retry"     // a reset cut the new image's trial short: it is installed again (Message says why, and which attempt)
 	EventCanceled     AppEventKind = "canceled"  // the cloud canceled, removed or timed out the job
 	EventCompleted    AppEventKind = "completed" // the cloud accepted the job's terminal status (Status)
 )

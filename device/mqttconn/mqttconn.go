@@ -55,6 +55,10 @@ type Config struct {
 	ALPN bool
 	// KeepAlive (default 60s; AWS accepts 30s–1200s).
 	KeepAlive time.Duration
+	// ConnectTimeout bounds each connection attempt — TCP, TLS handshake,
+	// MQTT CONNECT — (default 20s): a link that accepts and then carries
+	// nothing fails the attempt instead of hanging it.
+	ConnectTimeout time.Duration
 	// CleanStart discards the broker's session at the first connection;
 	// otherwise the session (subscriptions and queued QoS 1 messages) is
 	// resumed, for SessionExpiry.
@@ -94,6 +98,7 @@ const (
 	CauseHandshake     Cause = "handshake"      // the broker refused the TLS handshake: the device's certificate
 	CauseClosed        Cause = "closed"         // the broker closed the connection during setup
 	CauseNotAuthorized Cause = "not-authorized" // the broker refused the MQTT connection (client id, policy)
+	CauseTimeout       Cause = "timeout"        // the endpoint accepted the connection but did not answer in time
 	CauseOther         Cause = "other"
 )
 
@@ -144,6 +149,9 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	if cfg.BackoffMin <= 0 {
 		cfg.BackoffMin = time.Second
 	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 20 * time.Second
+	}
 	if cfg.BackoffMax <= 0 {
 		cfg.BackoffMax = 2 * time.Minute
 	}
@@ -191,7 +199,7 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 		KeepAlive:                     uint16(cfg.KeepAlive / time.Second),
 		CleanStartOnInitialConnection: cfg.CleanStart,
 		SessionExpiryInterval:         uint32(cfg.SessionExpiry / time.Second),
-		ConnectTimeout:                20 * time.Second,
+		ConnectTimeout:                cfg.ConnectTimeout,
 		ReconnectBackoff: func(attempt int) time.Duration {
 			if attempt == 0 {
 				return 0
@@ -201,6 +209,10 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 			return next
 		},
 		AttemptConnection: func(ctx context.Context, _ autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
+			// autopaho bounds only the MQTT CONNECT by its ConnectTimeout:
+			// bound the dial and the TLS handshake too.
+			ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+			defer cancel()
 			raw, err := dial(ctx, "tcp", u.Host)
 			if err != nil {
 				return nil, err
@@ -398,6 +410,8 @@ func explain(addr string, err error) (Cause, error) {
 		dnsErr    *net.DNSError
 	)
 	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return CauseTimeout, fmt.Errorf("the broker at %s did not answer in time: check the network (a firewall or proxy that holds the connection) and the endpoint (%w)", addr, err)
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return CauseRefused, fmt.Errorf("nothing accepts connections at %s: check the endpoint and port (%w)", addr, err)
 	case errors.As(err, &dnsErr):

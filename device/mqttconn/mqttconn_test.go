@@ -213,6 +213,53 @@ func TestExplainedErrors(t *testing.T) {
 	}
 }
 
+// A link that accepts the connection and then carries nothing (a stalled
+// proxy, a black-holing firewall) fails the attempt within ConnectTimeout
+// — in the TLS handshake, which autopaho does not bound — and says so.
+func TestConnectTimeout(t *testing.T) {
+	p := newPKI(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var held []net.Conn
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c) // never answered
+		}
+	}()
+	errs := make(chan error, 16)
+	conn, err := Dial(context.Background(), Config{Endpoint: ln.Addr().String(), ClientID: "dev-1", Certificate: p.client, RootCAs: p.pool,
+		ConnectTimeout: 100 * time.Millisecond, BackoffMin: time.Hour, BackoffMax: time.Hour,
+		OnError: func(err error) {
+			select {
+			case errs <- err:
+			default:
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := waitFor(t, errs, "connection error")
+	conn.Close()
+	ln.Close()
+	<-accepted
+	for _, c := range held {
+		c.Close()
+	}
+	var ce *ConnectError
+	if !errors.As(got, &ce) || ce.Cause != CauseTimeout || !strings.Contains(got.Error(), "did not answer in time") {
+		t.Fatalf("error %v (%+v), want a timeout", got, ce)
+	}
+}
+
 // Each failed attempt reports the delay before the next one, which doubles
 // up to BackoffMax (with jitter: between half and all of it).
 func TestConnectErrorRetry(t *testing.T) {

@@ -402,6 +402,13 @@ func (r *Runner) goSelfTest(timeout time.Duration) {
 		if r.cfg.SelfTest != nil {
 			ctx, cancel := context.WithTimeout(r.ctx, timeout)
 			err = r.cfg.SelfTest(ctx)
+			if r.ctx.Err() != nil {
+				// The runner stops (a reboot, a shutdown): the self-test was
+				// cut short, not failed. The agent runs it again after the
+				// restart, or tells the reset from its persisted trial marker.
+				cancel()
+				return
+			}
 			if err == nil && ctx.Err() != nil {
 				err = fmt.Errorf("the self-test did not finish within %v", timeout)
 			}

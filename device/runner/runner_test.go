@@ -298,6 +298,50 @@ func TestSelfTestFailureRevertsAndReportsFailed(t *testing.T) {
 	}
 }
 
+// A runner stopped during the self-test (a shutdown, the watchdog) leaves
+// the trial marker for the next start and does not take the self-test's
+// interruption for a failure (which the loop would see only when it picks
+// the self-test's result before its own end: a race the runner closes).
+func TestStopDuringSelfTestIsNotAFailure(t *testing.T) {
+	oldImg, newImg := image(t, 10000, "1.0.0"), image(t, 20000, "1.0.1")
+	srv := serve(t, newImg)
+	doc, _ := jobdoc.Marshal(jobdoc.Spec{URL: srv.URL + "/a.bin"})
+	j := &jobs{exec: iotjobs.JobExecution{JobID: "fw-1", JobDocument: doc, Status: iotjobs.StatusQueued, VersionNumber: 1, ExecutionNumber: 1}}
+	d := newDevice(t, oldImg)
+	events := make(chan agent.AppEvent, 1000)
+	f := download.New(download.Config{})
+	defer f.CloseIdleConnections()
+	r := d.runner(t, f, events, nil)
+	j.r = r
+	if err := wait(t, runUntil(t, r, j)); !errors.Is(err, ErrReboot) {
+		t.Fatal(err)
+	}
+	d.swap(t)
+	started := make(chan struct{})
+	r2 := d.runner(t, f, events, func(ctx context.Context) error {
+		close(started)
+		<-ctx.Done()
+		return errors.New("interrupted") // what a self-test cut short may say
+	})
+	j.r = r2
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r2.Run(ctx, j) }()
+	<-started
+	cancel()
+	if err := wait(t, done); !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	rec, err := d.store.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := agent.UnmarshalState(rec)
+	if err != nil || st.Phase != agent.PhaseTesting || st.Trial != agent.TrialSelfTest || st.Outcome != nil {
+		t.Fatalf("persisted %+v (%v)", st, err)
+	}
+}
+
 func TestBadDownloadFailsJob(t *testing.T) {
 	oldImg := image(t, 10000, "1.0.0")
 	srv := httptest.NewServer(http.NotFoundHandler())

@@ -55,6 +55,11 @@ type agentSettings struct {
 	MaxHostLen              int  `json:"maxHostLen,omitempty"`
 	MaxPathLen              int  `json:"maxPathLen,omitempty"`
 	AllowDowngrade          bool `json:"allowDowngrade,omitempty"`
+	// InstallAttempts is how many trial boots an image gets when resets
+	// (power loss, watchdog) cut them short (agent.Config.InstallAttempts).
+	InstallAttempts int `json:"installAttempts,omitempty"`
+	// CancelDuringTrial is "finish" or "revert" (agent.Config.CancelDuringTrial).
+	CancelDuringTrial string `json:"cancelDuringTrial,omitempty"`
 }
 
 // Target types.
@@ -140,6 +145,12 @@ func readDeviceFile(path string) (*deviceFile, error) {
 	if err := f.Target.check(); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	if f.Agent.InstallAttempts < 0 {
+		return nil, fmt.Errorf("%s: agent.installAttempts is %d; give 1 or more (0 or absent: 3)", path, f.Agent.InstallAttempts)
+	}
+	if _, err := agent.ParseTrialCancel(f.Agent.CancelDuringTrial); err != nil {
+		return nil, fmt.Errorf("%s: agent.cancelDuringTrial: %w", path, err)
+	}
 	return &f, nil
 }
 
@@ -220,7 +231,8 @@ func (f *deviceFile) agentConfig() agent.Config {
 	}
 	return agent.Config{Thing: f.Thing, Limits: lim, ProgressPercent: a.ProgressPercent,
 		ProgressInterval: secs(a.ProgressIntervalSeconds), ReplyTimeout: secs(a.ReplyTimeoutSeconds),
-		SelfTestTimeout: secs(a.SelfTestTimeoutSeconds), AllowDowngrade: a.AllowDowngrade}
+		SelfTestTimeout: secs(a.SelfTestTimeoutSeconds), AllowDowngrade: a.AllowDowngrade,
+		InstallAttempts: a.InstallAttempts, CancelDuringTrial: agent.TrialCancel(a.CancelDuringTrial)}
 }
 
 func (f *deviceFile) downloadConfig(roots *x509.CertPool) download.Config {

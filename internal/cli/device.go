@@ -114,6 +114,8 @@ func eventPrinter(e *env, thing string) func(agent.AppEvent) {
 			fmt.Fprintf(e.out, "%s: job %s: %s image %s verified, rebooting into it\n", thing, ev.JobID, ev.ImageType, ev.Version)
 		case agent.EventError:
 			fmt.Fprintf(e.out, "%s: job %s: failed: %s: %s\n", thing, ev.JobID, ev.Reason, ev.Message)
+		case agent.EventRetry:
+			fmt.Fprintf(e.out, "%s: job %s: %s\n", thing, ev.JobID, ev.Message)
 		case agent.EventCanceled:
 			fmt.Fprintf(e.out, "%s: job %s: canceled by the cloud (%s)\n", thing, ev.JobID, ev.Message)
 		case agent.EventCompleted:

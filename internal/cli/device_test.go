@@ -19,6 +19,7 @@ import (
 	"github.com/awsfota/awsfota/cloud/emu"
 	"github.com/awsfota/awsfota/cloud/jobsvc"
 	"github.com/awsfota/awsfota/cloud/objstore"
+	"github.com/awsfota/awsfota/device/agent"
 	"github.com/awsfota/awsfota/device/flash"
 	"github.com/awsfota/awsfota/iotjobs"
 	"github.com/awsfota/awsfota/jobdoc"
@@ -381,6 +382,29 @@ func waitOutput(t *testing.T, out *syncBuffer, want string) {
 		case <-deadline:
 			t.Fatalf("output never showed %q:\n%s", want, out.String())
 		}
+	}
+}
+
+func TestDeviceFileTrialSettings(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "device.json")
+	base := `{"thing":"x","endpoint":"127.0.0.1:1","certFile":"c.pem","keyFile":"k.pem","agent":`
+	for agentJSON, want := range map[string]string{
+		`{"installAttempts":-1}`:           "agent.installAttempts is -1; give 1 or more",
+		`{"cancelDuringTrial":"rollback"}`: `agent.cancelDuringTrial: agent: a cancel during a trial can "finish" or "revert", not "rollback"`,
+	} {
+		os.WriteFile(p, []byte(base+agentJSON+"}"), 0o644)
+		if code, _, errOut := run(t, "device", "run", "--config", p, "--state", dir, "--sim"); code != exitFailure || !strings.Contains(errOut, want) {
+			t.Errorf("%s: %d %s", agentJSON, code, errOut)
+		}
+	}
+	os.WriteFile(p, []byte(base+`{"installAttempts":5,"cancelDuringTrial":"revert"}}`), 0o644)
+	f, err := readDeviceFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := f.agentConfig(); c.InstallAttempts != 5 || c.CancelDuringTrial != agent.TrialRevert {
+		t.Fatalf("agent config %+v", c)
 	}
 }
 

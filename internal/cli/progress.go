@@ -83,6 +83,8 @@ func (v *fleetView) event(thing string, e agent.AppEvent) {
 		r.device = "verified " + e.Version + ", rebooting into it"
 	case agent.EventError:
 		r.device = "failed: " + e.Reason
+	case agent.EventRetry:
+		r.device = "trial cut short by a reset: installing again"
 	case agent.EventCanceled:
 		r.device = "job canceled: " + e.Message
 	case agent.EventCompleted:

@@ -1,7 +1,8 @@
 // Package faultproxy is a TCP proxy for tests that injects network faults
 // between a client and a server: connections cut after a number of bytes
 // (with FIN or RST), stalled links that stay open but carry nothing more,
-// refused connections, and cuts on demand. It forwards bytes without looking
+// refused connections, and cuts on demand — the same fault for every
+// connection, or one per connection from a (seeded) chooser. It forwards bytes without looking
 // at them, so it serves plain HTTP as well as TLS (MQTT over mutual TLS, HTTPS)
 // unchanged.
 //
@@ -69,6 +70,7 @@ type Proxy struct {
 
 	mu     sync.Mutex
 	fault  Fault
+	choose func(n int64) Fault
 	conns  map[*conn]struct{}
 	closed bool
 
@@ -107,6 +109,18 @@ func (p *Proxy) SetFault(f Fault) {
 	for c := range p.conns {
 		c.apply(f)
 	}
+}
+
+// SetChooser makes choose pick the fault of every new connection from its
+// number n (0 for the first connection the proxy accepted), in place of
+// SetFault's; nil returns to SetFault's. Live connections keep their fault.
+// choose is called from one goroutine, in the order connections are
+// accepted, so a chooser drawing from a seeded source hands out the same
+// sequence of faults in every run.
+func (p *Proxy) SetChooser(choose func(n int64) Fault) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.choose = choose
 }
 
 // Stats returns the counters.
@@ -163,26 +177,29 @@ func (p *Proxy) accept() {
 			}
 			continue
 		}
+		f := p.takeFault(p.accepted.Add(1) - 1)
 		p.wg.Add(1)
-		go p.serve(c)
+		go p.serve(c, f)
 	}
 }
 
-// takeFault returns the fault for a new connection, clearing a Once fault.
-func (p *Proxy) takeFault() Fault {
+// takeFault returns the fault for new connection number n, clearing a Once
+// fault.
+func (p *Proxy) takeFault(n int64) Fault {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	f := p.fault
-	if f.Once {
+	choose, f := p.choose, p.fault
+	if choose == nil && f.Once {
 		p.fault = Fault{}
+	}
+	p.mu.Unlock()
+	if choose != nil {
+		return choose(n)
 	}
 	return f
 }
 
-func (p *Proxy) serve(client net.Conn) {
+func (p *Proxy) serve(client net.Conn, f Fault) {
 	defer p.wg.Done()
-	p.accepted.Add(1)
-	f := p.takeFault()
 	if f.Refuse {
 		p.refused.Add(1)
 		closeConn(client, f.Reset)

@@ -291,6 +291,29 @@ func TestOnce(t *testing.T) {
 	}
 }
 
+// A chooser gives each connection its own fault, by the order of accept.
+func TestChooser(t *testing.T) {
+	srv := newTCPServer(t, source(50_000))
+	p := newProxy(t, srv.addr())
+	var seen []int64
+	p.SetChooser(func(n int64) faultproxy.Fault {
+		seen = append(seen, n) // one goroutine: no lock needed
+		return faultproxy.Fault{CutAfter: 1000 * (n + 1)}
+	})
+	for i := range 3 {
+		if got, _ := io.ReadAll(dial(t, p)); len(got) != 1000*(i+1) {
+			t.Fatalf("connection %d: %d bytes, want %d", i, len(got), 1000*(i+1))
+		}
+	}
+	p.SetChooser(nil) // back to SetFault's (none)
+	if got, _ := io.ReadAll(dial(t, p)); len(got) != 50_000 {
+		t.Fatalf("after SetChooser(nil): %d bytes", len(got))
+	}
+	if len(seen) != 3 || seen[0] != 0 || seen[2] != 2 {
+		t.Fatalf("chooser called with %v", seen)
+	}
+}
+
 // A fault set while a connection is open applies to it, counting from then;
 // the zero Fault removes a pending cut.
 func TestSetFaultLive(t *testing.T) {
