@@ -41,6 +41,12 @@ func Apply(base io.ReaderAt, patch io.Reader, w io.Writer) (Info, error) {
 	a.hash = sha256.New()
 	a.rd.reset(bufio.NewReaderSize(io.LimitReader(patch, h.BodySize), patchBufSize), h.BodySize)
 	a.m.init()
+	if h.Version >= 2 && h.Transform != TransformNone {
+		if err := a.readMap(); err != nil {
+			return a.info, err
+		}
+		a.pr = newPredictor(h, a.amap, base)
+	}
 	if err := a.decode(); err != nil {
 		return a.info, err
 	}
@@ -66,6 +72,10 @@ type applier struct {
 	baseBuf []byte // a window of base starting at baseOff
 	baseOff int64
 	baseLen int
+
+	pr    *predictor // version 2 with a transform: predicts copies
+	amap  addrMap
+	chunk []byte // predicted bytes not used yet
 
 	out     []byte // result bytes not yet written
 	lastOut byte
@@ -127,6 +137,10 @@ func (a *applier) decode() error {
 		c, ok := m.copyLen.decode(rd)
 		if !ok || c > uint64(h.BaseSize-a.bp) || c > uint64(h.ResultSize-a.tp) {
 			return a.corrupt("copy of %d bytes from base offset %d does not fit", c, a.bp)
+		}
+		if a.pr != nil {
+			a.pr.begin(a.bp, a.tp, int64(c))
+			a.chunk = nil
 		}
 		if err := a.copyRegion(int64(c)); err != nil {
 			return err
@@ -196,6 +210,9 @@ func (a *applier) copyRegion(n int64) error {
 			return err
 		}
 		a.bp++
+		if a.pr != nil {
+			a.chunk = a.chunk[1:]
+		}
 		if err := a.emit(b + v); err != nil {
 			return err
 		}
@@ -226,6 +243,12 @@ func (a *applier) window() ([]byte, error) {
 }
 
 func (a *applier) baseByte() (byte, error) {
+	if a.pr != nil {
+		if err := a.fill(); err != nil {
+			return 0, err
+		}
+		return a.chunk[0], nil
+	}
 	b, err := a.window()
 	if err != nil {
 		return 0, err
@@ -233,8 +256,37 @@ func (a *applier) baseByte() (byte, error) {
 	return b[0], nil
 }
 
-// copyBase writes the next n base bytes to the result unchanged.
+// fill makes sure a.chunk has a predicted byte.
+func (a *applier) fill() error {
+	if len(a.chunk) > 0 {
+		return nil
+	}
+	b, err := a.pr.next()
+	if err != nil {
+		return err
+	}
+	if len(b) == 0 {
+		return a.corrupt("copy goes past its predicted bytes")
+	}
+	a.chunk = b
+	return nil
+}
+
+// copyBase writes the next n base bytes (predicted bytes with a transform)
+// to the result unchanged.
 func (a *applier) copyBase(n int64) error {
+	for n > 0 && a.pr != nil {
+		if err := a.fill(); err != nil {
+			return err
+		}
+		k := min(int64(len(a.chunk)), n)
+		if err := a.emitBytes(a.chunk[:k]); err != nil {
+			return err
+		}
+		a.chunk = a.chunk[k:]
+		a.bp += k
+		n -= k
+	}
 	for n > 0 {
 		b, err := a.window()
 		if err != nil {
@@ -288,6 +340,42 @@ func (a *applier) flush() error {
 	a.out = a.out[:0]
 	if err != nil {
 		return fmt.Errorf("delta: writing the result: %w", err)
+	}
+	return nil
+}
+
+// readMap decodes the address map at the start of a version 2 body.
+func (a *applier) readMap() error {
+	m, rd := &a.m, &a.rd
+	n, ok := m.mapCount.decode(rd)
+	if !ok || n > maxMapEntries {
+		return fmt.Errorf("%w: address map of %d entries (the limit is %d)", ErrCorrupt, n, maxMapEntries)
+	}
+	a.amap = addrMap{start: make([]uint32, n), dlt: make([]int32, n)}
+	var start, dl int64
+	for k := range int(n) {
+		g, ok := m.mapGap.decode(rd)
+		if !ok || (k > 0 && g == 0) || start+int64(g) >= max(a.info.BaseSize, 1) {
+			return fmt.Errorf("%w: address map entry %d starts past the base", ErrCorrupt, k)
+		}
+		neg := rd.bit(&m.mapSign) == 1
+		d, ok := m.mapDelta.decode(rd)
+		if !ok || d > 2*MaxImageSize {
+			return fmt.Errorf("%w: address map entry %d moves by more than the images' size", ErrCorrupt, k)
+		}
+		if neg {
+			dl -= int64(d)
+		} else {
+			dl += int64(d)
+		}
+		if dl < -MaxImageSize || dl > MaxImageSize {
+			return fmt.Errorf("%w: address map entry %d moves by more than the images' size", ErrCorrupt, k)
+		}
+		start += int64(g)
+		a.amap.start[k], a.amap.dlt[k] = uint32(start), int32(dl)
+		if rd.err != nil {
+			return rd.err
+		}
 	}
 	return nil
 }

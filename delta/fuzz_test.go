@@ -99,7 +99,7 @@ func FuzzReadHeader(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if !bytes.Equal(appendHeader(nil, h), b[:HeaderSize]) {
+		if !bytes.Equal(appendHeader(nil, h), b[:h.Size()]) {
 			t.Fatal("header does not re-encode to its bytes")
 		}
 		if h.BaseSize > MaxImageSize || h.ResultSize > MaxImageSize || h.BodySize > MaxBodySize {

@@ -22,11 +22,16 @@ type model struct {
 	literal     [16][256]prob   // inserted byte by the high nibble of the byte before
 	literal1    [256][256]prob  // and by the whole byte before
 	prev        byte            // last result byte (inserted or copied)
+	mapCount    intModel        // version 2: address map entries
+	mapGap      intModel        // distance between entries' base offsets
+	mapSign     prob            // sign of the change of delta
+	mapDelta    intModel        // magnitude of the change of delta
 }
 
 func (m *model) init() {
 	*m = model{seekNonZero: probInit, seekNeg: probInit}
-	for _, im := range []*intModel{&m.seekLen, &m.copyLen, &m.insertLen} {
+	m.mapSign = probInit
+	for _, im := range []*intModel{&m.seekLen, &m.copyLen, &m.insertLen, &m.mapCount, &m.mapGap, &m.mapDelta} {
 		im.init()
 	}
 	for i := range m.gap {
@@ -66,6 +71,7 @@ type encoder struct {
 	target  []byte
 	bp, tp  int64 // positions in base and target
 	changed int64
+	pred    *predictor // version 2: predicts copies from the base
 }
 
 func newEncoder(base, target []byte) *encoder {
@@ -93,6 +99,9 @@ func (e *encoder) record(r record) {
 
 	m.copyLen.encode(rc, uint64(r.copy))
 	base, target := e.base[e.bp:e.bp+r.copy], e.target[e.tp:e.tp+r.copy]
+	if e.pred != nil {
+		base = e.predict(r.copy)
+	}
 	state := gapStart
 	for i := 0; i < len(target); {
 		j := i
@@ -133,4 +142,41 @@ func (e *encoder) record(r record) {
 		m.prev = c
 	}
 	e.tp += r.insert
+}
+
+// predict returns the predicted bytes of a copy of n bytes at the current
+// positions.
+func (e *encoder) predict(n int64) []byte {
+	out := make([]byte, 0, n)
+	e.pred.begin(e.bp, e.tp, n)
+	for {
+		b, err := e.pred.next()
+		if err != nil {
+			panic(err) // the base is in memory: it cannot fail
+		}
+		if len(b) == 0 {
+			return out
+		}
+		out = append(out, b...)
+	}
+}
+
+// writeMap codes the address map.
+func (e *encoder) writeMap(am addrMap) {
+	m, rc := &e.m, e.rc
+	m.mapCount.encode(rc, uint64(len(am.start)))
+	var prevStart uint32
+	var prevDelta int32
+	for k := range am.start {
+		m.mapGap.encode(rc, uint64(am.start[k]-prevStart))
+		d := int64(am.dlt[k]) - int64(prevDelta)
+		if d < 0 {
+			rc.bit(&m.mapSign, 1)
+			d = -d
+		} else {
+			rc.bit(&m.mapSign, 0)
+		}
+		m.mapDelta.encode(rc, uint64(d))
+		prevStart, prevDelta = am.start[k], am.dlt[k]
+	}
 }
