@@ -41,6 +41,9 @@ func Apply(base io.ReaderAt, patch io.Reader, w io.Writer) (Info, error) {
 	a.hash = sha256.New()
 	a.rd.reset(bufio.NewReaderSize(io.LimitReader(patch, h.BodySize), patchBufSize), h.BodySize)
 	a.m.init()
+	if h.Coding == CodingMix {
+		a.lit = newLitModel()
+	}
 	if h.Version >= 2 && h.Transform != TransformNone {
 		if err := a.readMap(); err != nil {
 			return a.info, err
@@ -76,6 +79,9 @@ type applier struct {
 	pr    *predictor // version 2 with a transform: predicts copies
 	amap  addrMap
 	chunk []byte // predicted bytes not used yet
+
+	lit   *litModel  // coding 2: literals by context mixing
+	last4 uint32     // the last four result bytes
 
 	out     []byte // result bytes not yet written
 	lastOut byte
@@ -153,9 +159,18 @@ func (a *applier) decode() error {
 		if c == 0 && n == 0 {
 			return a.corrupt("empty record")
 		}
+		if a.lit != nil {
+			a.lit.hist = a.last4
+		}
 		for range n {
 			if rd.err != nil {
 				return rd.err
+			}
+			if a.lit != nil {
+				if err := a.emit(a.lit.decode(rd, int(a.tp&3))); err != nil {
+					return err
+				}
+				continue
 			}
 			b := byte(rd.tree2(m.literal[m.prev>>4][:], m.literal1[m.prev][:], 8))
 			m.prev = b
@@ -306,6 +321,7 @@ func (a *applier) emit(b byte) error {
 	a.out = append(a.out, b)
 	a.tp++
 	a.lastOut = b
+	a.last4 = a.last4<<8 | uint32(b)
 	if len(a.out) == cap(a.out) {
 		return a.flush()
 	}
@@ -317,6 +333,9 @@ func (a *applier) emitBytes(p []byte) error {
 		return nil
 	}
 	a.lastOut = p[len(p)-1]
+	for _, c := range p[max(len(p)-4, 0):] {
+		a.last4 = a.last4<<8 | uint32(c)
+	}
 	for len(p) > 0 {
 		k := min(len(p), cap(a.out)-len(a.out))
 		a.out = append(a.out, p[:k]...)

@@ -74,27 +74,24 @@ func CreateWith(w io.Writer, base io.ReaderAt, baseSize int64, target io.Reader,
 // encodeBest codes the records with the detected transform, with and
 // without pointer words, and keeps the smallest patch.
 func encodeBest(old, next []byte, recs []record, det Detection) ([]byte, Info) {
-	h := Header{Version: Version, Coding: CodingRange, Transform: det.Transform, ImageBase: det.ImageBase}
+	h := Header{Version: Version, Coding: CodingMix, Transform: det.Transform, ImageBase: det.ImageBase}
 	if det.Transform == TransformNone {
 		p, info := encodeV2(old, next, recs, h, addrMap{})
 		info.Detected = det.Reason
 		return p, info
 	}
 	am := buildMap(len(old), recs, 64)
+	base, pointers := pointerBase(old, next, recs, am, det.Transform, det.ImageBase)
+	h.ImageBase = base
+	if pointers {
+		h.TransformFlags = FlagPointers
+	}
 	if det.Transform == TransformAArch64 {
 		h.ImageBase = adrpBase(old, next, recs, am, h.ImageBase)
 	}
-	var best []byte
-	var bestInfo Info
-	for _, flags := range []uint8{0, FlagPointers} {
-		h.TransformFlags = flags
-		p, info := encodeV2(old, next, recs, h, am)
-		if best == nil || len(p) < len(best) {
-			best, bestInfo = p, info
-		}
-	}
-	bestInfo.Detected = det.Reason
-	return best, bestInfo
+	p, info := encodeV2(old, next, recs, h, am)
+	info.Detected = det.Reason
+	return p, info
 }
 
 // encode codes records that turn base into target as a version 1 patch.
@@ -121,6 +118,9 @@ func encodeV2(base, target []byte, recs []record, h Header, am addrMap) ([]byte,
 	h.BaseSize, h.BaseSHA256 = int64(len(base)), sha256.Sum256(base)
 	h.ResultSize, h.ResultSHA256 = int64(len(target)), sha256.Sum256(target)
 	e := newEncoder(base, target)
+	if h.Coding == CodingMix {
+		e.lit = newLitModel()
+	}
 	if h.Transform != TransformNone {
 		e.pred = newPredictor(h, am, bytes.NewReader(base))
 		e.writeMap(am)

@@ -255,3 +255,94 @@ func adrpBase(old, next []byte, recs []record, am addrMap, base uint64) uint64 {
 	}
 	return base&^0xfff | bestL
 }
+
+// pointerBase picks the load address under which the most pointer words
+// of the copies are predicted exactly, less those a wrong prediction would
+// spoil; ok is false when no address does more good than harm. Candidates
+// are the guess and addresses 256 bytes apart below the lowest changed word
+// of the densest window of changed words.
+func pointerBase(old, next []byte, recs []record, am addrMap, t Transform, guess uint64) (uint64, bool) {
+	size := 4
+	if t == TransformAArch64 || t == TransformX86_64 || t == TransformRV64 {
+		size = 8
+	}
+	word := func(b []byte) uint64 {
+		if size == 4 {
+			return uint64(binary.LittleEndian.Uint32(b))
+		}
+		return binary.LittleEndian.Uint64(b)
+	}
+	type site struct{ o, n uint64 }
+	var sites []site
+	var changed []uint64
+	var bp, tp int64
+	for _, r := range recs {
+		bp += r.seek
+		s := int64(size)
+		for i := (s - bp%s) % s; i+s <= r.copy; i += s {
+			o, n := word(old[bp+i:]), word(next[tp+i:])
+			if o < 4096 || o >= 1<<40 {
+				continue
+			}
+			sites = append(sites, site{o, n})
+			if o != n {
+				changed = append(changed, o)
+			}
+		}
+		bp += r.copy
+		tp += r.copy + r.insert
+	}
+	if len(changed) == 0 {
+		return guess, false
+	}
+	cands := []uint64{guess}
+	slices.Sort(changed)
+	span := uint64(len(old))
+	bestN, lo, j := 0, changed[0], 0
+	for i := range changed {
+		for changed[j]+span <= changed[i] {
+			j++
+		}
+		if n := i - j + 1; n > bestN {
+			bestN, lo = n, changed[j]
+		}
+	}
+	step := max(uint64(256), span/512&^0xff)
+	if len(sites) > 1<<13 { // a sample is enough to score
+		k := len(sites) / (1 << 13)
+		for i := range 1 << 13 {
+			sites[i] = sites[i*k]
+		}
+		sites = sites[:1<<13]
+	}
+	for b := lo &^ 0xff; ; b -= step {
+		cands = append(cands, b)
+		if b < step || lo-b >= span {
+			break
+		}
+	}
+	bestB, bestScore := guess, 0
+	for _, b := range cands {
+		score := 0
+		for _, s := range sites {
+			off := int64(s.o - b)
+			if s.o < b || off >= int64(len(old)) {
+				continue
+			}
+			p := uint64(off+am.delta(off)) + b
+			if size == 4 {
+				p &= 0xffffffff
+			}
+			switch {
+			case p == s.n && s.o != s.n:
+				score++
+			case p != s.n && s.o == s.n:
+				score--
+			}
+		}
+		if score > bestScore {
+			bestB, bestScore = b, score
+		}
+	}
+	return bestB, bestScore > 0
+}

@@ -72,6 +72,7 @@ type encoder struct {
 	bp, tp  int64 // positions in base and target
 	changed int64
 	pred    *predictor // version 2: predicts copies from the base
+	lit     *litModel  // coding 2: literals by context mixing
 }
 
 func newEncoder(base, target []byte) *encoder {
@@ -137,6 +138,18 @@ func (e *encoder) record(r record) {
 	e.tp += r.copy
 
 	m.insertLen.encode(rc, uint64(r.insert))
+	if e.lit != nil {
+		var h uint32
+		for _, c := range e.target[max(e.tp-4, 0):e.tp] {
+			h = h<<8 | uint32(c)
+		}
+		e.lit.hist = h
+		for i, c := range e.target[e.tp : e.tp+r.insert] {
+			e.lit.encode(rc, c, int(e.tp+int64(i))&3)
+		}
+		e.tp += r.insert
+		return
+	}
 	for _, c := range e.target[e.tp : e.tp+r.insert] {
 		rc.tree2(m.literal[m.prev>>4][:], m.literal1[m.prev][:], 8, uint32(c))
 		m.prev = c

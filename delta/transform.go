@@ -74,19 +74,19 @@ const (
 // Encoder and decoder run the same code on the same bytes, so whatever the
 // prediction, the residual (result minus prediction) rebuilds the result.
 type predictor struct {
-	t        Transform
-	pointers bool   // predict absolute pointer words
-	base     int64  // image load address
-	oldSize  int64  // base image size
-	amap     addrMap
-	src      io.ReaderAt
-	old      []byte // base bytes of the window
-	pred     []byte // predictions for the window
-	cur, tcur int64 // base and result offsets of old[0]
-	have     int    // bytes loaded in the window
-	done     int    // bytes returned by the last next, dropped on the next call
-	scan     int    // next window position to decode
-	rem      int64  // copy bytes not loaded yet
+	t         Transform
+	pointers  bool  // predict absolute pointer words
+	base      int64 // image load address
+	oldSize   int64 // base image size
+	amap      addrMap
+	src       io.ReaderAt
+	old       []byte // base bytes of the window
+	pred      []byte // predictions for the window
+	cur, tcur int64  // base and result offsets of old[0]
+	have      int    // bytes loaded in the window
+	done      int    // bytes returned by the last next, dropped on the next call
+	scan      int    // next window position to decode
+	rem       int64  // copy bytes not loaded yet
 }
 
 func newPredictor(h Header, amap addrMap, src io.ReaderAt) *predictor {
