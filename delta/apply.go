@@ -80,8 +80,8 @@ type applier struct {
 	amap  addrMap
 	chunk []byte // predicted bytes not used yet
 
-	lit   *litModel  // coding 2: literals by context mixing
-	last4 uint32     // the last four result bytes
+	lit   *litModel // coding 2: literals by context mixing
+	last4 uint32    // the last four result bytes
 
 	out     []byte // result bytes not yet written
 	lastOut byte
