@@ -90,7 +90,18 @@ func buildMap(oldSize int, recs []record, minRun int) addrMap {
 		if len(runs) <= maxMapEntries {
 			break
 		}
-		minRun = max(2*minRun, 16)
+		// Keep the longest runs: the next minimum is the length of the
+		// maxMapEntries-th longest (and one more when they tie).
+		lens := make([]int, len(runs))
+		for k := range runs {
+			end := oldSize
+			if k+1 < len(runs) {
+				end = runs[k+1].start
+			}
+			lens[k] = end - runs[k].start
+		}
+		slices.Sort(lens)
+		minRun = max(lens[len(lens)-maxMapEntries], minRun+1)
 	}
 	m := addrMap{start: make([]uint32, len(runs)), dlt: make([]int32, len(runs))}
 	for k, r := range runs {

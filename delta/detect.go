@@ -298,28 +298,30 @@ func pointerBase(old, next []byte, recs []record, am addrMap, t Transform, guess
 	cands := []uint64{guess}
 	slices.Sort(changed)
 	span := uint64(len(old))
-	bestN, lo, j := 0, changed[0], 0
-	for i := range changed {
-		for changed[j]+span <= changed[i] {
-			j++
-		}
-		if n := i - j + 1; n > bestN {
-			bestN, lo = n, changed[j]
-		}
-	}
 	step := max(uint64(256), span/512&^0xff)
-	if len(sites) > 1<<13 { // a sample is enough to score
-		k := len(sites) / (1 << 13)
-		for i := range 1 << 13 {
-			sites[i] = sites[i*k]
-		}
-		sites = sites[:1<<13]
-	}
-	for b := lo &^ 0xff; ; b -= step {
-		cands = append(cands, b)
-		if b < step || lo-b >= span {
+	// The densest windows of changed words (instructions that change
+	// cluster too, so take the best few), and addresses below each.
+	for range 4 {
+		if len(changed) == 0 {
 			break
 		}
+		bestN, lo, hi, j := 0, 0, 0, 0
+		for i := range changed {
+			for changed[j]+span <= changed[i] {
+				j++
+			}
+			if n := i - j + 1; n > bestN {
+				bestN, lo, hi = n, j, i+1
+			}
+		}
+		low := changed[lo]
+		for b := low &^ 0xff; ; b -= step {
+			cands = append(cands, b)
+			if b < step || low-b >= span {
+				break
+			}
+		}
+		changed = append(changed[:lo], changed[hi:]...)
 	}
 	bestB, bestScore := guess, 0
 	for _, b := range cands {

@@ -141,14 +141,15 @@ func (p *predictor) next() ([]byte, error) {
 	return p.pred[:p.scan], nil
 }
 
-// mapOff maps a base offset to the result offset the address map gives it;
-// offsets outside the base keep their value (an address outside the image,
-// such as a ROM function, does not move).
-func (p *predictor) mapOff(t int64) int64 {
+// mapOff maps a base offset to the result offset the address map gives
+// it; ok is false for an offset outside the base, whose reference is then
+// left as it is (it is more likely data that looks like an instruction
+// than a reference out of the image).
+func (p *predictor) mapOff(t int64) (int64, bool) {
 	if t < 0 || t >= p.oldSize {
-		return t
+		return t, false
 	}
-	return t + p.amap.delta(t)
+	return t + p.amap.delta(t), true
 }
 
 // pointer predicts the n-byte little-endian word at i if it holds an
@@ -167,7 +168,8 @@ func (p *predictor) pointer(i, n int) bool {
 	if v >= 1<<62 || off < 0 || off >= p.oldSize {
 		return false
 	}
-	nv := uint64(p.mapOff(off) + p.base)
+	no, _ := p.mapOff(off)
+	nv := uint64(no + p.base)
 	if n == 4 {
 		binary.LittleEndian.PutUint32(p.pred[i:], uint32(nv))
 	} else {
@@ -223,9 +225,9 @@ func (p *predictor) stepThumb2(i, avail int, op, np int64) int {
 		j1, j2 := hw2>>13&1, hw2>>11&1
 		i1, i2 := ^(j1^s)&1, ^(j2^s)&1
 		imm := sext(s<<24|i1<<23|i2<<22|(hw1&0x3ff)<<12|(hw2&0x7ff)<<1, 25)
-		t := p.mapOff(op + 4 + imm)
+		t, ok := p.mapOff(op + 4 + imm)
 		ni := t - (np + 4)
-		if fits(ni, 25) && ni&1 == 0 {
+		if ok && fits(ni, 25) && ni&1 == 0 {
 			u := uint32(ni)
 			s = u >> 24 & 1
 			j1, j2 = ^(u>>23&1^s)&1, ^(u>>22&1^s)&1
@@ -248,9 +250,9 @@ func (p *predictor) stepARM(i, avail int, op, np int64) int {
 	}
 	ins := binary.LittleEndian.Uint32(p.old[i:])
 	if ins&0x0e000000 == 0x0a000000 && ins>>28 != 0xf {
-		t := p.mapOff(op + 8 + sext(ins&0xffffff, 24)<<2)
+		t, ok := p.mapOff(op + 8 + sext(ins&0xffffff, 24)<<2)
 		ni := t - (np + 8)
-		if ni&3 == 0 && fits(ni>>2, 24) {
+		if ok && ni&3 == 0 && fits(ni>>2, 24) {
 			binary.LittleEndian.PutUint32(p.pred[i:], ins&0xff000000|uint32(ni>>2)&0xffffff)
 		}
 	}
@@ -269,9 +271,9 @@ func (p *predictor) stepAArch64(i, avail int, op, np int64) int {
 	ins := binary.LittleEndian.Uint32(p.old[i:])
 	switch {
 	case ins&0x7c000000 == 0x14000000: // B, BL
-		t := p.mapOff(op + sext(ins&0x3ffffff, 26)<<2)
+		t, ok := p.mapOff(op + sext(ins&0x3ffffff, 26)<<2)
 		ni := t - np
-		if ni&3 == 0 && fits(ni>>2, 26) {
+		if ok && ni&3 == 0 && fits(ni>>2, 26) {
 			binary.LittleEndian.PutUint32(p.pred[i:], ins&0xfc000000|uint32(ni>>2)&0x3ffffff)
 		}
 	case ins&0x9f000000 == 0x90000000: // ADRP
@@ -297,7 +299,8 @@ func (p *predictor) stepAArch64(i, avail int, op, np int64) int {
 				return 4
 			}
 			target := page + int64(ins2>>10&0xfff)<<scale
-			nt := p.mapOff(target-p.base) + p.base
+			nt, _ := p.mapOff(target - p.base) // outside: the same address
+			nt += p.base
 			npage := nt &^ 0xfff
 			d := (npage - (p.base+np)&^0xfff) >> 12
 			lo := nt & 0xfff
@@ -336,8 +339,9 @@ func (p *predictor) stepRISCV(i, avail int, op, np int64) int {
 	switch ins & 0x7f {
 	case 0x6f: // JAL
 		imm := sext(ins>>31<<20|ins>>12&0xff<<12|ins>>20&1<<11|ins>>21&0x3ff<<1, 21)
-		ni := p.mapOff(op+imm) - np
-		if fits(ni, 21) && ni&1 == 0 {
+		t, ok := p.mapOff(op + imm)
+		ni := t - np
+		if ok && fits(ni, 21) && ni&1 == 0 {
 			u := uint32(ni)
 			binary.LittleEndian.PutUint32(p.pred[i:], ins&0xfff|u>>20&1<<31|u>>1&0x3ff<<21|u>>11&1<<20|u>>12&0xff<<12)
 		}
@@ -366,7 +370,8 @@ func (p *predictor) stepRISCV(i, avail int, op, np int64) int {
 		hi := sext(ins&0xfffff000, 32)
 		var nv int64
 		if ins&0x7f == 0x17 {
-			nv = p.mapOff(op+hi+lo) - np
+			t, _ := p.mapOff(op + hi + lo) // outside: the same address
+			nv = t - np
 		} else {
 			abs := hi + lo
 			if p.t == TransformRV32 {
@@ -376,7 +381,8 @@ func (p *predictor) stepRISCV(i, avail int, op, np int64) int {
 			if !p.pointers || off < 0 || off >= p.oldSize {
 				return 8
 			}
-			nv = p.mapOff(off) + p.base
+			t, _ := p.mapOff(off)
+			nv = t + p.base
 			if p.t == TransformRV32 {
 				nv = int64(int32(nv))
 			}
@@ -407,15 +413,16 @@ func (p *predictor) stepX86(i, avail int, op, np int64) int {
 	}
 	b := p.old[i]
 	at, end := 0, 0 // displacement offset and instruction length
+	rip := false
 	switch {
 	case b == 0xe8 || b == 0xe9:
 		at, end = 1, 5
 	case b == 0x0f && avail >= 2 && p.old[i+1]&0xf0 == 0x80:
 		at, end = 2, 6
 	case (b == 0x48 || b == 0x4c) && avail >= 3 && p.old[i+2]&0xc7 == 0x05 && ripOp[p.old[i+1]]:
-		at, end = 3, 7
+		at, end, rip = 3, 7, true
 	case ripOp[b] && avail >= 2 && p.old[i+1]&0xc7 == 0x05:
-		at, end = 2, 6
+		at, end, rip = 2, 6, true
 	default:
 		return 1
 	}
@@ -423,10 +430,13 @@ func (p *predictor) stepX86(i, avail int, op, np int64) int {
 		return 1
 	}
 	t := op + int64(end) + int64(int32(binary.LittleEndian.Uint32(p.old[i+at:])))
-	if t < 0 || t >= p.oldSize {
+	// A RIP-relative operand just past the image (.bss) keeps its address;
+	// a branch out of the image is more likely data.
+	if t < 0 || t >= p.oldSize && !(rip && t < 2*p.oldSize) {
 		return 1
 	}
-	nd := p.mapOff(t) - (np + int64(end))
+	nt, _ := p.mapOff(t)
+	nd := nt - (np + int64(end))
 	if fits(nd, 32) {
 		binary.LittleEndian.PutUint32(p.pred[i+at:], uint32(nd))
 	}
