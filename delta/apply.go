@@ -40,7 +40,7 @@ func Apply(base io.ReaderAt, patch io.Reader, w io.Writer) (Info, error) {
 	a.out = make([]byte, 0, resultBufSize)
 	a.hash = sha256.New()
 	a.rd.reset(bufio.NewReaderSize(io.LimitReader(patch, h.BodySize), patchBufSize), h.BodySize)
-	a.m.init()
+	a.m.init(h.Coding)
 	if h.Coding == CodingMix {
 		a.lit = newLitModel()
 	}
@@ -172,7 +172,7 @@ func (a *applier) decode() error {
 				}
 				continue
 			}
-			b := byte(rd.tree2(m.literal[m.prev>>4][:], m.literal1[m.prev][:], 8))
+			b := byte(rd.tree2(m.lit1.literal[m.prev>>4][:], m.lit1.literal1[m.prev][:], 8))
 			m.prev = b
 			if err := a.emit(b); err != nil {
 				return err

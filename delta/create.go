@@ -96,7 +96,7 @@ func encodeBest(old, next []byte, recs []record, det Detection) ([]byte, Info) {
 
 // encode codes records that turn base into target as a version 1 patch.
 func encode(base, target []byte, recs []record) ([]byte, Info) {
-	e := newEncoder(base, target)
+	e := newEncoder(base, target, CodingRange)
 	info := Info{Header: Header{Version: 1, Coding: CodingRange,
 		BaseSize: int64(len(base)), BaseSHA256: sha256.Sum256(base),
 		ResultSize: int64(len(target)), ResultSHA256: sha256.Sum256(target)}}
@@ -117,7 +117,7 @@ func encode(base, target []byte, recs []record) ([]byte, Info) {
 func encodeV2(base, target []byte, recs []record, h Header, am addrMap) ([]byte, Info) {
 	h.BaseSize, h.BaseSHA256 = int64(len(base)), sha256.Sum256(base)
 	h.ResultSize, h.ResultSHA256 = int64(len(target)), sha256.Sum256(target)
-	e := newEncoder(base, target)
+	e := newEncoder(base, target, h.Coding)
 	if h.Coding == CodingMix {
 		e.lit = newLitModel()
 	}

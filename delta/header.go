@@ -285,10 +285,8 @@ func ReadHeader(r io.Reader) (Header, error) {
 		return Header{}, fmt.Errorf("%w: only %d bytes", ErrNotPatch, n)
 	case !IsPatch(b[:n]):
 		return Header{}, ErrNotPatch
-	case n > offVersion && b[offVersion] > Version:
+	default: // cut: ParseHeader says so, or that the version is unknown
 		return ParseHeader(b[:n])
-	default:
-		return Header{}, fmt.Errorf("%w: patch ends after %d bytes of its header", ErrCorrupt, n)
 	}
 	return ParseHeader(b[:n])
 }

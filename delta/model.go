@@ -19,8 +19,7 @@ type model struct {
 	same        [4 * 3]prob     // value equals the lane's previous value
 	value       [4][256]prob    // value per lane, as an 8-bit tree
 	last        [4]byte         // previous value per lane
-	literal     [16][256]prob   // inserted byte by the high nibble of the byte before
-	literal1    [256][256]prob  // and by the whole byte before
+	lit1        *v1Literals     // coding 1's literal model (coding 2 has litModel)
 	prev        byte            // last result byte (inserted or copied)
 	mapCount    intModel        // version 2: address map entries
 	mapGap      intModel        // distance between entries' base offsets
@@ -28,8 +27,24 @@ type model struct {
 	mapDelta    intModel        // magnitude of the change of delta
 }
 
-func (m *model) init() {
+// v1Literals is coding 1's literal model.
+type v1Literals struct {
+	literal  [16][256]prob  // inserted byte by the high nibble of the byte before
+	literal1 [256][256]prob // and by the whole byte before
+}
+
+// init resets the model; coding 1 also has its literal tables.
+func (m *model) init(c Coding) {
 	*m = model{seekNonZero: probInit, seekNeg: probInit}
+	if c == CodingRange {
+		m.lit1 = &v1Literals{}
+		for i := range m.lit1.literal {
+			initProbs(m.lit1.literal[i][:])
+		}
+		for i := range m.lit1.literal1 {
+			initProbs(m.lit1.literal1[i][:])
+		}
+	}
 	m.mapSign = probInit
 	for _, im := range []*intModel{&m.seekLen, &m.copyLen, &m.insertLen, &m.mapCount, &m.mapGap, &m.mapDelta} {
 		im.init()
@@ -40,12 +55,6 @@ func (m *model) init() {
 	initProbs(m.same[:])
 	for i := range m.value {
 		initProbs(m.value[i][:])
-	}
-	for i := range m.literal {
-		initProbs(m.literal[i][:])
-	}
-	for i := range m.literal1 {
-		initProbs(m.literal1[i][:])
 	}
 }
 
@@ -75,9 +84,9 @@ type encoder struct {
 	lit     *litModel  // coding 2: literals by context mixing
 }
 
-func newEncoder(base, target []byte) *encoder {
+func newEncoder(base, target []byte, c Coding) *encoder {
 	e := &encoder{rc: newRangeEncoder(), base: base, target: target}
-	e.m.init()
+	e.m.init(c)
 	return e
 }
 
@@ -151,7 +160,7 @@ func (e *encoder) record(r record) {
 		return
 	}
 	for _, c := range e.target[e.tp : e.tp+r.insert] {
-		rc.tree2(m.literal[m.prev>>4][:], m.literal1[m.prev][:], 8, uint32(c))
+		rc.tree2(m.lit1.literal[m.prev>>4][:], m.lit1.literal1[m.prev][:], 8, uint32(c))
 		m.prev = c
 	}
 	e.tp += r.insert
