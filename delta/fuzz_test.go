@@ -2,9 +2,9 @@ package delta
 
 import (
 	"bytes"
-	"math/rand/v2"
 	"crypto/sha256"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"testing"
 )
