@@ -65,6 +65,14 @@ func CreateWith(w io.Writer, base io.ReaderAt, baseSize int64, target io.Reader,
 	}
 	recs := diff(old, next, o.Progress)
 	patch, info := encodeBest(old, next, recs, det)
+	if det.Transform != TransformNone {
+		// Matching the normalized images finds code whose references
+		// changed; keep whichever patch is smaller.
+		nrecs := diff(normalize(old, det.Transform), normalize(next, det.Transform), o.Progress)
+		if p2, info2 := encodeBest(old, next, nrecs, det); len(p2) < len(patch) {
+			patch, info = p2, info2
+		}
+	}
 	if _, err := w.Write(patch); err != nil {
 		return Info{}, fmt.Errorf("delta: writing the patch: %w", err)
 	}
