@@ -34,6 +34,11 @@ func Apply(base io.ReaderAt, patch io.Reader, w io.Writer) (Info, error) {
 		return Info{}, err
 	}
 	a := &applier{info: Info{Header: h}, base: base, w: w, baseBuf: make([]byte, baseBufSize)}
+	if h.Coding == CodingMix {
+		a.lit = newLitModel()
+		a.lit.baseAt = a.matchByte
+		a.lit.baseSize = h.BaseSize
+	}
 	if err := a.checkBase(); err != nil {
 		return a.info, err
 	}
@@ -41,9 +46,6 @@ func Apply(base io.ReaderAt, patch io.Reader, w io.Writer) (Info, error) {
 	a.hash = sha256.New()
 	a.rd.reset(bufio.NewReaderSize(io.LimitReader(patch, h.BodySize), patchBufSize), h.BodySize)
 	a.m.init(h.Coding)
-	if h.Coding == CodingMix {
-		a.lit = newLitModel()
-	}
 	if h.Version >= 2 && h.Transform != TransformNone {
 		if err := a.readMap(); err != nil {
 			return a.info, err
@@ -82,6 +84,10 @@ type applier struct {
 
 	lit   *litModel // coding 2: literals by context mixing
 	last4 uint32    // the last four result bytes
+	mbuf  [64]byte  // the match model's window on the base
+	moff  int64
+	mlen  int
+	merr  error
 
 	out     []byte // result bytes not yet written
 	lastOut byte
@@ -93,9 +99,13 @@ func (a *applier) checkBase() error {
 	h := a.info.Header
 	sum := sha256.New()
 	var n int64
+	var hh uint32
 	for n < h.BaseSize {
 		k, err := a.base.ReadAt(a.baseBuf[:min(int64(len(a.baseBuf)), h.BaseSize-n)], n)
 		sum.Write(a.baseBuf[:k])
+		if a.lit != nil {
+			a.lit.indexBase(a.baseBuf[:k], n, &hh)
+		}
 		n += int64(k)
 		if err != nil && (err != io.EOF || n < h.BaseSize) {
 			if errors.Is(err, io.EOF) {
@@ -165,6 +175,9 @@ func (a *applier) decode() error {
 		for range n {
 			if rd.err != nil {
 				return rd.err
+			}
+			if a.merr != nil {
+				return a.merr
 			}
 			if a.lit != nil {
 				if err := a.emit(a.lit.decode(rd, int(a.tp&3))); err != nil {
@@ -397,4 +410,25 @@ func (a *applier) readMap() error {
 		}
 	}
 	return nil
+}
+
+// matchByte returns the base byte at pos for the match model, through a
+// small window; a read error is kept for decode to report.
+func (a *applier) matchByte(pos int64) byte {
+	if pos < a.moff || pos >= a.moff+int64(a.mlen) {
+		want := min(int64(len(a.mbuf)), a.info.BaseSize-pos)
+		k, err := a.base.ReadAt(a.mbuf[:want], pos)
+		if int64(k) < want {
+			if err == nil || err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			if a.merr == nil {
+				a.merr = fmt.Errorf("delta: reading the base at %d: %w", pos, err)
+			}
+			a.mlen = 0
+			return 0
+		}
+		a.moff, a.mlen = pos, k
+	}
+	return a.mbuf[pos-a.moff]
 }

@@ -44,7 +44,10 @@ var stretchTab = func() (t [4096]int16) {
 // Literal model sizes: four context tables of 2^16 16-bit probabilities.
 const (
 	litBits   = 16
-	litInputs = 5 // four models and a bias
+	litInputs = 6 // four models, the match model and a bias
+	// The match model's index of the base: the position after each
+	// 4-byte string, by a hash of the string.
+	matchBits = 15
 	litSets   = 4 * 8
 )
 
@@ -59,6 +62,61 @@ type litModel struct {
 	idx [4]uint32
 	st  [litInputs]int32
 	pr  int32
+
+	// Match model: where the last four result bytes were last seen in
+	// the base, and how many bytes have matched since.
+	index    [1 << matchBits]uint32 // base position + 1, or 0
+	baseAt   func(pos int64) byte   // reads the base
+	baseSize int64
+	mptr     int64 // base position of the predicted byte; -1: none
+	mlen     int   // bytes predicted right in a row
+	mbyte    uint32
+	mbit     int32      // expected bit: 0, 1, or -1 for none
+	msm      [16]uint16 // P(expected bit is right) by min(mlen, 15)
+}
+
+func matchHash(h uint32) uint32 { return h * 0x9e3779b1 >> (32 - matchBits) }
+
+// indexBase adds a chunk of the base, read in order from its start, to the
+// match model's index; h carries the last four bytes across chunks.
+func (m *litModel) indexBase(chunk []byte, off int64, h *uint32) {
+	for i, c := range chunk {
+		if off+int64(i) >= 4 {
+			m.index[matchHash(*h)] = uint32(off + int64(i) + 1)
+		}
+		*h = *h<<8 | uint32(c)
+	}
+}
+
+// startByte looks the match up before a literal byte.
+func (m *litModel) startByte() {
+	if m.baseAt == nil {
+		return
+	}
+	if m.mptr < 0 {
+		if p := m.index[matchHash(m.hist)]; p != 0 {
+			m.mptr, m.mlen = int64(p-1), 0
+		}
+	}
+	if m.mptr >= 0 {
+		m.mbyte = uint32(m.baseAt(m.mptr)) | 0x100
+	}
+}
+
+// endByte follows or drops the match after a literal byte c.
+func (m *litModel) endByte(c byte) {
+	if m.mptr < 0 {
+		return
+	}
+	if m.mbyte&0xff == uint32(c) {
+		m.mlen++
+		m.mptr++
+		if m.mptr >= m.baseSize {
+			m.mptr = -1
+		}
+	} else {
+		m.mptr, m.mlen = -1, 0
+	}
 }
 
 func newLitModel() *litModel {
@@ -73,6 +131,10 @@ func newLitModel() *litModel {
 			m.w[i][j] = 1 << 14
 		}
 	}
+	for i := range m.msm {
+		m.msm[i] = 3 << 14
+	}
+	m.mptr = -1
 	return m
 }
 
@@ -84,6 +146,23 @@ func (m *litModel) ctx(c0 uint32, lane int) {
 	m.idx[1] = (h&0xff)<<8 | c0
 	m.idx[2] = ((h&0xffff)*0x2f0b4ed3>>16 ^ c0*0x9e5) & (1<<litBits - 1)
 	m.idx[3] = ((h&0xffffff)*0x6f4f2a45>>15 ^ c0*0x3f1b) & (1<<litBits - 1)
+	m.mbit = -1
+	if m.mptr >= 0 {
+		// The bits so far agree with the expected byte's: expect its next.
+		n := bitsLen(c0) - 1
+		if m.mbyte>>(8-n) == c0 {
+			m.mbit = int32(m.mbyte>>(7-n)) & 1
+		}
+	}
+}
+
+func bitsLen(c0 uint32) int {
+	n := 0
+	for c0 != 0 {
+		n++
+		c0 >>= 1
+	}
+	return n
 }
 
 // p returns the mixed probability (12 bits) that the next bit is 1.
@@ -92,7 +171,15 @@ func (m *litModel) p(set int) int32 {
 	for i := range 4 {
 		m.st[i] = int32(stretchTab[m.t[i][m.idx[i]]>>4])
 	}
-	m.st[4] = 256
+	m.st[4] = 0
+	if m.mbit >= 0 {
+		st := int32(stretchTab[m.msm[min(m.mlen, 15)]>>4])
+		if m.mbit == 0 {
+			st = -st
+		}
+		m.st[4] = st
+	}
+	m.st[5] = 256
 	w := &m.w[set]
 	for i := range litInputs {
 		dot += int64(m.st[i]) * int64(w[i])
@@ -117,6 +204,14 @@ func (m *litModel) update(set int, bit uint32) {
 			*p -= *p >> litRates[i]
 		}
 	}
+	if m.mbit >= 0 {
+		p := &m.msm[min(m.mlen, 15)]
+		if uint32(m.mbit) == bit {
+			*p += (0xffff - *p) >> 5
+		} else {
+			*p -= *p >> 5
+		}
+	}
 }
 
 func (m *litModel) push(b byte) { m.hist = m.hist<<8 | uint32(b) }
@@ -125,6 +220,7 @@ func (m *litModel) push(b byte) { m.hist = m.hist<<8 | uint32(b) }
 func clampP(p int32) uint32 { return uint32(min(max(p, 1), 4095)) }
 
 func (m *litModel) encode(e *rangeEncoder, c byte, lane int) {
+	m.startByte()
 	c0 := uint32(1)
 	for i := 7; i >= 0; i-- {
 		bit := uint32(c) >> uint(i) & 1
@@ -134,10 +230,12 @@ func (m *litModel) encode(e *rangeEncoder, c byte, lane int) {
 		m.update(set, bit)
 		c0 = c0<<1 | bit
 	}
+	m.endByte(c)
 	m.push(c)
 }
 
 func (m *litModel) decode(d *rangeDecoder, lane int) byte {
+	m.startByte()
 	c0 := uint32(1)
 	for i := 7; i >= 0; i-- {
 		m.ctx(c0, lane)
@@ -147,6 +245,7 @@ func (m *litModel) decode(d *rangeDecoder, lane int) byte {
 		c0 = c0<<1 | bit
 	}
 	c := byte(c0)
+	m.endByte(c)
 	m.push(c)
 	return c
 }

@@ -128,6 +128,10 @@ func encodeV2(base, target []byte, recs []record, h Header, am addrMap) ([]byte,
 	e := newEncoder(base, target, h.Coding)
 	if h.Coding == CodingMix {
 		e.lit = newLitModel()
+		var hh uint32
+		e.lit.indexBase(base, 0, &hh)
+		e.lit.baseAt = func(pos int64) byte { return base[pos] }
+		e.lit.baseSize = int64(len(base))
 	}
 	if h.Transform != TransformNone {
 		e.pred = newPredictor(h, am, bytes.NewReader(base))

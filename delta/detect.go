@@ -101,7 +101,20 @@ func callsThumb2(b []byte) (n int) {
 	return n
 }
 
+// callsARM counts A32 BL instructions into the image, if the image looks
+// like A32 at all: most A32 instructions carry the condition "always"
+// (0xe in the top nibble), and without that the 0xeb top byte of BL is as
+// likely an AArch64 SUBS.
 func callsARM(b []byte) (n int) {
+	always := 0
+	for i := 0; i+4 <= len(b); i += 4 {
+		if b[i+3]>>4 == 0xe {
+			always++
+		}
+	}
+	if always < len(b)/4*3/10 {
+		return 0
+	}
 	for i := 0; i+4 <= len(b); i += 4 {
 		w := binary.LittleEndian.Uint32(b[i:])
 		if w&0xff000000 == 0xeb000000 {
