@@ -63,16 +63,14 @@ func CreateWith(w io.Writer, base io.ReaderAt, baseSize int64, target io.Reader,
 			det.ImageBase = guessBase(old, tr)
 		}
 	}
-	recs := diff(old, next, o.Progress)
-	patch, info := encodeBest(old, next, recs, det)
+	// With a transform, the images are matched with their references'
+	// offsets zeroed (normalized), so that code whose calls changed only
+	// because code moved still matches.
+	a, b := old, next
 	if det.Transform != TransformNone {
-		// Matching the normalized images finds code whose references
-		// changed; keep whichever patch is smaller.
-		nrecs := diff(normalize(old, det.Transform), normalize(next, det.Transform), o.Progress)
-		if p2, info2 := encodeBest(old, next, nrecs, det); len(p2) < len(patch) {
-			patch, info = p2, info2
-		}
+		a, b = normalize(old, det.Transform), normalize(next, det.Transform)
 	}
+	patch, info := encodeBest(old, next, diff(a, b, o.Progress), det)
 	if _, err := w.Write(patch); err != nil {
 		return Info{}, fmt.Errorf("delta: writing the patch: %w", err)
 	}

@@ -225,7 +225,7 @@ func adrpBase(old, next []byte, recs []record, am addrMap, base uint64) uint64 {
 	var bp, tp int64
 	for _, r := range recs {
 		bp += r.seek
-		for i := (4 - bp&3) & 3; i+8 <= r.copy && len(sites) < 1<<12; i += 4 {
+		for i := (4 - bp&3) & 3; i+8 <= r.copy && len(sites) < 1<<10; i += 4 {
 			ins := binary.LittleEndian.Uint32(old[bp+i:])
 			if ins&0x9f000000 != 0x90000000 {
 				continue
@@ -311,7 +311,7 @@ func pointerBase(old, next []byte, recs []record, am addrMap, t Transform, guess
 	cands := []uint64{guess}
 	slices.Sort(changed)
 	span := uint64(len(old))
-	step := max(uint64(256), span/512&^0xff)
+	step := max(uint64(256), span/128&^0xff)
 	// The densest windows of changed words (instructions that change
 	// cluster too, so take the best few), and addresses below each.
 	for range 4 {
