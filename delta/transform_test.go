@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"testing"
 )
 
@@ -256,5 +257,35 @@ func TestAddrMapBounded(t *testing.T) {
 	}
 	if d := m.delta(150); d != 1 {
 		t.Errorf("delta at 150 is %d, want 1 (the second copy, the longest, lands one byte further)", d)
+	}
+}
+
+// TestRealCodePerArch patches littlefs v2.9.2 → v2.9.3 built for each
+// instruction set (testdata/littlefs): detected as that set, rebuilt
+// exactly, and at most 0.85 of bsdiff's patch (recorded in the README).
+func TestRealCodePerArch(t *testing.T) {
+	bsdiff := map[string]int{"thumb2": 839, "rv32": 776, "aarch64": 950, "x86_64": 885}
+	want := map[string]Transform{"thumb2": TransformThumb2, "rv32": TransformRV32, "aarch64": TransformAArch64, "x86_64": TransformX86_64}
+	for arch, bs := range bsdiff {
+		t.Run(arch, func(t *testing.T) {
+			old, err := os.ReadFile("../testdata/littlefs/" + arch + "-v2.9.2.bin")
+			if err != nil {
+				t.Fatal(err)
+			}
+			next, err := os.ReadFile("../testdata/littlefs/" + arch + "-v2.9.3.bin")
+			if err != nil {
+				t.Fatal(err)
+			}
+			patch, info := createArch(t, old, next, "auto")
+			applyCheck(t, old, patch, next)
+			none, _ := createArch(t, old, next, "none")
+			t.Logf("%s: %d bytes (%.2f of bsdiff's %d; %d without the transform)", arch, len(patch), float64(len(patch))/float64(bs), bs, len(none))
+			if info.Transform != want[arch] {
+				t.Errorf("detected %s (%s)", info.Transform, info.Detected)
+			}
+			if float64(len(patch)) > 0.85*float64(bs) {
+				t.Errorf("patch %d bytes, over 0.85 of bsdiff's %d", len(patch), bs)
+			}
+		})
 	}
 }
