@@ -19,12 +19,21 @@ func normalize(img []byte, t Transform) []byte {
 	case TransformThumb2:
 		for i := 0; i+4 <= n; i += 2 {
 			hw1, hw2 := binary.LittleEndian.Uint16(b[i:]), binary.LittleEndian.Uint16(b[i+2:])
-			if hw1&0xf800 == 0xf000 && hw2&0x9000 == 0x9000 {
+			switch {
+			case hw1&0xf800 == 0xf000 && hw2&0x9000 == 0x9000:
 				binary.LittleEndian.PutUint16(b[i:], hw1&0xf800)
 				binary.LittleEndian.PutUint16(b[i+2:], hw2&0xd000)
 				i += 2
-			} else if hw1>>11 >= 0x1d {
+			case hw1&0xf800 == 0xf000 && hw2&0xd000 == 0x8000:
+				binary.LittleEndian.PutUint16(b[i:], hw1&0xfbc0)
+				binary.LittleEndian.PutUint16(b[i+2:], hw2&0xd000)
 				i += 2
+			case hw1>>11 >= 0x1d:
+				i += 2
+			case hw1&0xf000 == 0xd000 && hw1&0x0e00 != 0x0e00:
+				binary.LittleEndian.PutUint16(b[i:], hw1&0xff00)
+			case hw1&0xf800 == 0xe000:
+				binary.LittleEndian.PutUint16(b[i:], hw1&0xf800)
 			}
 		}
 	case TransformARM:
@@ -39,6 +48,10 @@ func normalize(img []byte, t Transform) []byte {
 			switch {
 			case w&0x7c000000 == 0x14000000:
 				put(i, w&0xfc000000)
+			case w&0xff000010 == 0x54000000, w&0x7e000000 == 0x34000000:
+				put(i, w&^(0x7ffff<<5))
+			case w&0x7e000000 == 0x36000000:
+				put(i, w&^(0x3fff<<5))
 			case w&0x9f000000 == 0x90000000:
 				put(i, w&0x9f00001f)
 				if i+8 <= n {
@@ -58,6 +71,8 @@ func normalize(img []byte, t Transform) []byte {
 			switch w & 0x7f {
 			case 0x6f:
 				put(i, w&0xfff)
+			case 0x63:
+				put(i, w&0x01fff07f)
 			case 0x17:
 				put(i, w&0xfff)
 				if i+8 <= n {

@@ -214,6 +214,20 @@ func (p *predictor) stepThumb2(i, avail int, op, np int64) int {
 	}
 	hw1 := uint32(binary.LittleEndian.Uint16(p.old[i:]))
 	if hw1>>11 < 0x1d { // a 16-bit instruction
+		switch {
+		case hw1&0xf000 == 0xd000 && hw1&0x0e00 != 0x0e00: // B<cond> (T1)
+			if t, ok := p.mapOff(op + 4 + sext(hw1&0xff<<1, 9)); ok {
+				if ni := t - (np + 4); fits(ni, 9) && ni&1 == 0 {
+					binary.LittleEndian.PutUint16(p.pred[i:], uint16(hw1&0xff00|uint32(ni>>1)&0xff))
+				}
+			}
+		case hw1&0xf800 == 0xe000: // B (T2)
+			if t, ok := p.mapOff(op + 4 + sext(hw1&0x7ff<<1, 12)); ok {
+				if ni := t - (np + 4); fits(ni, 12) && ni&1 == 0 {
+					binary.LittleEndian.PutUint16(p.pred[i:], uint16(hw1&0xf800|uint32(ni>>1)&0x7ff))
+				}
+			}
+		}
 		return 2
 	}
 	if avail < 4 {
@@ -233,6 +247,18 @@ func (p *predictor) stepThumb2(i, avail int, op, np int64) int {
 			j1, j2 = ^(u>>23&1^s)&1, ^(u>>22&1^s)&1
 			hw1 = hw1&0xf800 | s<<10 | u>>12&0x3ff
 			hw2 = hw2&0xd000 | j1<<13 | j2<<11 | u>>1&0x7ff
+			binary.LittleEndian.PutUint16(p.pred[i:], uint16(hw1))
+			binary.LittleEndian.PutUint16(p.pred[i+2:], uint16(hw2))
+		}
+	} else if hw1&0xf800 == 0xf000 && hw2&0xd000 == 0x8000 && hw1&0x0380 != 0x0380 { // B<cond>.W (T3)
+		s := hw1 >> 10 & 1
+		imm := sext(s<<20|(hw2>>11&1)<<19|(hw2>>13&1)<<18|(hw1&0x3f)<<12|(hw2&0x7ff)<<1, 21)
+		t, ok := p.mapOff(op + 4 + imm)
+		ni := t - (np + 4)
+		if ok && fits(ni, 21) && ni&1 == 0 {
+			u := uint32(ni)
+			hw1 = hw1&0xfbc0 | u>>20&1<<10 | u>>12&0x3f
+			hw2 = hw2&0xd000 | u>>18&1<<13 | u>>19&1<<11 | u>>1&0x7ff
 			binary.LittleEndian.PutUint16(p.pred[i:], uint16(hw1))
 			binary.LittleEndian.PutUint16(p.pred[i+2:], uint16(hw2))
 		}
@@ -275,6 +301,18 @@ func (p *predictor) stepAArch64(i, avail int, op, np int64) int {
 		ni := t - np
 		if ok && ni&3 == 0 && fits(ni>>2, 26) {
 			binary.LittleEndian.PutUint32(p.pred[i:], ins&0xfc000000|uint32(ni>>2)&0x3ffffff)
+		}
+	case ins&0xff000010 == 0x54000000, ins&0x7e000000 == 0x34000000: // B.cond, CBZ, CBNZ
+		t, ok := p.mapOff(op + sext(ins>>5&0x7ffff, 19)<<2)
+		ni := t - np
+		if ok && ni&3 == 0 && fits(ni>>2, 19) {
+			binary.LittleEndian.PutUint32(p.pred[i:], ins&^(0x7ffff<<5)|uint32(ni>>2)&0x7ffff<<5)
+		}
+	case ins&0x7e000000 == 0x36000000: // TBZ, TBNZ
+		t, ok := p.mapOff(op + sext(ins>>5&0x3fff, 14)<<2)
+		ni := t - np
+		if ok && ni&3 == 0 && fits(ni>>2, 14) {
+			binary.LittleEndian.PutUint32(p.pred[i:], ins&^(0x3fff<<5)|uint32(ni>>2)&0x3fff<<5)
 		}
 	case ins&0x9f000000 == 0x90000000: // ADRP
 		rd := ins & 31
@@ -344,6 +382,15 @@ func (p *predictor) stepRISCV(i, avail int, op, np int64) int {
 		if ok && fits(ni, 21) && ni&1 == 0 {
 			u := uint32(ni)
 			binary.LittleEndian.PutUint32(p.pred[i:], ins&0xfff|u>>20&1<<31|u>>1&0x3ff<<21|u>>11&1<<20|u>>12&0xff<<12)
+		}
+		return 4
+	case 0x63: // BEQ, BNE, BLT, BGE, BLTU, BGEU
+		imm := sext(ins>>31<<12|ins>>7&1<<11|ins>>25&0x3f<<5|ins>>8&0xf<<1, 13)
+		t, ok := p.mapOff(op + imm)
+		ni := t - np
+		if ok && fits(ni, 13) && ni&1 == 0 {
+			u := uint32(ni)
+			binary.LittleEndian.PutUint32(p.pred[i:], ins&0x01fff07f|u>>12&1<<31|u>>5&0x3f<<25|u>>1&0xf<<8|u>>11&1<<7)
 		}
 		return 4
 	case 0x17, 0x37: // AUIPC, LUI
