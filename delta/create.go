@@ -96,6 +96,11 @@ func encodeBest(old, next []byte, recs []record, det Detection) ([]byte, Info) {
 		h.ImageBase = adrpBase(old, next, recs, am, h.ImageBase)
 	}
 	p, info := encodeV2(old, next, recs, h, am)
+	// Unwind tables' self-relative words: kept only if they pay.
+	h.TransformFlags |= FlagRelWords
+	if p2, info2 := encodeV2(old, next, recs, h, am); len(p2) < len(p) {
+		p, info = p2, info2
+	}
 	info.Detected = det.Reason
 	return p, info
 }

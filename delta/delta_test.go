@@ -396,6 +396,7 @@ func TestParseHeader(t *testing.T) {
 		{"flags", rewriteHeader(good1, func(h []byte) { h[offFlags] = 1 }), ErrUnsupported, ""},
 		{"unknown transform", rewriteHeader(good, func(h []byte) { h[offTransform] = 200 }), ErrUnsupported, "transform id 200"},
 		{"transform flags", rewriteHeader(good, func(h []byte) { h[offTransFlags] = 0x80 }), ErrUnsupported, ""},
+		{"pointer and relative words", rewriteHeader(good, func(h []byte) { h[offTransFlags] = FlagPointers | FlagRelWords }), nil, ""},
 		{"reserved", rewriteHeader(good, func(h []byte) { h[99] = 1 }), ErrUnsupported, ""},
 		{"base too large", rewriteHeader(good1, set(offBaseSize, MaxImageSize+1)), ErrCorrupt, ""},
 		{"base size negative", rewriteHeader(good, set(offBaseSize, 1<<63)), ErrCorrupt, ""},

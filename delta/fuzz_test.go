@@ -138,7 +138,7 @@ func FuzzTransforms(f *testing.F) {
 		// model, which transforms do not touch) and the address map's
 		// granularity from its high bits.
 		h := Header{Version: Version, Coding: CodingRange, Transform: Transform(tr % 8 % transformCount),
-			TransformFlags: FlagPointers, ImageBase: imageBase}
+			TransformFlags: FlagPointers | FlagRelWords, ImageBase: imageBase}
 		if tr&0x80 != 0 {
 			h.Coding = CodingMix
 		}

@@ -140,6 +140,10 @@ const (
 	// FlagPointers: words that hold an address inside the base image
 	// (ImageBase to ImageBase+BaseSize) are predicted as pointers.
 	FlagPointers = 1
+	// FlagRelWords: aligned 32-bit words that hold a negative offset from
+	// themselves back into the image (unwind tables: .eh_frame's pcrel
+	// sdata4, .ARM.exidx's prel31) are predicted as such.
+	FlagRelWords = 2
 )
 
 // Size is the size of the header itself.
@@ -238,7 +242,7 @@ func parseHeader(b []byte) (Header, error) {
 		if !h.Transform.known() {
 			return h, fmt.Errorf("%w: transform id %d (%s) is unknown to this awsfota: update awsfota", ErrUnsupported, uint8(h.Transform), h.Transform)
 		}
-		if h.TransformFlags&^FlagPointers != 0 || b[98] != 0 || b[99] != 0 {
+		if h.TransformFlags&^(FlagPointers|FlagRelWords) != 0 || b[98] != 0 || b[99] != 0 {
 			return h, fmt.Errorf("%w: transform flags %#02x %#02x %#02x: update awsfota", ErrUnsupported, h.TransformFlags, b[98], b[99])
 		}
 	}

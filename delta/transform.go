@@ -76,6 +76,7 @@ const (
 type predictor struct {
 	t         Transform
 	pointers  bool  // predict absolute pointer words
+	relWords  bool  // predict self-relative words
 	base      int64 // image load address
 	oldSize   int64 // base image size
 	amap      addrMap
@@ -90,7 +91,7 @@ type predictor struct {
 }
 
 func newPredictor(h Header, amap addrMap, src io.ReaderAt) *predictor {
-	return &predictor{t: h.Transform, pointers: h.TransformFlags&FlagPointers != 0, base: int64(h.ImageBase),
+	return &predictor{t: h.Transform, pointers: h.TransformFlags&FlagPointers != 0, relWords: h.TransformFlags&FlagRelWords != 0, base: int64(h.ImageBase),
 		oldSize: h.BaseSize, amap: amap, src: src,
 		old: make([]byte, predChunk+predLook), pred: make([]byte, predChunk+predLook)}
 }
@@ -178,6 +179,33 @@ func (p *predictor) pointer(i, n int) bool {
 	return true
 }
 
+// relWord predicts the word at i, a multiple of 4, if it holds an offset
+// from itself back into the image of at least 256 bytes: a signed 32-bit
+// word with its top bit set, or a prel31 one (top bit clear, bit 30 its
+// sign).
+func (p *predictor) relWord(i int, op, np int64) bool {
+	if !p.relWords || p.have-i < 4 {
+		return false
+	}
+	w := binary.LittleEndian.Uint32(p.old[i:])
+	v := int64(int32(w))
+	if w>>31 == 0 {
+		v = sext(w, 31)
+	}
+	if v > -256 || op+v < 0 {
+		return false
+	}
+	t, _ := p.mapOff(op + v)
+	nv := t - np
+	switch {
+	case w>>31 == 1 && nv < 0 && fits(nv, 32):
+		binary.LittleEndian.PutUint32(p.pred[i:], uint32(nv))
+	case w>>31 == 0 && nv < 0 && fits(nv, 31):
+		binary.LittleEndian.PutUint32(p.pred[i:], uint32(nv)&0x7fffffff)
+	}
+	return true
+}
+
 // step decodes the instruction (or data word) at window position i, writes
 // its prediction and returns its length in bytes (at least 1, and never past
 // the loaded bytes).
@@ -209,7 +237,7 @@ func (p *predictor) stepThumb2(i, avail int, op, np int64) int {
 	if op&1 != 0 || avail < 2 {
 		return 1
 	}
-	if op&3 == 0 && p.pointer(i, 4) {
+	if op&3 == 0 && (p.pointer(i, 4) || p.relWord(i, op, np)) {
 		return 4
 	}
 	hw1 := uint32(binary.LittleEndian.Uint16(p.old[i:]))
@@ -271,7 +299,7 @@ func (p *predictor) stepARM(i, avail int, op, np int64) int {
 	if op&3 != 0 || avail < 4 {
 		return 1
 	}
-	if p.pointer(i, 4) {
+	if p.pointer(i, 4) || p.relWord(i, op, np) {
 		return 4
 	}
 	ins := binary.LittleEndian.Uint32(p.old[i:])
@@ -293,6 +321,9 @@ func (p *predictor) stepAArch64(i, avail int, op, np int64) int {
 	}
 	if op&7 == 0 && p.pointer(i, 8) {
 		return 8
+	}
+	if p.relWord(i, op, np) {
+		return 4
 	}
 	ins := binary.LittleEndian.Uint32(p.old[i:])
 	switch {
@@ -359,6 +390,9 @@ func (p *predictor) stepAArch64(i, avail int, op, np int64) int {
 func (p *predictor) stepRISCV(i, avail int, op, np int64) int {
 	if op&1 != 0 || avail < 2 {
 		return 1
+	}
+	if op&3 == 0 && p.relWord(i, op, np) {
+		return 4
 	}
 	if binary.LittleEndian.Uint16(p.old[i:])&3 != 3 { // compressed
 		if p.t == TransformRV32 && op&3 == 0 && p.pointer(i, 4) {
@@ -457,6 +491,9 @@ func (p *predictor) stepRISCV(i, avail int, op, np int64) int {
 func (p *predictor) stepX86(i, avail int, op, np int64) int {
 	if op&7 == 0 && p.pointer(i, 8) {
 		return 8
+	}
+	if op&3 == 0 && p.relWord(i, op, np) {
+		return 4
 	}
 	b := p.old[i]
 	at, end := 0, 0 // displacement offset and instruction length
