@@ -19,7 +19,8 @@ func deltaCmd(e *env) *cobra.Command {
 		Short: "Make, apply and inspect delta patches between firmware images",
 		Long: `delta makes patches that turn the image a device runs (the base) into a new
 one, so that only the patch goes over the air. Applying one needs the base,
-the patch read once and about 200 KiB of memory, whatever the image size.
+the patch read once and under 1 MiB of memory, whatever the image size.
+Patches predict the calls, branches and pointers of moved code (--arch).
 The format is described in docs/delta.md.`,
 	}
 	cmd.AddCommand(deltaCreateCmd(e), deltaApplyCmd(e), deltaInfoCmd(e))
