@@ -20,7 +20,8 @@ const (
 // from, and writes it to w. It reads the patch once, from its header to the
 // end of its body and no further, and reads base at random positions within
 // its first Header.BaseSize bytes (a longer base, such as a flash slot, is
-// fine). Its memory use is fixed (about 190 KiB), whatever the images' sizes.
+// fine). Its memory use is fixed (under 900 KiB for a version 2 patch, about
+// 190 KiB for a version 1 one), whatever the images' sizes.
 //
 // Apply checks base's size and SHA-256 before it writes anything: a base
 // that is not the patch's returns a *MismatchError matching ErrBaseMismatch.
@@ -34,13 +35,24 @@ func Apply(base io.ReaderAt, patch io.Reader, w io.Writer) (Info, error) {
 		return Info{}, err
 	}
 	a := &applier{info: Info{Header: h}, base: base, w: w, baseBuf: make([]byte, baseBufSize)}
+	if h.Coding == CodingMix {
+		a.lit = newLitModel()
+		a.lit.baseAt = a.matchByte
+		a.lit.baseSize = h.BaseSize
+	}
 	if err := a.checkBase(); err != nil {
 		return a.info, err
 	}
 	a.out = make([]byte, 0, resultBufSize)
 	a.hash = sha256.New()
 	a.rd.reset(bufio.NewReaderSize(io.LimitReader(patch, h.BodySize), patchBufSize), h.BodySize)
-	a.m.init()
+	a.m.init(h.Coding)
+	if h.Version >= 2 && h.Transform != TransformNone {
+		if err := a.readMap(); err != nil {
+			return a.info, err
+		}
+		a.pr = newPredictor(h, a.amap, base)
+	}
 	if err := a.decode(); err != nil {
 		return a.info, err
 	}
@@ -67,6 +79,17 @@ type applier struct {
 	baseOff int64
 	baseLen int
 
+	pr    *predictor // version 2 with a transform: predicts copies
+	amap  addrMap
+	chunk []byte // predicted bytes not used yet
+
+	lit   *litModel // coding 2: literals by context mixing
+	last4 uint32    // the last four result bytes
+	mbuf  [64]byte  // the match model's window on the base
+	moff  int64
+	mlen  int
+	merr  error
+
 	out     []byte // result bytes not yet written
 	lastOut byte
 	bp, tp  int64 // positions in base and result
@@ -77,9 +100,13 @@ func (a *applier) checkBase() error {
 	h := a.info.Header
 	sum := sha256.New()
 	var n int64
+	var hh uint32
 	for n < h.BaseSize {
 		k, err := a.base.ReadAt(a.baseBuf[:min(int64(len(a.baseBuf)), h.BaseSize-n)], n)
 		sum.Write(a.baseBuf[:k])
+		if a.lit != nil {
+			a.lit.indexBase(a.baseBuf[:k], n, &hh)
+		}
 		n += int64(k)
 		if err != nil && (err != io.EOF || n < h.BaseSize) {
 			if errors.Is(err, io.EOF) {
@@ -128,6 +155,10 @@ func (a *applier) decode() error {
 		if !ok || c > uint64(h.BaseSize-a.bp) || c > uint64(h.ResultSize-a.tp) {
 			return a.corrupt("copy of %d bytes from base offset %d does not fit", c, a.bp)
 		}
+		if a.pr != nil {
+			a.pr.begin(a.bp, a.tp, int64(c))
+			a.chunk = nil
+		}
 		if err := a.copyRegion(int64(c)); err != nil {
 			return err
 		}
@@ -139,11 +170,23 @@ func (a *applier) decode() error {
 		if c == 0 && n == 0 {
 			return a.corrupt("empty record")
 		}
+		if a.lit != nil {
+			a.lit.hist = a.last4
+		}
 		for range n {
 			if rd.err != nil {
 				return rd.err
 			}
-			b := byte(rd.tree2(m.literal[m.prev>>4][:], m.literal1[m.prev][:], 8))
+			if a.merr != nil {
+				return a.merr
+			}
+			if a.lit != nil {
+				if err := a.emit(a.lit.decode(rd, int(a.tp&3))); err != nil {
+					return err
+				}
+				continue
+			}
+			b := byte(rd.tree2(m.lit1.literal[m.prev>>4][:], m.lit1.literal1[m.prev][:], 8))
 			m.prev = b
 			if err := a.emit(b); err != nil {
 				return err
@@ -196,6 +239,9 @@ func (a *applier) copyRegion(n int64) error {
 			return err
 		}
 		a.bp++
+		if a.pr != nil {
+			a.chunk = a.chunk[1:]
+		}
 		if err := a.emit(b + v); err != nil {
 			return err
 		}
@@ -226,6 +272,12 @@ func (a *applier) window() ([]byte, error) {
 }
 
 func (a *applier) baseByte() (byte, error) {
+	if a.pr != nil {
+		if err := a.fill(); err != nil {
+			return 0, err
+		}
+		return a.chunk[0], nil
+	}
 	b, err := a.window()
 	if err != nil {
 		return 0, err
@@ -233,8 +285,37 @@ func (a *applier) baseByte() (byte, error) {
 	return b[0], nil
 }
 
-// copyBase writes the next n base bytes to the result unchanged.
+// fill makes sure a.chunk has a predicted byte.
+func (a *applier) fill() error {
+	if len(a.chunk) > 0 {
+		return nil
+	}
+	b, err := a.pr.next()
+	if err != nil {
+		return err
+	}
+	if len(b) == 0 {
+		return a.corrupt("copy goes past its predicted bytes")
+	}
+	a.chunk = b
+	return nil
+}
+
+// copyBase writes the next n base bytes (predicted bytes with a transform)
+// to the result unchanged.
 func (a *applier) copyBase(n int64) error {
+	for n > 0 && a.pr != nil {
+		if err := a.fill(); err != nil {
+			return err
+		}
+		k := min(int64(len(a.chunk)), n)
+		if err := a.emitBytes(a.chunk[:k]); err != nil {
+			return err
+		}
+		a.chunk = a.chunk[k:]
+		a.bp += k
+		n -= k
+	}
 	for n > 0 {
 		b, err := a.window()
 		if err != nil {
@@ -254,6 +335,7 @@ func (a *applier) emit(b byte) error {
 	a.out = append(a.out, b)
 	a.tp++
 	a.lastOut = b
+	a.last4 = a.last4<<8 | uint32(b)
 	if len(a.out) == cap(a.out) {
 		return a.flush()
 	}
@@ -265,6 +347,9 @@ func (a *applier) emitBytes(p []byte) error {
 		return nil
 	}
 	a.lastOut = p[len(p)-1]
+	for _, c := range p[max(len(p)-4, 0):] {
+		a.last4 = a.last4<<8 | uint32(c)
+	}
 	for len(p) > 0 {
 		k := min(len(p), cap(a.out)-len(a.out))
 		a.out = append(a.out, p[:k]...)
@@ -290,4 +375,61 @@ func (a *applier) flush() error {
 		return fmt.Errorf("delta: writing the result: %w", err)
 	}
 	return nil
+}
+
+// readMap decodes the address map at the start of a version 2 body.
+func (a *applier) readMap() error {
+	m, rd := &a.m, &a.rd
+	n, ok := m.mapCount.decode(rd)
+	if !ok || n > maxMapEntries {
+		return fmt.Errorf("%w: address map of %d entries (the limit is %d)", ErrCorrupt, n, maxMapEntries)
+	}
+	a.amap = addrMap{start: make([]uint32, n), dlt: make([]int32, n)}
+	var start, dl int64
+	for k := range int(n) {
+		g, ok := m.mapGap.decode(rd)
+		if !ok || (k > 0 && g == 0) || start+int64(g) >= max(a.info.BaseSize, 1) {
+			return fmt.Errorf("%w: address map entry %d starts past the base", ErrCorrupt, k)
+		}
+		neg := rd.bit(&m.mapSign) == 1
+		d, ok := m.mapDelta.decode(rd)
+		if !ok || d > 2*MaxImageSize {
+			return fmt.Errorf("%w: address map entry %d moves by more than the images' size", ErrCorrupt, k)
+		}
+		if neg {
+			dl -= int64(d)
+		} else {
+			dl += int64(d)
+		}
+		if dl < -MaxImageSize || dl > MaxImageSize {
+			return fmt.Errorf("%w: address map entry %d moves by more than the images' size", ErrCorrupt, k)
+		}
+		start += int64(g)
+		a.amap.start[k], a.amap.dlt[k] = uint32(start), int32(dl)
+		if rd.err != nil {
+			return rd.err
+		}
+	}
+	return nil
+}
+
+// matchByte returns the base byte at pos for the match model, through a
+// small window; a read error is kept for decode to report.
+func (a *applier) matchByte(pos int64) byte {
+	if pos < a.moff || pos >= a.moff+int64(a.mlen) {
+		want := min(int64(len(a.mbuf)), a.info.BaseSize-pos)
+		k, err := a.base.ReadAt(a.mbuf[:want], pos)
+		if int64(k) < want {
+			if err == nil || err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			if a.merr == nil {
+				a.merr = fmt.Errorf("delta: reading the base at %d: %w", pos, err)
+			}
+			a.mlen = 0
+			return 0
+		}
+		a.moff, a.mlen = pos, k
+	}
+	return a.mbuf[pos-a.moff]
 }

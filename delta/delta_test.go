@@ -265,12 +265,50 @@ func TestApplyWrongBase(t *testing.T) {
 	})
 }
 
-// rewriteHeader changes a patch's header and fixes its CRC.
+// rewriteHeader changes a patch's header and fixes its CRC (where the
+// patch's version, before the change, has it).
 func rewriteHeader(patch []byte, change func(h []byte)) []byte {
 	p := bytes.Clone(patch)
-	change(p[:HeaderSize])
-	binary.LittleEndian.PutUint32(p[offCRC:], crc32.ChecksumIEEE(p[:offCRC]))
+	crcAt := offCRC
+	if p[offVersion] >= 2 {
+		crcAt = offCRC2
+	}
+	change(p[:crcAt])
+	binary.LittleEndian.PutUint32(p[crcAt:], crc32.ChecksumIEEE(p[:crcAt]))
 	return p
+}
+
+// v1Patch makes a version 1 patch, as awsfota before version 2 did.
+func v1Patch(old, next []byte) []byte {
+	p, _ := encode(old, next, diff(old, next, nil))
+	return p
+}
+
+// TestVersion1StillApplies applies version 1 patches: the one in testdata,
+// made by the awsfota that wrote version 1, and fresh ones.
+func TestVersion1StillApplies(t *testing.T) {
+	old, err := os.ReadFile("../testdata/firmware/baseflight-stm32f103/2015-03-27.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := os.ReadFile("../testdata/firmware/baseflight-stm32f103/2015-05-13.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden, err := os.ReadFile("testdata/v1-2015-03-27-2015-05-13.afdp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, p := range map[string][]byte{"testdata": golden, "fresh": v1Patch(old, next)} {
+		var out bytes.Buffer
+		info, err := Apply(bytes.NewReader(old), bytes.NewReader(p), &out)
+		if err != nil || !bytes.Equal(out.Bytes(), next) {
+			t.Fatalf("%s: %v (result equal: %v)", name, err, bytes.Equal(out.Bytes(), next))
+		}
+		if info.Version != 1 || info.PatchSize() != int64(len(p)) {
+			t.Errorf("%s: version %d, size %d of %d", name, info.Version, info.PatchSize(), len(p))
+		}
+	}
 }
 
 func TestApplyResultMismatch(t *testing.T) {
@@ -315,7 +353,11 @@ func TestApplyDamaged(t *testing.T) {
 		t.Errorf("a byte after the patch: %v (Apply reads no further than the body)", err)
 	}
 	rng := rand.New(rand.NewPCG(7, 7))
-	for range 2000 {
+	flips := 2000
+	if raceEnabled {
+		flips = 200 // the race detector makes each Apply many times slower
+	}
+	for range flips {
 		p := bytes.Clone(patch)
 		p[HeaderSize+rng.IntN(len(p)-HeaderSize)] ^= byte(1 + rng.IntN(255))
 		if err := check(t, p); err != nil && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrResultMismatch) {
@@ -325,7 +367,8 @@ func TestApplyDamaged(t *testing.T) {
 }
 
 func TestParseHeader(t *testing.T) {
-	good := mustCreate(t, []byte("old image"), []byte("new image"))[:HeaderSize]
+	good1 := v1Patch([]byte("old image"), []byte("new image"))[:HeaderSize]
+	good := mustCreate(t, []byte("old image"), []byte("new image"))[:HeaderSizeV2]
 	set := func(off int, v uint64) func([]byte) {
 		return func(h []byte) { binary.LittleEndian.PutUint64(h[off:], v) }
 	}
@@ -333,28 +376,44 @@ func TestParseHeader(t *testing.T) {
 		name string
 		b    []byte
 		want error
+		msg  string
 	}{
-		{"empty", nil, ErrNotPatch},
-		{"one byte", []byte("A"), ErrNotPatch},
-		{"MCUboot image", []byte{0x3d, 0xb8, 0xf3, 0x96, 0, 0, 0, 0}, ErrNotPatch},
-		{"text", []byte("<html>not a patch at all, but long enough to be a header if it had the magic...........</html>"), ErrNotPatch},
-		{"magic only", Magic[:], ErrCorrupt},
-		{"short", good[:HeaderSize-1], ErrCorrupt},
-		{"bad CRC", append(bytes.Clone(good[:offCRC]), 0, 0, 0, 0), ErrCorrupt},
-		{"version 2", rewriteHeader(good, func(h []byte) { h[offVersion] = 2 }), ErrUnsupported},
-		{"version 0", rewriteHeader(good, func(h []byte) { h[offVersion] = 0 }), ErrUnsupported},
-		{"coding 0", rewriteHeader(good, func(h []byte) { h[offCoding] = 0 }), ErrUnsupported},
-		{"flags", rewriteHeader(good, func(h []byte) { h[offFlags] = 1 }), ErrUnsupported},
-		{"base too large", rewriteHeader(good, set(offBaseSize, MaxImageSize+1)), ErrCorrupt},
-		{"base size negative", rewriteHeader(good, set(offBaseSize, 1<<63)), ErrCorrupt},
-		{"result too large", rewriteHeader(good, set(offResultSize, MaxImageSize+1)), ErrCorrupt},
-		{"body too large", rewriteHeader(good, set(offBodySize, MaxBodySize+1)), ErrCorrupt},
-		{"largest sizes", rewriteHeader(good, func(h []byte) {
+		{"empty", nil, ErrNotPatch, ""},
+		{"one byte", []byte("A"), ErrNotPatch, ""},
+		{"MCUboot image", []byte{0x3d, 0xb8, 0xf3, 0x96, 0, 0, 0, 0}, ErrNotPatch, ""},
+		{"text", []byte("<html>not a patch at all, but long enough to be a header if it had the magic...........</html>"), ErrNotPatch, ""},
+		{"magic only", Magic[:], ErrCorrupt, ""},
+		{"v1 short", good1[:HeaderSize-1], ErrCorrupt, ""},
+		{"v2 short", good[:HeaderSizeV2-1], ErrCorrupt, ""},
+		{"v2 cut to v1's size", good[:HeaderSize], ErrCorrupt, ""},
+		{"bad CRC", append(bytes.Clone(good1[:offCRC]), 0, 0, 0, 0), ErrCorrupt, ""},
+		{"v2 bad CRC", append(bytes.Clone(good[:offCRC2]), 0, 0, 0, 0), ErrCorrupt, ""},
+		{"version 3", rewriteHeader(good, func(h []byte) { h[offVersion] = 3 }), ErrUnsupported, "version 3"},
+		{"version 0", rewriteHeader(good1, func(h []byte) { h[offVersion] = 0 }), ErrUnsupported, ""},
+		{"coding 0", rewriteHeader(good1, func(h []byte) { h[offCoding] = 0 }), ErrUnsupported, ""},
+		{"coding 2 in version 1", rewriteHeader(good1, func(h []byte) { h[offCoding] = 2 }), ErrUnsupported, ""},
+		{"v2 coding 3", rewriteHeader(good, func(h []byte) { h[offCoding] = 3 }), ErrUnsupported, "coding 3"},
+		{"flags", rewriteHeader(good1, func(h []byte) { h[offFlags] = 1 }), ErrUnsupported, ""},
+		{"unknown transform", rewriteHeader(good, func(h []byte) { h[offTransform] = 200 }), ErrUnsupported, "transform id 200"},
+		{"transform flags", rewriteHeader(good, func(h []byte) { h[offTransFlags] = 0x80 }), ErrUnsupported, ""},
+		{"pointer and relative words", rewriteHeader(good, func(h []byte) { h[offTransFlags] = FlagPointers | FlagRelWords }), nil, ""},
+		{"reserved", rewriteHeader(good, func(h []byte) { h[99] = 1 }), ErrUnsupported, ""},
+		{"base too large", rewriteHeader(good1, set(offBaseSize, MaxImageSize+1)), ErrCorrupt, ""},
+		{"base size negative", rewriteHeader(good, set(offBaseSize, 1<<63)), ErrCorrupt, ""},
+		{"result too large", rewriteHeader(good, set(offResultSize, MaxImageSize+1)), ErrCorrupt, ""},
+		{"body too large", rewriteHeader(good1, set(offBodySize, MaxBodySize+1)), ErrCorrupt, ""},
+		{"largest sizes", rewriteHeader(good1, func(h []byte) {
 			set(offBaseSize, MaxImageSize)(h)
 			set(offResultSize, MaxImageSize)(h)
 			set(offBodySize, MaxBodySize)(h)
-		}), nil},
-		{"good", good, nil},
+		}), nil, ""},
+		{"good v1", good1, nil, ""},
+		{"good", good, nil, ""},
+		{"x86-64 at 0x400000", rewriteHeader(good, func(h []byte) {
+			h[offTransform] = byte(TransformX86_64)
+			h[offTransFlags] = FlagPointers
+			set(offImageBase, 0x400000)(h)
+		}), nil, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -362,8 +421,15 @@ func TestParseHeader(t *testing.T) {
 			if !errors.Is(err, c.want) || (c.want == nil) != (err == nil) {
 				t.Fatalf("err = %v, want %v", err, c.want)
 			}
-			if err == nil && !bytes.Equal(appendHeader(nil, h), c.b[:HeaderSize]) {
+			if err != nil && !strings.Contains(err.Error(), c.msg) {
+				t.Errorf("err = %v, want it to say %q", err, c.msg)
+			}
+			if err == nil && !bytes.Equal(appendHeader(nil, h), c.b[:h.Size()]) {
 				t.Errorf("header does not re-encode to the same bytes")
+			}
+			h2, err2 := ParseHeader(c.b)
+			if (err == nil) != (err2 == nil) || h != h2 {
+				t.Errorf("ParseHeader: %+v %v; ReadHeader %+v %v", h2, err2, h, err)
 			}
 		})
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"testing"
 )
@@ -50,6 +51,17 @@ func FuzzApply(f *testing.F) {
 	f.Add(byte(1), mustCreate(f, bases[1], real2))
 	f.Add(byte(1), mustCreate(f, bases[1], next))
 	f.Add(byte(1), []byte("AFDP"))
+	f.Add(byte(1), v1Patch(bases[1], real2))
+	// Version 2 patches of every transform, with pointers and an address
+	// map, applied to a program of their instruction set.
+	for _, tr := range allTransforms {
+		rng := rand.New(rand.NewPCG(uint64(tr), 3))
+		p := newProgram(rng, tr, 12)
+		old, next := p.image(), p.grown(rng).image()
+		bases = append(bases, old)
+		patch, _ := createArch(f, old, next, tr.String())
+		f.Add(byte(len(bases)-1), patch)
+	}
 	f.Fuzz(func(t *testing.T, which byte, patch []byte) {
 		base := bases[int(which)%len(bases)]
 		h, herr := ParseHeader(patch)
@@ -99,11 +111,49 @@ func FuzzReadHeader(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if !bytes.Equal(appendHeader(nil, h), b[:HeaderSize]) {
+		if !bytes.Equal(appendHeader(nil, h), b[:h.Size()]) {
 			t.Fatal("header does not re-encode to its bytes")
 		}
 		if h.BaseSize > MaxImageSize || h.ResultSize > MaxImageSize || h.BodySize > MaxBodySize {
 			t.Fatalf("sizes over the limits passed: %+v", h)
+		}
+	})
+}
+
+// FuzzTransforms makes and applies patches between arbitrary images with
+// every transform: the result must be the target, byte for byte, whatever
+// the bytes (instructions, data that looks like them, cut instructions).
+func FuzzTransforms(f *testing.F) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	for _, tr := range allTransforms {
+		p := newProgram(rng, tr, 6)
+		f.Add(byte(tr), uint64(0x08000000), p.image(), p.grown(rng).image())
+	}
+	f.Add(byte(TransformThumb2), uint64(0), []byte{0x00, 0xf0, 0x00, 0xd0}, []byte{0, 0, 0x00, 0xf0, 0x00, 0xd0})
+	f.Fuzz(func(t *testing.T, tr byte, imageBase uint64, old, next []byte) {
+		if len(old) > 2048 || len(next) > 2048 {
+			return
+		}
+		// The transform from tr's low bits; the coding (the literals'
+		// model, which transforms do not touch) and the address map's
+		// granularity from its high bits.
+		h := Header{Version: Version, Coding: CodingRange, Transform: Transform(tr % 8 % transformCount),
+			TransformFlags: FlagPointers | FlagRelWords, ImageBase: imageBase}
+		if tr&0x80 != 0 {
+			h.Coding = CodingMix
+		}
+		minRun := 1
+		if tr&0x40 != 0 {
+			minRun = 64
+		}
+		recs := diff(old, next, nil)
+		patch, _ := encodeV2(old, next, recs, h, buildMap(len(old), recs, minRun))
+		var out bytes.Buffer
+		if _, err := Apply(bytes.NewReader(old), bytes.NewReader(patch), &out); err != nil {
+			t.Fatalf("%s: Apply: %v", h.Transform, err)
+		}
+		if !bytes.Equal(out.Bytes(), next) {
+			t.Fatalf("%s: Apply wrote another image", h.Transform)
 		}
 	})
 }

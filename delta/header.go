@@ -22,10 +22,16 @@ func IsPatch(b []byte) bool { return len(b) >= len(Magic) && bytes.Equal(b[:len(
 
 // Format constants.
 const (
-	// Version is the format version Create writes and Apply reads.
-	Version = 1
-	// HeaderSize is the size in bytes of the fixed header.
+	// Version is the format version Create writes. Apply reads it and
+	// every older one.
+	Version = 2
+	// HeaderSize is the size in bytes of a version 1 header.
 	HeaderSize = 100
+	// HeaderSizeV2 is the size in bytes of a version 2 header: version 1's
+	// fields, then the transform and its parameters.
+	HeaderSizeV2 = 112
+	// MaxHeaderSize is the largest header of any version.
+	MaxHeaderSize = HeaderSizeV2
 	// MaxImageSize is the largest base or result a patch may describe.
 	MaxImageSize = 1 << 30
 	// MaxBodySize is the largest body a header may declare.
@@ -39,11 +45,17 @@ const (
 	// CodingRange is the adaptive binary range coder with the version 1
 	// model (docs/delta.md).
 	CodingRange Coding = 1
+	// CodingMix is the binary arithmetic coder with context mixing of
+	// version 2 (docs/delta.md).
+	CodingMix Coding = 2
 )
 
 func (c Coding) String() string {
-	if c == CodingRange {
+	switch c {
+	case CodingRange:
 		return "range-v1"
+	case CodingMix:
+		return "mix-v2"
 	}
 	return fmt.Sprintf("coding(%d)", uint8(c))
 }
@@ -111,10 +123,39 @@ type Header struct {
 	ResultSize   int64
 	ResultSHA256 [32]byte
 	BodySize     int64 // bytes after the header
+
+	// Version 2: how the base's bytes are predicted before they are
+	// compared with the result's (zero in version 1).
+	Transform Transform
+	// TransformFlags: FlagPointers when absolute pointer words into the
+	// image are predicted.
+	TransformFlags uint8
+	// ImageBase is the address the image is loaded at, for absolute
+	// references (pointers, AArch64's ADRP pages).
+	ImageBase uint64
+}
+
+// Transform flags.
+const (
+	// FlagPointers: words that hold an address inside the base image
+	// (ImageBase to ImageBase+BaseSize) are predicted as pointers.
+	FlagPointers = 1
+	// FlagRelWords: aligned 32-bit words that hold a negative offset from
+	// themselves back into the image (unwind tables: .eh_frame's pcrel
+	// sdata4, .ARM.exidx's prel31) are predicted as such.
+	FlagRelWords = 2
+)
+
+// Size is the size of the header itself.
+func (h Header) Size() int64 {
+	if h.Version >= 2 {
+		return HeaderSizeV2
+	}
+	return HeaderSize
 }
 
 // PatchSize is the size of the whole patch the header describes.
-func (h Header) PatchSize() int64 { return HeaderSize + h.BodySize }
+func (h Header) PatchSize() int64 { return h.Size() + h.BodySize }
 
 // Header layout (little-endian); docs/delta.md has the table.
 const (
@@ -126,12 +167,17 @@ const (
 	offResultSize = 48
 	offResultSum  = 56
 	offBodySize   = 88
-	offCRC        = 96
+	offCRC        = 96 // version 1
+	// version 2
+	offTransform  = 96
+	offTransFlags = 97
+	offImageBase  = 100
+	offCRC2       = 108
 )
 
 // appendHeader appends the encoded header to b.
 func appendHeader(b []byte, h Header) []byte {
-	var hb [HeaderSize]byte
+	var hb [MaxHeaderSize]byte
 	copy(hb[:], Magic[:])
 	hb[offVersion] = h.Version
 	hb[offCoding] = byte(h.Coding)
@@ -140,30 +186,65 @@ func appendHeader(b []byte, h Header) []byte {
 	binary.LittleEndian.PutUint64(hb[offResultSize:], uint64(h.ResultSize))
 	copy(hb[offResultSum:], h.ResultSHA256[:])
 	binary.LittleEndian.PutUint64(hb[offBodySize:], uint64(h.BodySize))
-	binary.LittleEndian.PutUint32(hb[offCRC:], crc32.ChecksumIEEE(hb[:offCRC]))
-	return append(b, hb[:]...)
+	if h.Version < 2 {
+		binary.LittleEndian.PutUint32(hb[offCRC:], crc32.ChecksumIEEE(hb[:offCRC]))
+		return append(b, hb[:HeaderSize]...)
+	}
+	hb[offTransform] = byte(h.Transform)
+	hb[offTransFlags] = h.TransformFlags
+	binary.LittleEndian.PutUint64(hb[offImageBase:], h.ImageBase)
+	binary.LittleEndian.PutUint32(hb[offCRC2:], crc32.ChecksumIEEE(hb[:offCRC2]))
+	return append(b, hb[:HeaderSizeV2]...)
 }
 
-// ParseHeader decodes and validates the first HeaderSize bytes of b.
+// ParseHeader decodes and validates the header at the start of b (100
+// bytes for version 1, 112 for version 2).
 func ParseHeader(b []byte) (Header, error) {
+	h, err := parseHeader(b)
+	if err != nil {
+		return Header{}, err
+	}
+	return h, nil
+}
+
+func parseHeader(b []byte) (Header, error) {
 	var h Header
 	if !IsPatch(b) {
 		return h, ErrNotPatch
 	}
-	if len(b) < HeaderSize {
+	if len(b) <= offVersion {
 		return h, fmt.Errorf("%w: header needs %d bytes, have %d", ErrCorrupt, HeaderSize, len(b))
 	}
-	b = b[:HeaderSize]
-	if got, want := crc32.ChecksumIEEE(b[:offCRC]), binary.LittleEndian.Uint32(b[offCRC:]); got != want {
+	h.Version = b[offVersion]
+	hsize, crcAt := HeaderSize, offCRC
+	switch h.Version {
+	case 1:
+	case 2:
+		hsize, crcAt = HeaderSizeV2, offCRC2
+	default:
+		return h, fmt.Errorf("%w: version %d (this awsfota reads versions 1 and %d): update awsfota", ErrUnsupported, h.Version, Version)
+	}
+	if len(b) < hsize {
+		return h, fmt.Errorf("%w: version %d header needs %d bytes, have %d", ErrCorrupt, h.Version, hsize, len(b))
+	}
+	b = b[:hsize]
+	if got, want := crc32.ChecksumIEEE(b[:crcAt]), binary.LittleEndian.Uint32(b[crcAt:]); got != want {
 		return h, fmt.Errorf("%w: header CRC is %08x, computed %08x", ErrCorrupt, want, got)
 	}
-	h.Version = b[offVersion]
 	h.Coding = Coding(b[offCoding])
-	if h.Version != Version {
-		return h, fmt.Errorf("%w: version %d (this awsfota reads version %d): update awsfota", ErrUnsupported, h.Version, Version)
+	if h.Coding != CodingRange && (h.Version < 2 || h.Coding != CodingMix) {
+		return h, fmt.Errorf("%w: body coding %d in a version %d patch: update awsfota", ErrUnsupported, h.Coding, h.Version)
 	}
-	if h.Coding != CodingRange {
-		return h, fmt.Errorf("%w: body coding %d: update awsfota", ErrUnsupported, h.Coding)
+	if h.Version >= 2 {
+		h.Transform = Transform(b[offTransform])
+		h.TransformFlags = b[offTransFlags]
+		h.ImageBase = binary.LittleEndian.Uint64(b[offImageBase:])
+		if !h.Transform.known() {
+			return h, fmt.Errorf("%w: transform id %d (%s) is unknown to this awsfota: update awsfota", ErrUnsupported, uint8(h.Transform), h.Transform)
+		}
+		if h.TransformFlags&^(FlagPointers|FlagRelWords) != 0 || b[98] != 0 || b[99] != 0 {
+			return h, fmt.Errorf("%w: transform flags %#02x %#02x %#02x: update awsfota", ErrUnsupported, h.TransformFlags, b[98], b[99])
+		}
 	}
 	if flags := binary.LittleEndian.Uint16(b[offFlags:]); flags != 0 {
 		return h, fmt.Errorf("%w: flags %#04x: update awsfota", ErrUnsupported, flags)
@@ -193,8 +274,13 @@ func ParseHeader(b []byte) (Header, error) {
 // ReadHeader reads and validates a patch's header from r, leaving r at the
 // start of the body.
 func ReadHeader(r io.Reader) (Header, error) {
-	var b [HeaderSize]byte
-	n, err := io.ReadFull(r, b[:])
+	var b [MaxHeaderSize]byte
+	n, err := io.ReadFull(r, b[:HeaderSize])
+	if err == nil && b[offVersion] >= 2 && IsPatch(b[:]) {
+		var k int
+		k, err = io.ReadFull(r, b[HeaderSize:HeaderSizeV2])
+		n += k
+	}
 	switch {
 	case err == nil:
 	case err != io.EOF && err != io.ErrUnexpectedEOF:
@@ -203,10 +289,10 @@ func ReadHeader(r io.Reader) (Header, error) {
 		return Header{}, fmt.Errorf("%w: only %d bytes", ErrNotPatch, n)
 	case !IsPatch(b[:n]):
 		return Header{}, ErrNotPatch
-	default:
-		return Header{}, fmt.Errorf("%w: patch ends after %d of the header's %d bytes", ErrCorrupt, n, HeaderSize)
+	default: // cut: ParseHeader says so, or that the version is unknown
+		return ParseHeader(b[:n])
 	}
-	return ParseHeader(b[:])
+	return ParseHeader(b[:n])
 }
 
 // Info describes a patch: its header and what its records do.
@@ -216,4 +302,6 @@ type Info struct {
 	Copied   int64 // result bytes taken from the base (with or without a difference)
 	Changed  int64 // of those, bytes that differ from the base
 	Inserted int64 // result bytes stored in the patch itself
+	// Detected says how Create picked the transform (empty from Apply).
+	Detected string
 }

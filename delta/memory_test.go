@@ -31,7 +31,18 @@ func largePair(tb testing.TB, size int) (base, patch []byte, target []byte) {
 		{copy: int64(half), insert: int64(ins)},
 		{seek: int64(skip), copy: int64(size - half - skip)},
 	}
-	patch, _ = encode(base, target, recs)
+	// Version 2 with the Thumb-2 transform, pointer words and an address
+	// map as large as a patch may carry, so that Apply's largest tables
+	// are all there.
+	am := addrMap{start: make([]uint32, maxMapEntries), dlt: make([]int32, maxMapEntries)}
+	for k := range am.start {
+		am.start[k] = uint32(k * (size / maxMapEntries))
+		if am.start[k] >= uint32(half) {
+			am.dlt[k] = int32(ins - skip)
+		}
+	}
+	h := Header{Version: Version, Coding: CodingMix, Transform: TransformThumb2, TransformFlags: FlagPointers, ImageBase: 0x08000000}
+	patch, _ = encodeV2(base, target, recs, h, am)
 	return base, patch, target
 }
 
@@ -58,6 +69,9 @@ func applyHeap(tb testing.TB, size int) (heap, allocs uint64) {
 // maxApplyHeap, and the two differ by no more than noise.
 func TestApplyMemoryIsFlat(t *testing.T) {
 	large := 64 << 20
+	if testing.Short() || raceEnabled {
+		large = 16 << 20
+	}
 	smallBytes, smallAllocs := applyHeap(t, 1<<20)
 	largeBytes, largeAllocs := applyHeap(t, large)
 	t.Logf("Apply allocated %d bytes in %d allocations for 1 MiB, %d bytes in %d allocations for %d MiB",

@@ -19,14 +19,34 @@ type model struct {
 	same        [4 * 3]prob     // value equals the lane's previous value
 	value       [4][256]prob    // value per lane, as an 8-bit tree
 	last        [4]byte         // previous value per lane
-	literal     [16][256]prob   // inserted byte by the high nibble of the byte before
-	literal1    [256][256]prob  // and by the whole byte before
+	lit1        *v1Literals     // coding 1's literal model (coding 2 has litModel)
 	prev        byte            // last result byte (inserted or copied)
+	mapCount    intModel        // version 2: address map entries
+	mapGap      intModel        // distance between entries' base offsets
+	mapSign     prob            // sign of the change of delta
+	mapDelta    intModel        // magnitude of the change of delta
 }
 
-func (m *model) init() {
+// v1Literals is coding 1's literal model.
+type v1Literals struct {
+	literal  [16][256]prob  // inserted byte by the high nibble of the byte before
+	literal1 [256][256]prob // and by the whole byte before
+}
+
+// init resets the model; coding 1 also has its literal tables.
+func (m *model) init(c Coding) {
 	*m = model{seekNonZero: probInit, seekNeg: probInit}
-	for _, im := range []*intModel{&m.seekLen, &m.copyLen, &m.insertLen} {
+	if c == CodingRange {
+		m.lit1 = &v1Literals{}
+		for i := range m.lit1.literal {
+			initProbs(m.lit1.literal[i][:])
+		}
+		for i := range m.lit1.literal1 {
+			initProbs(m.lit1.literal1[i][:])
+		}
+	}
+	m.mapSign = probInit
+	for _, im := range []*intModel{&m.seekLen, &m.copyLen, &m.insertLen, &m.mapCount, &m.mapGap, &m.mapDelta} {
 		im.init()
 	}
 	for i := range m.gap {
@@ -35,12 +55,6 @@ func (m *model) init() {
 	initProbs(m.same[:])
 	for i := range m.value {
 		initProbs(m.value[i][:])
-	}
-	for i := range m.literal {
-		initProbs(m.literal[i][:])
-	}
-	for i := range m.literal1 {
-		initProbs(m.literal1[i][:])
 	}
 }
 
@@ -66,11 +80,13 @@ type encoder struct {
 	target  []byte
 	bp, tp  int64 // positions in base and target
 	changed int64
+	pred    *predictor // version 2: predicts copies from the base
+	lit     *litModel  // coding 2: literals by context mixing
 }
 
-func newEncoder(base, target []byte) *encoder {
+func newEncoder(base, target []byte, c Coding) *encoder {
 	e := &encoder{rc: newRangeEncoder(), base: base, target: target}
-	e.m.init()
+	e.m.init(c)
 	return e
 }
 
@@ -93,6 +109,9 @@ func (e *encoder) record(r record) {
 
 	m.copyLen.encode(rc, uint64(r.copy))
 	base, target := e.base[e.bp:e.bp+r.copy], e.target[e.tp:e.tp+r.copy]
+	if e.pred != nil {
+		base = e.predict(r.copy)
+	}
 	state := gapStart
 	for i := 0; i < len(target); {
 		j := i
@@ -128,9 +147,58 @@ func (e *encoder) record(r record) {
 	e.tp += r.copy
 
 	m.insertLen.encode(rc, uint64(r.insert))
+	if e.lit != nil {
+		var h uint32
+		for _, c := range e.target[max(e.tp-4, 0):e.tp] {
+			h = h<<8 | uint32(c)
+		}
+		e.lit.hist = h
+		for i, c := range e.target[e.tp : e.tp+r.insert] {
+			e.lit.encode(rc, c, int(e.tp+int64(i))&3)
+		}
+		e.tp += r.insert
+		return
+	}
 	for _, c := range e.target[e.tp : e.tp+r.insert] {
-		rc.tree2(m.literal[m.prev>>4][:], m.literal1[m.prev][:], 8, uint32(c))
+		rc.tree2(m.lit1.literal[m.prev>>4][:], m.lit1.literal1[m.prev][:], 8, uint32(c))
 		m.prev = c
 	}
 	e.tp += r.insert
+}
+
+// predict returns the predicted bytes of a copy of n bytes at the current
+// positions.
+func (e *encoder) predict(n int64) []byte {
+	out := make([]byte, 0, n)
+	e.pred.begin(e.bp, e.tp, n)
+	for {
+		b, err := e.pred.next()
+		if err != nil {
+			panic(err) // the base is in memory: it cannot fail
+		}
+		if len(b) == 0 {
+			return out
+		}
+		out = append(out, b...)
+	}
+}
+
+// writeMap codes the address map.
+func (e *encoder) writeMap(am addrMap) {
+	m, rc := &e.m, e.rc
+	m.mapCount.encode(rc, uint64(len(am.start)))
+	var prevStart uint32
+	var prevDelta int32
+	for k := range am.start {
+		m.mapGap.encode(rc, uint64(am.start[k]-prevStart))
+		d := int64(am.dlt[k]) - int64(prevDelta)
+		if d < 0 {
+			rc.bit(&m.mapSign, 1)
+			d = -d
+		} else {
+			rc.bit(&m.mapSign, 0)
+		}
+		m.mapDelta.encode(rc, uint64(d))
+		prevStart, prevDelta = am.start[k], am.dlt[k]
+	}
 }

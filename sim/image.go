@@ -22,12 +22,26 @@ func SignedAppImage(version string, size int, key *mcuboot.PrivateKey) ([]byte, 
 	if size < 1 {
 		return nil, fmt.Errorf("sim: image size %d", size)
 	}
+	return AppImageFromBody(version, appBody(v, size), key)
+}
+
+// AppBody is the body SignedAppImage puts in an image of version (size
+// pseudo-random bytes, the same for the same version and size).
+func AppBody(version string, size int) ([]byte, error) {
+	v, err := mcuboot.ParseVersion(version)
+	if err != nil {
+		return nil, err
+	}
+	return appBody(v, size), nil
+}
+
+func appBody(v mcuboot.Version, size int) []byte {
 	body := make([]byte, size)
 	r := rand.New(rand.NewPCG(uint64(v.Major)<<40|uint64(v.Minor)<<32|uint64(v.Revision)<<16, uint64(v.Build)))
 	for i := range body {
 		body[i] = byte(r.Uint32())
 	}
-	return AppImageFromBody(version, body, key)
+	return body
 }
 
 // AppImageFromBody builds an MCUboot application image of version around

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -47,6 +48,16 @@ func TestDemo(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
+	}
+	// The app update's delta is printed beside the full image: 1 KiB of
+	// new code in the middle and 128 KiB at the end (the image grows from
+	// 128 to 256 KiB) make a patch about half the image.
+	var patch, full int
+	var pct string
+	if i := strings.Index(out, "as a delta from 1.0.0"); i < 0 {
+		t.Errorf("output lacks the app delta's size:\n%s", out)
+	} else if _, err := fmt.Sscanf(out[i:], "as a delta from 1.0.0 (awsfota delta create) the app update would be %d bytes, %s of the full image's %d", &patch, &pct, &full); err != nil || patch <= 0 || patch > full*6/10 {
+		t.Errorf("app delta %d bytes of %d (%v):\n%s", patch, full, err, out)
 	}
 
 	cloud, err := emu.Start(emu.Config{DataDir: filepath.Join(dir, "cloud"), MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0"})

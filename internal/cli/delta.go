@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/awsfota/awsfota/delta"
 	"github.com/spf13/cobra"
@@ -17,7 +19,8 @@ func deltaCmd(e *env) *cobra.Command {
 		Short: "Make, apply and inspect delta patches between firmware images",
 		Long: `delta makes patches that turn the image a device runs (the base) into a new
 one, so that only the patch goes over the air. Applying one needs the base,
-the patch read once and about 200 KiB of memory, whatever the image size.
+the patch read once and under 1 MiB of memory, whatever the image size.
+Patches predict the calls, branches and pointers of moved code (--arch).
 The format is described in docs/delta.md.`,
 	}
 	cmd.AddCommand(deltaCreateCmd(e), deltaApplyCmd(e), deltaInfoCmd(e))
@@ -35,26 +38,35 @@ func deltaArgs(n int, what string) cobra.PositionalArgs {
 }
 
 func deltaCreateCmd(e *env) *cobra.Command {
-	var out string
+	var out, arch string
 	cmd := &cobra.Command{
 		Use:   "create OLD NEW -o PATCH",
 		Short: "Make a patch from image OLD to image NEW",
 		Long: `create makes PATCH, which turns OLD (the image the device runs) into NEW.
 It prints the sizes and the patch's share of NEW. Making a patch holds both
-images in memory (about 10 bytes per byte of OLD).`,
+images in memory (about 10 bytes per byte of OLD).
+
+--arch names the instruction set whose branches, calls and pointers the
+patch predicts when code moves: thumb2 (Cortex-M), arm, aarch64, rv32,
+rv64, x86-64 or none. The default, auto, reads an ELF file's machine or
+else picks from instruction statistics, and says which it picked.`,
 		Args: deltaArgs(2, "OLD and NEW"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
 				return usagef("delta create needs -o PATCH")
 			}
-			return runDeltaCreate(e, args[0], args[1], out)
+			if _, _, err := delta.ParseTransform(arch); err != nil {
+				return usagef("%s", err.Error())
+			}
+			return runDeltaCreate(e, args[0], args[1], out, arch)
 		},
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", "", "write the patch to `PATCH`")
+	cmd.Flags().StringVar(&arch, "arch", "auto", "instruction set of the images: auto, "+strings.Join(delta.TransformNames(), ", "))
 	return cmd
 }
 
-func runDeltaCreate(e *env, oldPath, newPath, out string) error {
+func runDeltaCreate(e *env, oldPath, newPath, out, arch string) error {
 	old, oldSize, err := openRegular(oldPath)
 	if err != nil {
 		return err
@@ -66,13 +78,21 @@ func runDeltaCreate(e *env, oldPath, newPath, out string) error {
 	}
 	defer next.Close()
 	var info delta.Info
+	bar := e.progress("diffing "+filepath.Base(newPath), -1)
 	err = writeFileAtomic(out, 0o644, func(w io.Writer) error {
-		info, err = delta.Create(w, old, oldSize, next)
+		info, err = delta.CreateWith(w, old, oldSize, next, delta.Options{Arch: arch,
+			Progress: func(done, total int64) { bar.SetTotal(total); bar.Set(done) }})
 		return err
 	})
+	bar.Done()
 	if err != nil {
 		return fmt.Errorf("delta create: %w", err)
 	}
+	how := "--arch " + arch
+	if info.Detected != "" && info.Detected != "chosen" {
+		how = "auto: " + info.Detected
+	}
+	fmt.Fprintf(e.out, "architecture: %s (%s)\n", info.Transform, how)
 	printTable(e.out, [][]string{
 		{"", "FILE", "BYTES", "SHA-256"},
 		{"base", oldPath, fmt.Sprint(info.BaseSize), hex.EncodeToString(info.BaseSHA256[:])},
@@ -134,6 +154,8 @@ type deltaInfo struct {
 	File         string `json:"file"`
 	Version      int    `json:"version"`
 	Coding       string `json:"coding"`
+	Transform    string `json:"transform"`
+	ImageBase    string `json:"imageBase,omitempty"`
 	BaseSize     int64  `json:"baseSize"`
 	BaseSHA256   string `json:"baseSHA256"`
 	ResultSize   int64  `json:"resultSize"`
@@ -174,10 +196,13 @@ func runDeltaInfo(e *env, path string, asJSON bool) error {
 		return fmt.Errorf("delta info %s: %w: the file has %d bytes, the header says %d: the patch was cut or has bytes appended",
 			path, delta.ErrCorrupt, st.Size(), h.PatchSize())
 	}
-	d := deltaInfo{File: path, Version: int(h.Version), Coding: h.Coding.String(),
+	d := deltaInfo{File: path, Version: int(h.Version), Coding: h.Coding.String(), Transform: h.Transform.String(),
 		BaseSize: h.BaseSize, BaseSHA256: hex.EncodeToString(h.BaseSHA256[:]),
 		ResultSize: h.ResultSize, ResultSHA256: hex.EncodeToString(h.ResultSHA256[:]),
 		BodySize: h.BodySize, PatchSize: h.PatchSize()}
+	if h.TransformFlags&delta.FlagPointers != 0 || h.Transform == delta.TransformAArch64 {
+		d.ImageBase = fmt.Sprintf("%#x", h.ImageBase)
+	}
 	if asJSON {
 		enc := json.NewEncoder(e.out)
 		enc.SetIndent("", "  ")
@@ -185,7 +210,7 @@ func runDeltaInfo(e *env, path string, asJSON bool) error {
 	}
 	printTable(e.out, [][]string{
 		{"patch", d.File},
-		{"format", fmt.Sprintf("version %d, coding %s", d.Version, d.Coding)},
+		{"format", fmt.Sprintf("version %d, coding %s, transform %s", d.Version, d.Coding, d.Transform)},
 		{"base", fmt.Sprintf("%d bytes, SHA-256 %s", d.BaseSize, d.BaseSHA256)},
 		{"result", fmt.Sprintf("%d bytes, SHA-256 %s", d.ResultSize, d.ResultSHA256)},
 		{"size", fmt.Sprintf("%d bytes (%s of the result)", d.PatchSize, deltaPercent(d.PatchSize, d.ResultSize))},

@@ -45,7 +45,7 @@ func TestDeltaCreateApplyInfo(t *testing.T) {
 	}
 
 	code, out, _ = run(t, "delta", "info", patch)
-	if code != 0 || !strings.Contains(out, "version 1, coding range-v1") || !strings.Contains(out, "71592 bytes") {
+	if code != 0 || !strings.Contains(out, "version 2, coding mix-v2, transform thumb2") || !strings.Contains(out, "71592 bytes") {
 		t.Errorf("info exited %d:\n%s", code, out)
 	}
 	code, out, _ = run(t, "delta", "info", "--json", patch)
@@ -53,7 +53,8 @@ func TestDeltaCreateApplyInfo(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &info) != nil {
 		t.Fatalf("info --json exited %d:\n%s", code, out)
 	}
-	if info.BaseSize != 70796 || info.ResultSize != 71592 || info.PatchSize != st.Size() || len(info.BaseSHA256) != 64 {
+	if info.BaseSize != 70796 || info.ResultSize != 71592 || info.PatchSize != st.Size() || len(info.BaseSHA256) != 64 ||
+		info.Transform != "thumb2" || info.ImageBase != "0x8000000" {
 		t.Errorf("info --json: %+v", info)
 	}
 }
@@ -112,5 +113,30 @@ func TestDeltaErrors(t *testing.T) {
 		if code != c.code || !strings.Contains(errOut, c.err) {
 			t.Errorf("%v: exit %d, stderr %q; want %d and %q", c.args, code, errOut, c.code, c.err)
 		}
+	}
+}
+
+// TestDeltaCreateArch: --arch picks the transform (and says so), auto says
+// how it decided, and an unknown name is a usage error listing the others.
+func TestDeltaCreateArch(t *testing.T) {
+	dir := t.TempDir()
+	patch := filepath.Join(dir, "p")
+	oldPath, newPath := deltaTestdata+"2015-03-27.bin", deltaTestdata+"2015-05-13.bin"
+	code, out, errOut := run(t, "delta", "create", "--arch", "none", oldPath, newPath, "-o", patch)
+	if code != 0 || !strings.Contains(out, "architecture: none (--arch none)") {
+		t.Fatalf("--arch none exited %d: %s%s", code, out, errOut)
+	}
+	none, _ := os.Stat(patch)
+	code, out, errOut = run(t, "delta", "create", oldPath, newPath, "-o", patch)
+	if code != 0 || !strings.Contains(out, "architecture: thumb2 (auto: instruction statistics:") {
+		t.Fatalf("auto exited %d: %s%s", code, out, errOut)
+	}
+	thumb, _ := os.Stat(patch)
+	if thumb.Size() >= none.Size() {
+		t.Errorf("thumb2 patch %d bytes, not smaller than --arch none's %d", thumb.Size(), none.Size())
+	}
+	code, _, errOut = run(t, "delta", "create", "--arch", "mips", oldPath, newPath, "-o", patch)
+	if code != exitUsage || !strings.Contains(errOut, `unknown architecture "mips": use auto, none, thumb2, arm, aarch64, rv32, rv64, x86-64`) {
+		t.Errorf("--arch mips: exit %d, stderr %q", code, errOut)
 	}
 }

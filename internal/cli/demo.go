@@ -74,10 +74,12 @@ const (
 	demoBucket  = "awsfota-demo"
 	demoFrom    = "1.0.0"
 	demoTo      = "1.0.1"
-	modemFrom   = "mfw_nrf9160_1.3.1"
-	modemTo     = "mfw_nrf9160_1.3.2"
-	modemSize   = 200_000
-	demoMaxSize = 900 << 10
+	// demoFactorySize is the body size of the firmware the devices run.
+	demoFactorySize = 128 << 10
+	modemFrom       = "mfw_nrf9160_1.3.1"
+	modemTo         = "mfw_nrf9160_1.3.2"
+	modemSize       = 200_000
+	demoMaxSize     = 900 << 10
 )
 
 func runDemo(e *env, f demoFlags) error {
@@ -136,7 +138,7 @@ func runDemo(e *env, f demoFlags) error {
 			return err
 		}
 	}
-	factory, err := sim.SignedAppImage(demoFrom, 128<<10, signer)
+	factory, err := sim.SignedAppImage(demoFrom, demoFactorySize, signer)
 	if err != nil {
 		return err
 	}
@@ -160,7 +162,7 @@ func runDemo(e *env, f demoFlags) error {
 	defer fleet.Close()
 	fmt.Fprintf(e.out, "provisioned %d simulated devices running %s (thing, certificate, policy)\n", len(things), demoFrom)
 
-	img, err := sim.SignedAppImage(demoTo, f.imageSize, signer)
+	img, appPatch, err := demoAppImage(f.imageSize, factory, signer)
 	if err != nil {
 		return err
 	}
@@ -189,6 +191,8 @@ func runDemo(e *env, f demoFlags) error {
 	}
 	fmt.Fprintf(e.out, "uploaded %s (%d bytes, MCUboot image %s signed with ECDSA P-256 key %x, the only key the devices trust) and created job %s\n",
 		key, len(img), demoTo, signer.Public().Hash()[:8], jobID)
+	fmt.Fprintf(e.out, "as a delta from %s (awsfota delta create) the app update would be %d bytes, %s of the full image's %d\n",
+		demoFrom, appPatch, deltaPercent(int64(appPatch), int64(len(img))), len(img))
 
 	// demo-device-1 also has a modem, updated by a delta against the
 	// firmware it runs: a fraction of the bytes on the air.
@@ -271,6 +275,38 @@ wait:
 }
 
 // signedAppImage is sim.AppImage's image signed with key.
+// demoAppImage makes the new app image: the factory firmware's code with a
+// change in the middle, grown (or cut) to size bytes with new code, signed;
+// and the size of the delta patch from factory to it.
+func demoAppImage(size int, factory []byte, signer *mcuboot.PrivateKey) (img []byte, patchSize int, err error) {
+	old, err := sim.AppBody(demoFrom, demoFactorySize)
+	if err != nil {
+		return nil, 0, err
+	}
+	fresh, err := sim.AppBody(demoTo, size)
+	if err != nil {
+		return nil, 0, err
+	}
+	body := make([]byte, 0, size)
+	mid := min(len(old)/2, size)
+	body = append(body, old[:mid]...)
+	body = append(body, fresh[:min(1024, size-len(body))]...) // new code in the middle
+	body = append(body, old[mid:min(len(old), mid+size-len(body))]...)
+	body = append(body, fresh[len(body):]...) // and at the end when the image grew
+	if img, err = sim.AppImageFromBody(demoTo, body, signer); err != nil {
+		return nil, 0, err
+	}
+	var patch countingWriter
+	if _, err := delta.Create(&patch, bytes.NewReader(factory), int64(len(factory)), bytes.NewReader(img)); err != nil {
+		return nil, 0, err
+	}
+	return img, int(patch.n), nil
+}
+
+type countingWriter struct{ n int64 }
+
+func (w *countingWriter) Write(p []byte) (int, error) { w.n += int64(len(p)); return len(p), nil }
+
 // createModemJob uploads a delta from the simulated modem's firmware to the
 // next and creates a job for thing's modem.
 func createModemJob(e *env, cloud *emu.Cloud, thing string) (string, int, error) {

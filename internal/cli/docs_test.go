@@ -57,6 +57,7 @@ var foreignFlags = map[string]string{
 	"--long":                        "zstd --long=27, in the delta benchmarks",
 	"--patch-from":                  "zstd --patch-from, in the delta benchmarks",
 	"--ultra":                       "zstd --ultra, in the delta benchmarks",
+	"--build":                       "scripts/bench-delta.sh --build, in the delta benchmarks",
 	"--thing-name":                  "AWS CLI: aws iot add-thing-to-thing-group",
 	"--ca-bundle":                   "AWS CLI: trusts the local CA for cloud serve --https",
 	"--now":                         "systemctl enable --now",

@@ -1,0 +1,283 @@
+package delta
+
+// Context mixing for the bytes a version 2 patch stores itself (coding 2,
+// CodingMix): each bit of a byte is predicted by several adaptive models,
+// each looking at a different context, and their predictions are combined
+// by a mixer that learns which model to trust (logistic mixing, as in
+// Matt Mahoney's lpaq). Everything is integer arithmetic, so the encoder
+// and every decoder compute exactly the same probabilities.
+
+// squash maps a stretched probability d (-2047..2047, ln(p/(1-p)) × 256)
+// to a 12-bit probability.
+func squash(d int32) int32 {
+	if d > 2047 {
+		return 4095
+	}
+	if d < -2047 {
+		return 1
+	}
+	w := d & 127
+	i := (d >> 7) + 16
+	return (squashTab[i]*(128-w) + squashTab[i+1]*w + 64) >> 7
+}
+
+var squashTab = [33]int32{1, 2, 3, 6, 10, 16, 27, 45, 73, 120, 194, 310, 488, 747, 1101, 1546,
+	2047, 2549, 2994, 3348, 3607, 3785, 3901, 3975, 4022, 4050, 4068, 4079, 4085, 4089, 4092, 4093, 4094}
+
+// stretchTab is squash's inverse: stretchTab[p] is the smallest d with
+// squash(d) ≥ p.
+var stretchTab = func() (t [4096]int16) {
+	pi := int32(0)
+	for x := int32(-2047); x <= 2047; x++ {
+		v := squash(x)
+		for j := pi; j <= v; j++ {
+			t[j] = int16(x)
+		}
+		pi = v + 1
+	}
+	for j := pi; j < 4096; j++ {
+		t[j] = 2047
+	}
+	return t
+}()
+
+// Literal model sizes: four context tables of 2^16 16-bit probabilities.
+const (
+	litBits   = 16
+	litInputs = 6 // four models, the match model and a bias
+	// The match model's index of the base: the position after each
+	// 4-byte string, by a hash of the string.
+	matchBits = 15
+	litSets   = 4 * 8
+)
+
+// litModel predicts the bits of literal bytes from order 0 (with the
+// byte's position in its 4-byte word), order 1, order 2 and order 3
+// contexts.
+type litModel struct {
+	t    [4][1 << litBits]uint16 // P(1) in 1/65536
+	w    [litSets][litInputs]int32
+	hist uint32 // the last four result bytes, the latest in the low byte
+
+	idx [4]uint32
+	st  [litInputs]int32
+	pr  int32
+
+	// Match model: where the last four result bytes were last seen in
+	// the base, and how many bytes have matched since.
+	index    [1 << matchBits]uint32 // base position + 1, or 0
+	baseAt   func(pos int64) byte   // reads the base
+	baseSize int64
+	mptr     int64 // base position of the predicted byte; -1: none
+	mlen     int   // bytes predicted right in a row
+	mbyte    uint32
+	mbit     int32      // expected bit: 0, 1, or -1 for none
+	msm      [16]uint16 // P(expected bit is right) by min(mlen, 15)
+}
+
+func matchHash(h uint32) uint32 { return h * 0x9e3779b1 >> (32 - matchBits) }
+
+// indexBase adds a chunk of the base, read in order from its start, to the
+// match model's index; h carries the last four bytes across chunks.
+func (m *litModel) indexBase(chunk []byte, off int64, h *uint32) {
+	for i, c := range chunk {
+		if off+int64(i) >= 4 {
+			m.index[matchHash(*h)] = uint32(off + int64(i) + 1)
+		}
+		*h = *h<<8 | uint32(c)
+	}
+}
+
+// startByte looks the match up before a literal byte.
+func (m *litModel) startByte() {
+	if m.baseAt == nil {
+		return
+	}
+	if m.mptr < 0 {
+		if p := m.index[matchHash(m.hist)]; p != 0 {
+			m.mptr, m.mlen = int64(p-1), 0
+		}
+	}
+	if m.mptr >= 0 {
+		m.mbyte = uint32(m.baseAt(m.mptr)) | 0x100
+	}
+}
+
+// endByte follows or drops the match after a literal byte c.
+func (m *litModel) endByte(c byte) {
+	if m.mptr < 0 {
+		return
+	}
+	if m.mbyte&0xff == uint32(c) {
+		m.mlen++
+		m.mptr++
+		if m.mptr >= m.baseSize {
+			m.mptr = -1
+		}
+	} else {
+		m.mptr, m.mlen = -1, 0
+	}
+}
+
+func newLitModel() *litModel {
+	m := &litModel{}
+	for i := range m.t {
+		for j := range m.t[i] {
+			m.t[i][j] = 1 << 15
+		}
+	}
+	for i := range m.w {
+		for j := range m.w[i] {
+			m.w[i][j] = 1 << 14
+		}
+	}
+	for i := range m.msm {
+		m.msm[i] = 3 << 14
+	}
+	m.mptr = -1
+	return m
+}
+
+// ctx computes the tables' indexes for the next bit; c0 is the bits of
+// the byte seen so far with a leading 1; lane is the result offset mod 4.
+func (m *litModel) ctx(c0 uint32, lane int) {
+	h := m.hist
+	m.idx[0] = uint32(lane)<<8 | c0
+	m.idx[1] = (h&0xff)<<8 | c0
+	m.idx[2] = ((h&0xffff)*0x2f0b4ed3>>16 ^ c0*0x9e5) & (1<<litBits - 1)
+	m.idx[3] = ((h&0xffffff)*0x6f4f2a45>>15 ^ c0*0x3f1b) & (1<<litBits - 1)
+	m.mbit = -1
+	if m.mptr >= 0 {
+		// The bits so far agree with the expected byte's: expect its next.
+		n := bitsLen(c0) - 1
+		if m.mbyte>>(8-n) == c0 {
+			m.mbit = int32(m.mbyte>>(7-n)) & 1
+		}
+	}
+}
+
+func bitsLen(c0 uint32) int {
+	n := 0
+	for c0 != 0 {
+		n++
+		c0 >>= 1
+	}
+	return n
+}
+
+// p returns the mixed probability (12 bits) that the next bit is 1.
+func (m *litModel) p(set int) int32 {
+	var dot int64
+	for i := range 4 {
+		m.st[i] = int32(stretchTab[m.t[i][m.idx[i]]>>4])
+	}
+	m.st[4] = 0
+	if m.mbit >= 0 {
+		st := int32(stretchTab[m.msm[min(m.mlen, 15)]>>4])
+		if m.mbit == 0 {
+			st = -st
+		}
+		m.st[4] = st
+	}
+	m.st[5] = 256
+	w := &m.w[set]
+	for i := range litInputs {
+		dot += int64(m.st[i]) * int64(w[i])
+	}
+	m.pr = squash(int32(dot >> 16))
+	return m.pr
+}
+
+var litRates = [4]uint{5, 4, 4, 4}
+
+func (m *litModel) update(set int, bit uint32) {
+	err := (int32(bit<<12) - m.pr) * 6
+	w := &m.w[set]
+	for i := range litInputs {
+		w[i] += (m.st[i]*err + 0x8000) >> 16
+	}
+	for i := range 4 {
+		p := &m.t[i][m.idx[i]]
+		if bit != 0 {
+			*p += (0xffff - *p) >> litRates[i]
+		} else {
+			*p -= *p >> litRates[i]
+		}
+	}
+	if m.mbit >= 0 {
+		p := &m.msm[min(m.mlen, 15)]
+		if uint32(m.mbit) == bit {
+			*p += (0xffff - *p) >> 5
+		} else {
+			*p -= *p >> 5
+		}
+	}
+}
+
+func (m *litModel) push(b byte) { m.hist = m.hist<<8 | uint32(b) }
+
+// clampP keeps a 12-bit probability away from 0 and 1.
+func clampP(p int32) uint32 { return uint32(min(max(p, 1), 4095)) }
+
+func (m *litModel) encode(e *rangeEncoder, c byte, lane int) {
+	m.startByte()
+	c0 := uint32(1)
+	for i := 7; i >= 0; i-- {
+		bit := uint32(c) >> uint(i) & 1
+		m.ctx(c0, lane)
+		set := lane*8 + 7 - i
+		e.bitP(clampP(m.p(set)), bit)
+		m.update(set, bit)
+		c0 = c0<<1 | bit
+	}
+	m.endByte(c)
+	m.push(c)
+}
+
+func (m *litModel) decode(d *rangeDecoder, lane int) byte {
+	m.startByte()
+	c0 := uint32(1)
+	for i := 7; i >= 0; i-- {
+		m.ctx(c0, lane)
+		set := lane*8 + 7 - i
+		bit := d.bitP(clampP(m.p(set)))
+		m.update(set, bit)
+		c0 = c0<<1 | bit
+	}
+	c := byte(c0)
+	m.endByte(c)
+	m.push(c)
+	return c
+}
+
+// bitP codes b with probability p1/4096 that it is 1, without adapting.
+func (e *rangeEncoder) bitP(p1 uint32, b uint32) {
+	bound := (e.rng >> 12) * (4096 - p1)
+	if b == 0 {
+		e.rng = bound
+	} else {
+		e.low += uint64(bound)
+		e.rng -= bound
+	}
+	for e.rng < rangeTop {
+		e.rng <<= 8
+		e.shiftLow()
+	}
+}
+
+func (d *rangeDecoder) bitP(p1 uint32) uint32 {
+	bound := (d.rng >> 12) * (4096 - p1)
+	var b uint32
+	if d.code < bound {
+		d.rng = bound
+	} else {
+		d.code -= bound
+		d.rng -= bound
+		b = 1
+	}
+	for d.rng < rangeTop {
+		d.rng <<= 8
+		d.code = d.code<<8 | uint32(d.readByte())
+	}
+	return b
+}
