@@ -299,8 +299,28 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, _ packets.Packet) bool {
 
 // OnSessionEstablish takes the client id's lock before mochi looks for the
 // session to take over and adds the client (see sessions).
+//
+// Holding the lock, it also makes sure mochi's client list holds the live
+// connection this one takes over: a taken-over connection's cleanup may
+// have removed its successor from the list (see connectionEnded), and a
+// CONNECT that came before the successor was put back would not see it,
+// leaving two connections with one client id. Any other live connection
+// with the id is dropped.
 func (h *hook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
 	h.sessions.lock(cl)
+	cur, listed := h.srv.Clients.Get(cl.ID)
+	for _, old := range h.sessions.others(cl) {
+		switch {
+		case listed && cur == old:
+			// mochi takes it over.
+		case !listed:
+			h.srv.Clients.Add(old)
+			cur, listed = old, true
+		default:
+			h.log.Debug("dropping a second connection with one client id", "client", cl.ID)
+			h.srv.DisconnectClient(old, packets.ErrSessionTakenOver)
+		}
+	}
 }
 
 // OnSessionEstablished releases the client id's lock: the client is in

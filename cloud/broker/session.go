@@ -149,6 +149,20 @@ func (s *sessions) current(id string, f func(*mqtt.Client)) {
 	s.mu.Unlock()
 }
 
+// others returns the connections with cl's client id, other than cl, that
+// are established and open; called with the id's lock held (by cl).
+func (s *sessions) others(cl *mqtt.Client) []*mqtt.Client {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*mqtt.Client
+	for _, se := range s.conns {
+		if se.cl != cl && se.cl.ID == cl.ID && se.established && !se.cl.Closed() {
+			out = append(out, se.cl)
+		}
+	}
+	return out
+}
+
 // ofCertificate returns the connections that presented the certificate and
 // have not ended.
 func (s *sessions) ofCertificate(certID string) []*mqtt.Client {
