@@ -153,8 +153,8 @@ func check(pkg, ip string, test bool) string {
 		return "only cmd/awsfota imports internal/cli"
 	case under(local, "cmd"):
 		return "nothing imports a command"
-	case pkg == "internal/atomicfile" && !test:
-		return "internal/atomicfile is the bottom of every durable write: it imports only the standard library"
+	case pkg == "atomicfile" && !test:
+		return "atomicfile is the bottom of every durable write: it imports only the standard library"
 	case local == "internal/faultproxy" && !test:
 		return "internal/faultproxy is for tests only"
 	case local == ".":
@@ -220,7 +220,7 @@ func TestImportRulesCatchViolations(t *testing.T) {
 		{"cloud/emu", "github.com/gorilla/mux", false},
 		{"sim", module + "/cmd/awsfota", false},
 		{"device/runner", module + "/internal/faultproxy", false},
-		{"internal/atomicfile", module + "/clock", false},
+		{"atomicfile", module + "/clock", false},
 		{"device/runner", "github.com/godbus/dbus/v5", false},
 		{"raucb", "github.com/godbus/dbus/v5", false},
 		{"device/agent", "github.com/coreos/go-systemd/v22/daemon", false},
@@ -254,9 +254,9 @@ func TestImportRulesCatchViolations(t *testing.T) {
 		{"sim", module + "/device/runner", false},
 		{"cmd/awsfota", module + "/internal/cli", false},
 		{"device/download", module + "/internal/faultproxy", true},
-		{"device/state", module + "/internal/atomicfile", false},
-		{"cloud/pki", module + "/internal/atomicfile", false},
-		{"sim", module + "/internal/atomicfile", false},
+		{"device/state", module + "/atomicfile", false},
+		{"cloud/pki", module + "/atomicfile", false},
+		{"sim", module + "/atomicfile", false},
 		{"device/agent", "go.uber.org/goleak", true},
 		{"device/dfu/rauc", "github.com/godbus/dbus/v5", false},
 		{"internal/cli", "github.com/coreos/go-systemd/v22/daemon", false},

@@ -13,7 +13,7 @@ import (
 	"github.com/awsfota/awsfota/delta"
 	"github.com/awsfota/awsfota/device/dfu"
 	"github.com/awsfota/awsfota/device/dfu/modem"
-	"github.com/awsfota/awsfota/internal/atomicfile"
+	"github.com/awsfota/awsfota/atomicfile"
 )
 
 // Modem simulates a cellular modem with its firmware in a directory: fw.bin

@@ -8,7 +8,7 @@
 // demo and the tests start it; the endpoints it listens on are written to
 // <data>/endpoints.json for other tools.
 //
-// It imports the standard library, bbolt, internal/atomicfile and the other
+// It imports the standard library, bbolt, atomicfile and the other
 // cloud/* packages; cloud/* must never import device/* or sim/.
 package emu
 
@@ -37,7 +37,7 @@ import (
 	"github.com/awsfota/awsfota/cloud/pki"
 	"github.com/awsfota/awsfota/cloud/registry"
 	"github.com/awsfota/awsfota/cloud/sigv4"
-	"github.com/awsfota/awsfota/internal/atomicfile"
+	"github.com/awsfota/awsfota/atomicfile"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )

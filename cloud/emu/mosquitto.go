@@ -18,7 +18,7 @@ import (
 	"github.com/awsfota/awsfota/cloud/broker"
 	"github.com/awsfota/awsfota/cloud/pki"
 	"github.com/awsfota/awsfota/cloud/registry"
-	"github.com/awsfota/awsfota/internal/atomicfile"
+	"github.com/awsfota/awsfota/atomicfile"
 )
 
 // MosquittoFiles are the files WriteMosquittoConfig wrote.

@@ -33,6 +33,6 @@
 //	.tmp/, .trash/                    scratch space, emptied by Open
 //
 // The package imports only the standard library, cloud/sigv4, clock and
-// internal/atomicfile (durable writes). Like every cloud/* package it must
+// atomicfile (durable writes). Like every cloud/* package it must
 // never import device/* or sim/.
 package objstore

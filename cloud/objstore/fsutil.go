@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/awsfota/awsfota/internal/atomicfile"
+	"github.com/awsfota/awsfota/atomicfile"
 )
 
 func writeJSONAtomic(path string, v any) error {

@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/awsfota/awsfota/internal/atomicfile"
+	"github.com/awsfota/awsfota/atomicfile"
 )
 
 // S3's multipart limits.

@@ -22,7 +22,7 @@ import (
 
 	"github.com/awsfota/awsfota/clock"
 	"github.com/awsfota/awsfota/cloud/sigv4"
-	"github.com/awsfota/awsfota/internal/atomicfile"
+	"github.com/awsfota/awsfota/atomicfile"
 )
 
 // Config configures a Store.

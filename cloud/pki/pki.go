@@ -5,7 +5,7 @@
 // CreateKeysAndCertificate does. Certificate ids are, as on AWS, the SHA-256
 // of the certificate's DER, in hex.
 //
-// It imports the standard library and internal/atomicfile (durable writes);
+// It imports the standard library and atomicfile (durable writes);
 // cloud/* must never import device/* or sim/.
 package pki
 
@@ -28,7 +28,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/awsfota/awsfota/internal/atomicfile"
+	"github.com/awsfota/awsfota/atomicfile"
 )
 
 // CA is the local certificate authority.

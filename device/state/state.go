@@ -8,7 +8,7 @@
 // keeps two meta pages: a torn or corrupt newest copy falls back to the older
 // one, so a power cut can lose at most the last save, never the state.
 //
-// It imports the standard library and internal/atomicfile (the durable write);
+// It imports the standard library and atomicfile (the durable write);
 // it must never import cloud/*, sim/ or other device/* packages.
 package state
 
@@ -22,7 +22,7 @@ import (
 	"path/filepath"
 	"sync"
 
-	"github.com/awsfota/awsfota/internal/atomicfile"
+	"github.com/awsfota/awsfota/atomicfile"
 )
 
 // Store keeps the agent's state record. Implementations are safe for

@@ -5,7 +5,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/awsfota/awsfota/internal/atomicfile"
+	"github.com/awsfota/awsfota/atomicfile"
 )
 
 // openRegular opens a regular file and returns its size.

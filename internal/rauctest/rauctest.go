@@ -32,7 +32,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/awsfota/awsfota/internal/atomicfile"
+	"github.com/awsfota/awsfota/atomicfile"
 )
 
 // Slots are the bootnames of the two slots, rootfs.0 and rootfs.1.
