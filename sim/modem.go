@@ -10,10 +10,10 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/awsfota/awsfota/atomicfile"
 	"github.com/awsfota/awsfota/delta"
 	"github.com/awsfota/awsfota/device/dfu"
 	"github.com/awsfota/awsfota/device/dfu/modem"
-	"github.com/awsfota/awsfota/atomicfile"
 )
 
 // Modem simulates a cellular modem with its firmware in a directory: fw.bin

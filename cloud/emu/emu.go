@@ -29,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/awsfota/awsfota/atomicfile"
 	"github.com/awsfota/awsfota/clock"
 	"github.com/awsfota/awsfota/cloud/broker"
 	"github.com/awsfota/awsfota/cloud/iotapi"
@@ -37,7 +38,6 @@ import (
 	"github.com/awsfota/awsfota/cloud/pki"
 	"github.com/awsfota/awsfota/cloud/registry"
 	"github.com/awsfota/awsfota/cloud/sigv4"
-	"github.com/awsfota/awsfota/atomicfile"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )

@@ -15,10 +15,10 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/awsfota/awsfota/atomicfile"
 	"github.com/awsfota/awsfota/cloud/broker"
 	"github.com/awsfota/awsfota/cloud/pki"
 	"github.com/awsfota/awsfota/cloud/registry"
-	"github.com/awsfota/awsfota/atomicfile"
 )
 
 // MosquittoFiles are the files WriteMosquittoConfig wrote.

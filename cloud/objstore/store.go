@@ -20,9 +20,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/awsfota/awsfota/atomicfile"
 	"github.com/awsfota/awsfota/clock"
 	"github.com/awsfota/awsfota/cloud/sigv4"
-	"github.com/awsfota/awsfota/atomicfile"
 )
 
 // Config configures a Store.
