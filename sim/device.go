@@ -38,13 +38,13 @@ var DefaultGeometry = flash.Geometry{Size: 1 << 20, SectorSize: 4096, WriteAlign
 type DeviceConfig struct {
 	// Dir keeps the device's flash (primary.bin, secondary.bin) and state,
 	// unless Memory says otherwise.
-	Dir   string
+	Dir string
 	// Memory, when set, holds the device's slots and the agent's state
 	// instead of files in Dir (which is then unused): the device forgets
 	// everything when the process ends, and fleets of thousands need no
 	// disk. Its slots must have the device's Geometry.
 	Memory *Memory
-	Thing string
+	Thing  string
 	// Geometry of each slot (DefaultGeometry).
 	Geometry flash.Geometry
 	// Keys are the public keys the device trusts: its bootloader's built-in
