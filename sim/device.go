@@ -58,6 +58,13 @@ type DeviceConfig struct {
 	Certificate tls.Certificate
 	RootCAs     *x509.CertPool
 	ServerName  string
+	// TLSSessions, when set, lets the device resume its TLS session with
+	// the broker when it reconnects (after a reboot, say), as a device
+	// that keeps its session ticket does.
+	TLSSessions tls.ClientSessionCache
+	// TLSCurves, when set, are the key exchanges the device offers the
+	// broker (mqttconn.Config.CurvePreferences).
+	TLSCurves []tls.CurveID
 
 	// Agent settings (Thing is filled in).
 	Agent agent.Config
@@ -278,11 +285,13 @@ func (d *Device) runOnce(ctx context.Context) error {
 		return err
 	}
 	conn, err := mqttconn.Dial(ctx, mqttconn.Config{
-		Endpoint:    d.cfg.Endpoint,
-		ClientID:    d.cfg.Thing,
-		Certificate: d.cfg.Certificate,
-		RootCAs:     d.cfg.RootCAs,
-		ServerName:  d.cfg.ServerName,
+		Endpoint:         d.cfg.Endpoint,
+		ClientID:         d.cfg.Thing,
+		Certificate:      d.cfg.Certificate,
+		RootCAs:          d.cfg.RootCAs,
+		ServerName:       d.cfg.ServerName,
+		SessionCache:     d.cfg.TLSSessions,
+		CurvePreferences: d.cfg.TLSCurves,
 		// A persistent session, as on AWS: QoS 1 messages sent while the
 		// device is away are delivered when it reconnects.
 		SessionExpiry: time.Hour,

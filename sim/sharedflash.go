@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -121,10 +122,11 @@ func (f *SharedFlash) WriteAt(p []byte, off int64) (int, error) {
 		s := &f.sectors[i]
 		switch s.kind {
 		case sectorErased:
-			s.priv = make([]byte, f.geo.SectorSize)
+			s.priv = sectorBuffer(int(f.geo.SectorSize))
 			fill(s.priv, flash.ErasedByte)
 		case sectorShared:
-			s.priv = []byte(s.shared.Value())
+			s.priv = sectorBuffer(int(f.geo.SectorSize))
+			copy(s.priv, s.shared.Value())
 			s.shared = unique.Handle[string]{}
 		}
 		s.kind = sectorPrivate
@@ -183,8 +185,21 @@ func (f *SharedFlash) PrivateBytes() int64 {
 
 func (s *sharedSector) intern() {
 	s.shared = unique.Make(string(s.priv))
+	b := s.priv
+	buffers.Put(&b)
 	s.priv = nil
 	s.kind = sectorShared
+}
+
+// buffers holds the buffers of sectors no longer private, for the next
+// sectors written: a fleet writes gigabytes through a few of them.
+var buffers sync.Pool
+
+func sectorBuffer(n int) []byte {
+	if b, ok := buffers.Get().(*[]byte); ok && len(*b) == n {
+		return *b
+	}
+	return make([]byte, n)
 }
 
 func (f *SharedFlash) locate(off int64) (sector int64, in int) {
@@ -210,8 +225,18 @@ func notProgrammable(old, p []byte) int {
 	return -1
 }
 
+// erased is a run of erased bytes to copy from.
+var erased = bytes.Repeat([]byte{flash.ErasedByte}, 4096)
+
+// fill sets b to v, by copies when v is the erased byte.
 func fill(b []byte, v byte) {
-	for i := range b {
-		b[i] = v
+	if v != flash.ErasedByte {
+		for i := range b {
+			b[i] = v
+		}
+		return
+	}
+	for len(b) > 0 {
+		b = b[copy(b, erased):]
 	}
 }

@@ -139,6 +139,10 @@ type Service struct {
 
 	watchMu  sync.Mutex
 	watchers map[*Watcher]bool // the live watchers
+
+	groupMu sync.Mutex   // guards the group commit's queue (groupcommit.go)
+	pending []*groupCall // requests waiting for the next commit
+	leading bool         // a request is committing a batch
 }
 
 // Open prepares the service's buckets in db.
@@ -931,9 +935,8 @@ func (s *Service) commit(f func(t *txn) error) error {
 	return nil
 }
 
-// update takes the lock and commits f.
+// update commits f with the other requests of the moment (see
+// commitGrouped); the caller must not hold s.mu.
 func (s *Service) update(f func(t *txn) error) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.commit(f)
+	return s.commitGrouped(f)
 }

@@ -74,6 +74,19 @@ type Config struct {
 	OnError func(error)
 	// BackoffMin and BackoffMax bound the reconnect delay (1s, 2m).
 	BackoffMin, BackoffMax time.Duration
+	// ReceiveMaximum is how many QoS 1 messages the broker may send before
+	// the device acknowledges them (MQTT 5 Receive Maximum; default 32).
+	// The client keeps a queue of that many: paho's default, 65535, costs
+	// half a MiB per connection, more than a small device has.
+	ReceiveMaximum uint16
+	// SessionCache, when set, keeps TLS sessions so that a reconnection
+	// resumes the last one (an abbreviated handshake, no certificate
+	// checks) instead of a full handshake.
+	SessionCache tls.ClientSessionCache
+	// CurvePreferences, when set, are the key exchanges the device offers,
+	// in order (crypto/tls's default otherwise, which starts with the
+	// post-quantum hybrid X25519MLKEM768: several times X25519's cost).
+	CurvePreferences []tls.CurveID
 	// Dialer dials TCP (for tests: a fault-injecting proxy's address works
 	// through Endpoint; this is for custom networks). nil: net.Dialer.
 	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -137,6 +150,9 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	if cfg.KeepAlive <= 0 {
 		cfg.KeepAlive = 60 * time.Second
 	}
+	if cfg.ReceiveMaximum == 0 {
+		cfg.ReceiveMaximum = 32
+	}
 	if cfg.BackoffMin <= 0 {
 		cfg.BackoffMin = time.Second
 	}
@@ -153,10 +169,12 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 		serverName = host
 	}
 	tlsCfg := &tls.Config{
-		Certificates: []tls.Certificate{cfg.Certificate},
-		RootCAs:      cfg.RootCAs,
-		ServerName:   serverName,
-		MinVersion:   tls.VersionTLS12,
+		Certificates:       []tls.Certificate{cfg.Certificate},
+		RootCAs:            cfg.RootCAs,
+		ServerName:         serverName,
+		MinVersion:         tls.VersionTLS12,
+		ClientSessionCache: cfg.SessionCache,
+		CurvePreferences:   cfg.CurvePreferences,
 	}
 	tlsCfg.NextProtos = alpn(port, cfg.ALPN)
 	dial := cfg.Dialer
@@ -188,6 +206,14 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 		CleanStartOnInitialConnection: cfg.CleanStart,
 		SessionExpiryInterval:         uint32(cfg.SessionExpiry / time.Second),
 		ConnectTimeout:                20 * time.Second,
+		ConnectPacketBuilder: func(pc *paho.Connect, _ *url.URL) (*paho.Connect, error) {
+			if pc.Properties == nil {
+				pc.Properties = &paho.ConnectProperties{}
+			}
+			rm := cfg.ReceiveMaximum
+			pc.Properties.ReceiveMaximum = &rm
+			return pc, nil
+		},
 		ReconnectBackoff: func(attempt int) time.Duration {
 			if attempt == 0 {
 				return 0

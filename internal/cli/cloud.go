@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/awsfota/awsfota/cloud/broker"
@@ -28,7 +29,7 @@ func cloudCmd(e *env) *cobra.Command {
 
 func cloudServeCmd(e *env) *cobra.Command {
 	var cfg emu.Config
-	var policyFile string
+	var policyFile, cpuProfile string
 	serve := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the local cloud (MQTT broker, AWS IoT Jobs and control plane, S3) until interrupted",
@@ -51,6 +52,17 @@ clients trust the CA (endpoints.json caFile; the AWS CLI: AWS_CA_BUNDLE).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Logger = e.logger()
+			if cpuProfile != "" {
+				pf, err := os.Create(cpuProfile)
+				if err != nil {
+					return usagef("--cpuprofile: %v", err)
+				}
+				defer pf.Close()
+				if err := pprof.StartCPUProfile(pf); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			if policyFile != "" {
 				b, err := os.ReadFile(policyFile)
 				if err != nil {
@@ -97,6 +109,8 @@ clients trust the CA (endpoints.json caFile; the AWS CLI: AWS_CA_BUNDLE).`,
 	serve.Flags().Float64Var(&cfg.DeviceRequestRate, "device-request-rate", 0, "answer RequestThrottled when a thing makes more than `N` Jobs requests a second (0: no limit)")
 	serve.Flags().IntVar(&cfg.DeviceRequestBurst, "device-request-burst", 0, "Jobs requests a thing may make at once under --device-request-rate (default: the rate)")
 	serve.Flags().DurationVar(&cfg.JobDeletionDelay, "job-deletion-delay", jobsvc.DefaultDeletionDelay, "how long DeleteJob takes (the job shows DELETION_IN_PROGRESS meanwhile)")
+	serve.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write the cloud's CPU profile to `FILE` when it stops (go tool pprof)")
+	serve.Flags().MarkHidden("cpuprofile")
 	return serve
 }
 

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -52,6 +53,7 @@ type simFleetFlags struct {
 	abortMin       int
 	connecting     int
 	timeout        time.Duration
+	cpuProfile     string
 }
 
 const (
@@ -139,10 +141,23 @@ settings; --offline-percent never connect.`,
 	fl.IntVar(&f.abortMin, "abort-min-executed", 0, "with --job: executions that must finish before the abort rule applies (default 1)")
 	fl.IntVar(&f.connecting, "connecting", 200, "devices connecting at once (a bound on the connection storm)")
 	fl.DurationVar(&f.timeout, "timeout", 10*time.Minute, "give up after this long")
+	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write the fleet process's CPU profile to `FILE` (go tool pprof)")
+	fl.MarkHidden("cpuprofile")
 	return cmd
 }
 
 func runSimFleet(e *env, t *target, f simFleetFlags) error {
+	if f.cpuProfile != "" {
+		pf, err := os.Create(f.cpuProfile)
+		if err != nil {
+			return usagef("--cpuprofile: %v", err)
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	oc, ep, err := t.client(e)
 	if err != nil {
 		return err

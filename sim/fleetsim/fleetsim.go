@@ -189,8 +189,12 @@ func New(cfg Config) (*Fleet, error) {
 			Thing: c.Thing, Geometry: cfg.Geometry, Keys: cfg.Keys,
 			Memory:   &sim.Memory{Primary: p, Secondary: s, State: &state.Mem{}},
 			Endpoint: cfg.Endpoint, Certificate: cert, RootCAs: cfg.RootCAs, ServerName: cfg.ServerName,
-			Agent:    cfg.Agent,
-			Download: download.Config{Client: &http.Client{Transport: rt}},
+			TLSSessions: tls.NewLRUClientSessionCache(1),
+			// X25519 alone: a microcontroller's TLS stack offers no
+			// post-quantum key exchange, and the fleet's CPU is the test's.
+			TLSCurves: []tls.CurveID{tls.X25519},
+			Agent:     cfg.Agent,
+			Download:  download.Config{Client: &http.Client{Transport: rt}},
 			// Progress is made durable every 64 KiB, as a device with a
 			// small flash page budget would.
 			CheckpointBytes: 64 << 10,
