@@ -44,12 +44,13 @@ func (s *Service) commitGrouped(f func(t *txn) error) error {
 	if !lead && !<-c.done {
 		return c.err
 	}
+	// The batch is taken once the lock is ours: what arrives while another
+	// commit holds it joins.
+	s.mu.Lock()
 	s.groupMu.Lock()
 	batch := s.pending
 	s.pending = nil
 	s.groupMu.Unlock()
-
-	s.mu.Lock()
 	s.commitBatch(batch)
 	s.mu.Unlock()
 

@@ -520,6 +520,7 @@ func fleetSummary(w io.Writer, fl *fleetsim.Fleet, f simFleetFlags, r fleetRepor
 		row("updates per minute", "0")
 	}
 	row("bytes served", strconv.FormatInt(fl.BytesServed(), 10))
+	row("connection errors", strconv.FormatInt(fl.ConnErrors(), 10))
 	switch {
 	case r.peakRSS < 0:
 		row("cloud peak RSS", "unknown (the cloud's pid is not in endpoints.json, or it runs elsewhere)")
@@ -531,6 +532,25 @@ func fleetSummary(w io.Writer, fl *fleetsim.Fleet, f simFleetFlags, r fleetRepor
 		}
 	}
 	printTable(w, rows)
+	// The devices left behind, so that one can look at them.
+	shown := 0
+	for _, x := range rs {
+		if x.Phase == fleetsim.Offline || x.Phase == fleetsim.Done || x.Phase == fleetsim.Failed || x.Phase == fleetsim.Canceled {
+			continue
+		}
+		if shown == 0 {
+			fmt.Fprintln(w, "devices not done:")
+		}
+		if shown++; shown > 10 {
+			fmt.Fprintln(w, "  ...")
+			break
+		}
+		last := ""
+		if x.ConnErr != nil {
+			last = fmt.Sprintf(" (%d failed connection attempts; last: %v)", x.ConnErrors, x.ConnErr)
+		}
+		fmt.Fprintf(w, "  %s %s%s\n", x.Thing, x.Phase, last)
+	}
 }
 
 // pct is the p-th percentile of sorted durations (nearest rank).

@@ -108,14 +108,15 @@ type Counts [numPhases]int
 
 // Fleet is a running fleet.
 type Fleet struct {
-	cfg     Config
-	devices []*member
-	counts  [numPhases]atomic.Int64
-	served  atomic.Int64
-	up      atomic.Int64 // devices that have connected at least once
-	upAll   chan struct{}
-	online  int
-	upOnce  sync.Once
+	cfg      Config
+	devices  []*member
+	counts   [numPhases]atomic.Int64
+	served   atomic.Int64
+	connErrs atomic.Int64
+	up       atomic.Int64 // devices that have connected at least once
+	upAll    chan struct{}
+	online   int
+	upOnce   sync.Once
 }
 
 type member struct {
@@ -132,6 +133,8 @@ type member struct {
 	end        time.Time // of its terminal report
 	status     iotjobs.Status
 	reason     string
+	connErr    error // the last connection error
+	connErrs   int   // connection errors so far
 }
 
 // spread reports whether item i of n is among the share pct (0-100) chosen
@@ -202,7 +205,7 @@ func New(cfg Config) (*Fleet, error) {
 			OnEvent:         m.event,
 			OnBoot:          m.boot,
 			OnConnUp:        m.connUp,
-			OnConnError:     func(error) {},
+			OnConnError:     m.connError,
 			Logger:          cfg.Logger,
 		}
 		d, err := sim.OpenDevice(dc)
@@ -242,6 +245,9 @@ func (f *Fleet) Counts() Counts {
 	}
 	return c
 }
+
+// ConnErrors counts the devices' failed connection attempts.
+func (f *Fleet) ConnErrors() int64 { return f.connErrs.Load() }
 
 // BytesServed is how many bytes of firmware the devices have downloaded.
 func (f *Fleet) BytesServed() int64 { return f.served.Load() }
@@ -307,6 +313,10 @@ type Result struct {
 	Reason  string         // why it failed
 	Started time.Time      // when it accepted the job
 	End     time.Time      // when the cloud accepted its terminal report
+	// ConnErrors counts its failed connection attempts; ConnErr is the
+	// last one.
+	ConnErrors int
+	ConnErr    error
 }
 
 // Results returns every device's last update, in the order of the devices.
@@ -314,7 +324,8 @@ func (f *Fleet) Results() []Result {
 	out := make([]Result, len(f.devices))
 	for i, m := range f.devices {
 		m.mu.Lock()
-		out[i] = Result{Thing: m.dev.Thing(), Phase: m.phase, JobID: m.job, Status: m.status, Reason: m.reason, Started: m.started, End: m.end}
+		out[i] = Result{Thing: m.dev.Thing(), Phase: m.phase, JobID: m.job, Status: m.status, Reason: m.reason, Started: m.started, End: m.end,
+			ConnErrors: m.connErrs, ConnErr: m.connErr}
 		m.mu.Unlock()
 	}
 	return out
@@ -344,6 +355,14 @@ func (m *member) connUp() {
 			m.f.upOnce.Do(func() { close(m.f.upAll) })
 		}
 	}
+}
+
+func (m *member) connError(err error) {
+	m.mu.Lock()
+	m.connErr = err
+	m.connErrs++
+	m.mu.Unlock()
+	m.f.connErrs.Add(1)
 }
 
 func (m *member) release() {
