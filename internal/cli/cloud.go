@@ -3,9 +3,13 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	httppprof "net/http/pprof"
 	"os"
 	"runtime/pprof"
 	"syscall"
+	"time"
 
 	"github.com/awsfota/awsfota/cloud/broker"
 	"github.com/awsfota/awsfota/cloud/emu"
@@ -29,7 +33,7 @@ func cloudCmd(e *env) *cobra.Command {
 
 func cloudServeCmd(e *env) *cobra.Command {
 	var cfg emu.Config
-	var policyFile, cpuProfile string
+	var policyFile, cpuProfile, pprofAddr string
 	serve := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the local cloud (MQTT broker, AWS IoT Jobs and control plane, S3) until interrupted",
@@ -62,6 +66,13 @@ clients trust the CA (endpoints.json caFile; the AWS CLI: AWS_CA_BUNDLE).`,
 					return err
 				}
 				defer pprof.StopCPUProfile()
+			}
+			if pprofAddr != "" {
+				stop, err := servePprof(pprofAddr)
+				if err != nil {
+					return usagef("--pprof: %v", err)
+				}
+				defer stop()
 			}
 			if policyFile != "" {
 				b, err := os.ReadFile(policyFile)
@@ -111,6 +122,8 @@ clients trust the CA (endpoints.json caFile; the AWS CLI: AWS_CA_BUNDLE).`,
 	serve.Flags().DurationVar(&cfg.JobDeletionDelay, "job-deletion-delay", jobsvc.DefaultDeletionDelay, "how long DeleteJob takes (the job shows DELETION_IN_PROGRESS meanwhile)")
 	serve.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write the cloud's CPU profile to `FILE` when it stops (go tool pprof)")
 	serve.Flags().MarkHidden("cpuprofile")
+	serve.Flags().StringVar(&pprofAddr, "pprof", "", "serve Go's profiles (net/http/pprof) on `address`, for measuring the cloud")
+	serve.Flags().MarkHidden("pprof")
 	return serve
 }
 
@@ -141,4 +154,19 @@ certificate's common name), the Jobs service allowed everywhere. Then:
 	cmd.Flags().StringVar(&listen, "listen", emu.DefaultMQTTAddr, "the `address` Mosquitto listens on")
 	cmd.Flags().StringSliceVar(&names, "server-name", nil, "extra host `name` or IP Mosquitto's certificate is valid for")
 	return cmd
+}
+
+// servePprof serves the runtime's profiles on addr until stop.
+func servePprof(addr string) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", httppprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ln) }()
+	return func() { srv.Close(); <-done }, nil
 }
