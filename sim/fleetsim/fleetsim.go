@@ -140,11 +140,11 @@ type member struct {
 // spread reports whether item i of n is among the share pct (0-100) chosen
 // evenly across the n, shifted by phase so that two shares differ.
 func spread(i int, pct float64, phase int) bool {
-	if pct <= 0 {
-		return false
-	}
-	j := float64((i+phase)%1_000_003) * pct / 100
-	return int(j+pct/100) > int(j)
+	// In thousandths of a percent, in integers: exactly n*pct/100 of any n
+	// devices from the first.
+	p := int64(pct * 1000)
+	k := int64(i + phase)
+	return (k+1)*p/100_000 > k*p/100_000
 }
 
 // New makes the fleet's devices, each factory-fresh and running Factory.
