@@ -317,7 +317,8 @@ func fleetKey(dir string) (*mcuboot.PrivateKey, error) {
 
 // provisionFleet returns the credentials of things PREFIX00001..N, making
 // the ones the fleet's file does not hold yet (and all of them when the
-// cloud does not know the file's: a new data directory).
+// cloud does not know the file's: a new data directory), and puts them all
+// in the thing group (a new group gets the things made before too).
 func provisionFleet(ctx context.Context, e *env, oc *operator.Client, f simFleetFlags) ([]fleetsim.Credentials, int, error) {
 	path := filepath.Join(f.dir, fleetDevices)
 	have := map[string]fleetsim.Credentials{}
@@ -347,80 +348,113 @@ func provisionFleet(ctx context.Context, e *env, oc *operator.Client, f simFleet
 			return nil, 0, err
 		}
 	}
-	var missing []int
-	for i, n := range names {
+	newGroup := true
+	if _, err := oc.IoT.CreateThingGroup(ctx, &iot.CreateThingGroupInput{ThingGroupName: aws.String(f.group)}); err != nil {
+		var exists *iottypes.ResourceAlreadyExistsException
+		if !errors.As(err, &exists) {
+			return nil, 0, fmt.Errorf("creating thing group %s: %w", f.group, err)
+		}
+		newGroup = false
+	}
+	var work []string // things to make, or to put in the group
+	made := 0
+	for _, n := range names {
 		if _, ok := have[n]; !ok {
-			missing = append(missing, i)
+			made++
+			work = append(work, n)
+		} else if newGroup {
+			work = append(work, n)
 		}
 	}
-	if len(missing) > 0 {
-		if _, err := oc.IoT.CreateThingGroup(ctx, &iot.CreateThingGroupInput{ThingGroupName: aws.String(f.group)}); err != nil {
-			var exists *iottypes.ResourceAlreadyExistsException
-			if !errors.As(err, &exists) {
-				return nil, 0, fmt.Errorf("creating thing group %s: %w", f.group, err)
+	if len(work) == 0 {
+		return credsOf(have, names), 0, nil
+	}
+	out, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, 0, err
+	}
+	w := bufio.NewWriter(out)
+	var mu sync.Mutex
+	bar := e.progress("provisioning things", int64(len(work)))
+	done := 0
+	err = inParallel(ctx, len(work), 16, func(k int) error {
+		name := work[k]
+		mu.Lock()
+		_, known := have[name]
+		mu.Unlock()
+		var th *operator.Thing
+		if !known {
+			var err error
+			if th, err = oc.CreateThing(ctx, name, "", nil); err != nil {
+				return fmt.Errorf("provisioning %s: %w", name, err)
 			}
 		}
-		out, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-		if err != nil {
-			return nil, 0, err
+		if _, err := oc.IoT.AddThingToThingGroup(ctx, &iot.AddThingToThingGroupInput{ThingName: aws.String(name), ThingGroupName: aws.String(f.group)}); err != nil {
+			return fmt.Errorf("adding %s to thing group %s: %w", name, f.group, err)
 		}
-		w := bufio.NewWriter(out)
-		var (
-			mu   sync.Mutex
-			next atomic.Int64
-			wg   sync.WaitGroup
-			errs []error
-			done int
-		)
-		bar := e.progress("provisioning things", int64(len(missing)))
-		for range 16 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					k := int(next.Add(1) - 1)
-					if k >= len(missing) || ctx.Err() != nil {
-						return
-					}
-					name := names[missing[k]]
-					th, err := oc.CreateThing(ctx, name, "", nil)
-					if err == nil {
-						_, err = oc.IoT.AddThingToThingGroup(ctx, &iot.AddThingToThingGroupInput{ThingName: aws.String(name), ThingGroupName: aws.String(f.group)})
-					}
-					mu.Lock()
-					if err != nil {
-						errs = append(errs, fmt.Errorf("provisioning %s: %w", name, err))
-						mu.Unlock()
-						return
-					}
-					c := fleetsim.Credentials{Thing: name, CertPEM: th.CertificatePEM, KeyPEM: th.PrivateKeyPEM}
-					have[name] = c
-					b, _ := json.Marshal(c)
-					w.Write(append(b, '\n'))
-					done++
-					bar.Set(int64(done))
-					mu.Unlock()
-				}
-			}()
+		mu.Lock()
+		defer mu.Unlock()
+		if th != nil {
+			c := fleetsim.Credentials{Thing: name, CertPEM: th.CertificatePEM, KeyPEM: th.PrivateKeyPEM}
+			have[name] = c
+			b, _ := json.Marshal(c)
+			w.Write(append(b, '\n'))
 		}
-		wg.Wait()
-		bar.Done()
-		err = errors.Join(w.Flush(), out.Sync(), out.Close())
-		if len(errs) > 0 {
-			return nil, 0, errors.Join(errs...)
-		}
-		if err != nil {
-			return nil, 0, err
-		}
-		if ctx.Err() != nil {
-			return nil, 0, ctx.Err()
-		}
+		done++
+		bar.Set(int64(done))
+		return nil
+	})
+	bar.Done()
+	if ferr := errors.Join(w.Flush(), out.Sync(), out.Close()); err == nil {
+		err = ferr
 	}
+	if err != nil {
+		return nil, 0, err
+	}
+	return credsOf(have, names), made, nil
+}
+
+func credsOf(have map[string]fleetsim.Credentials, names []string) []fleetsim.Credentials {
 	creds := make([]fleetsim.Credentials, len(names))
 	for i, n := range names {
 		creds[i] = have[n]
 	}
-	return creds, len(missing), nil
+	return creds
+}
+
+// inParallel runs f(0..n-1) on workers goroutines until the first error
+// (or ctx's end), which it returns.
+func inParallel(ctx context.Context, n, workers int, f func(i int) error) error {
+	var (
+		next atomic.Int64
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				if err := f(i); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+					next.Store(int64(n)) // the others stop
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) == 0 && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return errors.Join(errs...)
 }
 
 // createFleetJob publishes a 1.0.1 image for the group, as `job create
