@@ -62,6 +62,9 @@ type DeviceConfig struct {
 	// the broker when it reconnects (after a reboot, say), as a device
 	// that keeps its session ticket does.
 	TLSSessions tls.ClientSessionCache
+	// TrustSession skips resubscribing when the broker kept the device's
+	// session (mqttconn.Config.TrustSession).
+	TrustSession bool
 	// TLSCurves, when set, are the key exchanges the device offers the
 	// broker (mqttconn.Config.CurvePreferences).
 	TLSCurves []tls.CurveID
@@ -292,6 +295,7 @@ func (d *Device) runOnce(ctx context.Context) error {
 		ServerName:       d.cfg.ServerName,
 		SessionCache:     d.cfg.TLSSessions,
 		CurvePreferences: d.cfg.TLSCurves,
+		TrustSession:     d.cfg.TrustSession,
 		// A persistent session, as on AWS: QoS 1 messages sent while the
 		// device is away are delivered when it reconnects.
 		SessionExpiry: time.Hour,

@@ -23,6 +23,7 @@ import (
 	"net"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -87,6 +88,12 @@ type Config struct {
 	// in order (crypto/tls's default otherwise, which starts with the
 	// post-quantum hybrid X25519MLKEM768: several times X25519's cost).
 	CurvePreferences []tls.CurveID
+	// TrustSession skips the subscriptions when the broker answers that it
+	// kept the session (MQTT 5 Session Present, with CleanStart false): a
+	// reconnection then costs no SUBSCRIBE, as AWS IoT's persistent
+	// sessions allow. Set it only when every connection of this client id
+	// subscribes to the same Filters.
+	TrustSession bool
 	// Dialer dials TCP (for tests: a fault-injecting proxy's address works
 	// through Endpoint; this is for custom networks). nil: net.Dialer.
 	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -129,6 +136,7 @@ type Conn struct {
 	cfg    Config
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	gen    atomic.Uint64 // counts connections up and down: which one is current
 }
 
 // ErrNotConnected is returned by Publish while the connection is down.
@@ -234,17 +242,26 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 			}
 			return packets.NewThreadSafeConn(tc), nil
 		},
-		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
+		OnConnectionUp: func(cm *autopaho.ConnectionManager, ack *paho.Connack) {
 			bmu.Lock()
 			failures = 0
 			bmu.Unlock()
+			gen := c.gen.Add(1)
+			if cfg.TrustSession && ack != nil && ack.SessionPresent {
+				// The broker kept the session, subscriptions included.
+				if cfg.OnUp != nil {
+					cfg.OnUp()
+				}
+				return
+			}
 			c.wg.Add(1)
 			go func() {
 				defer c.wg.Done()
-				c.subscribe(ctx, cm)
+				c.subscribe(ctx, cm, gen)
 			}()
 		},
 		OnConnectionDown: func() bool {
+			c.gen.Add(1) // a subscription still being retried stops
 			if cfg.OnDown != nil {
 				cfg.OnDown()
 			}
@@ -297,33 +314,59 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	return c, nil
 }
 
-func (c *Conn) subscribe(ctx context.Context, cm *autopaho.ConnectionManager) {
-	if len(c.cfg.Filters) > 0 {
-		subs := make([]paho.SubscribeOptions, len(c.cfg.Filters))
-		for i, f := range c.cfg.Filters {
-			subs[i] = paho.SubscribeOptions{Topic: f, QoS: 1}
-		}
-		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		ack, err := cm.Subscribe(sctx, &paho.Subscribe{Subscriptions: subs})
+func (c *Conn) subscribe(ctx context.Context, cm *autopaho.ConnectionManager, gen uint64) {
+	// A failed subscription is tried again, with the backoff, for as long as
+	// this connection is the current one: a device connected but not
+	// subscribed would wait for replies that never come.
+	delay := c.cfg.BackoffMin
+	for {
+		err := c.trySubscribe(ctx, cm)
 		if err == nil {
-			for i, rc := range ack.Reasons {
-				if rc >= 0x80 && i < len(c.cfg.Filters) {
-					err = fmt.Errorf("the broker refused the subscription to %s (reason %#x): check the thing's policy allows iot:Subscribe and iot:Receive on it", c.cfg.Filters[i], rc)
-					break
-				}
-			}
+			break
 		}
-		if err != nil {
-			if ctx.Err() == nil && c.cfg.OnError != nil {
-				c.cfg.OnError(fmt.Errorf("mqttconn: subscribing: %w", err))
-			}
+		if ctx.Err() != nil || c.gen.Load() != gen {
 			return
 		}
+		if c.cfg.OnError != nil {
+			c.cfg.OnError(fmt.Errorf("mqttconn: subscribing: %w; trying again in %v", err, delay))
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if c.gen.Load() != gen {
+			return
+		}
+		delay = min(2*delay, c.cfg.BackoffMax)
 	}
 	if c.cfg.OnUp != nil {
 		c.cfg.OnUp()
 	}
+}
+
+func (c *Conn) trySubscribe(ctx context.Context, cm *autopaho.ConnectionManager) error {
+	if len(c.cfg.Filters) == 0 {
+		return nil
+	}
+	subs := make([]paho.SubscribeOptions, len(c.cfg.Filters))
+	for i, f := range c.cfg.Filters {
+		subs[i] = paho.SubscribeOptions{Topic: f, QoS: 1}
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	ack, err := cm.Subscribe(sctx, &paho.Subscribe{Subscriptions: subs})
+	if err != nil {
+		return err
+	}
+	for i, rc := range ack.Reasons {
+		if rc >= 0x80 && i < len(c.cfg.Filters) {
+			return fmt.Errorf("the broker refused the subscription to %s (reason %#x): check the thing's policy allows iot:Subscribe and iot:Receive on it", c.cfg.Filters[i], rc)
+		}
+	}
+	return nil
 }
 
 // alpn returns the ALPN protocols to offer: AWS IoT Core accepts MQTT with a

@@ -14,6 +14,8 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -333,4 +335,121 @@ func TestEndpointHostAlone(t *testing.T) {
 		t.Fatalf("dialed %s", a)
 	}
 	waitFor(t, up, "connection up")
+}
+
+// refuseFirst refuses the subscriptions of the first SUBSCRIBE; later ones
+// pass.
+type refuseFirst struct {
+	allowAll
+	mu      sync.Mutex
+	refused bool
+}
+
+func (h *refuseFirst) ID() string { return "refuse-first" }
+func (h *refuseFirst) OnACLCheck(_ *mqtt.Client, topic string, write bool) bool {
+	if write {
+		return true
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.refused {
+		h.refused = true
+		return false
+	}
+	return true
+}
+
+// TestSubscriptionRetried: a subscription the broker refuses (or that times
+// out) is tried again on the same connection; OnUp comes only once the
+// device is subscribed, and it then receives.
+func TestSubscriptionRetried(t *testing.T) {
+	p := newPKI(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{p.server}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: p.pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
+	if err := srv.AddHook(new(refuseFirst), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.AddListener(listeners.NewNet("tls", ln)); err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	defer srv.Close()
+
+	up, errs, msgs := make(chan struct{}, 4), make(chan error, 8), make(chan string, 4)
+	c, err := Dial(context.Background(), Config{
+		Endpoint: ln.Addr().String(), ClientID: "dev-1", Certificate: p.client, RootCAs: p.pool, ServerName: "localhost",
+		Filters:    []string{"$aws/things/dev-1/jobs/#"},
+		OnMessage:  func(topic string, payload []byte) { msgs <- topic },
+		OnUp:       func() { up <- struct{}{} },
+		OnError:    func(err error) { errs <- err },
+		BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := waitFor(t, errs, "the refusal"); !strings.Contains(err.Error(), "subscribing") || !strings.Contains(err.Error(), "trying again in") {
+		t.Fatalf("error %q; want the refusal and the retry", err)
+	}
+	waitFor(t, up, "connection up after the retry")
+	if err := srv.Publish("$aws/things/dev-1/jobs/notify", []byte(`{}`), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitFor(t, msgs, "message"); got != "$aws/things/dev-1/jobs/notify" {
+		t.Fatal(got)
+	}
+}
+
+// TestTrustSession: with TrustSession, a reconnection to a session the
+// broker kept sends no SUBSCRIBE, and messages still arrive.
+func TestTrustSession(t *testing.T) {
+	p := newPKI(t)
+	srv, addr := broker(t, p)
+	var subscribes atomic.Int32
+	if err := srv.AddHook(&countSubscribes{n: &subscribes}, nil); err != nil {
+		t.Fatal(err)
+	}
+	up, msgs := make(chan struct{}, 4), make(chan string, 4)
+	c, err := Dial(context.Background(), Config{
+		Endpoint: addr, ClientID: "dev-1", Certificate: p.client, RootCAs: p.pool, ServerName: "localhost",
+		Filters: []string{"$aws/things/dev-1/jobs/#"}, SessionExpiry: time.Hour, TrustSession: true,
+		OnMessage:  func(topic string, payload []byte) { msgs <- topic },
+		OnUp:       func() { up <- struct{}{} },
+		BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitFor(t, up, "connection up")
+	cl, ok := srv.Clients.Get("dev-1")
+	if !ok {
+		t.Fatal("client not registered")
+	}
+	srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+	waitFor(t, up, "reconnected")
+	if n := subscribes.Load(); n != 1 {
+		t.Errorf("%d SUBSCRIBEs; want 1, none after reconnecting to the kept session", n)
+	}
+	if err := srv.Publish("$aws/things/dev-1/jobs/notify", []byte(`{}`), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitFor(t, msgs, "message after the reconnection"); got != "$aws/things/dev-1/jobs/notify" {
+		t.Fatal(got)
+	}
+}
+
+type countSubscribes struct {
+	mqtt.HookBase
+	n *atomic.Int32
+}
+
+func (h *countSubscribes) ID() string           { return "count-subscribes" }
+func (h *countSubscribes) Provides(b byte) bool { return b == mqtt.OnSubscribe }
+func (h *countSubscribes) OnSubscribe(_ *mqtt.Client, pk packets.Packet) packets.Packet {
+	h.n.Add(1)
+	return pk
 }

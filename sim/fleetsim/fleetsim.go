@@ -196,8 +196,11 @@ func New(cfg Config) (*Fleet, error) {
 			// X25519 alone: a microcontroller's TLS stack offers no
 			// post-quantum key exchange, and the fleet's CPU is the test's.
 			TLSCurves: []tls.CurveID{tls.X25519},
-			Agent:     cfg.Agent,
-			Download:  download.Config{Client: &http.Client{Transport: rt}},
+			// A reboot reconnects to the session the broker kept: no
+			// SUBSCRIBE storm when thousands reboot together.
+			TrustSession: true,
+			Agent:        cfg.Agent,
+			Download:     download.Config{Client: &http.Client{Transport: rt}},
 			// Progress is made durable every 64 KiB, as a device with a
 			// small flash page budget would.
 			CheckpointBytes: 64 << 10,
