@@ -56,7 +56,7 @@ for n in $sizes; do
 	load=$(cut -d' ' -f1-3 /proc/loadavg)
 	out="$work/fleet-$n.txt"
 	/usr/bin/time -f "fleet-cpu %U %S %M" -o "$work/time-$n.txt" \
-		"$bin" sim fleet --local "$work/cloud" --devices "$n" --group "bench-$n" --job --image-size "$image_size" --timeout 20m \
+		"$bin" sim fleet --local "$work/cloud" --devices "$n" --group "bench-$n" --job --image-size "$image_size" --timeout "${TIMEOUT:-6m}" \
 		>"$out" 2>"$work/fleet-$n.log" || echo "bench-fleet: sim fleet --devices $n failed; see $work/fleet-$n.log" >&2
 	stop_cloud
 	read -r _ u s m <"$work/time-$n.txt"

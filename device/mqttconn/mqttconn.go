@@ -247,16 +247,19 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 			failures = 0
 			bmu.Unlock()
 			gen := c.gen.Add(1)
-			if cfg.TrustSession && ack != nil && ack.SessionPresent {
-				// The broker kept the session, subscriptions included.
-				if cfg.OnUp != nil {
-					cfg.OnUp()
-				}
-				return
-			}
+			// The broker kept the session, subscriptions included: nothing to
+			// subscribe. Either way OnUp is told off autopaho's goroutine,
+			// which must return before the connection can publish.
+			kept := cfg.TrustSession && ack != nil && ack.SessionPresent
 			c.wg.Add(1)
 			go func() {
 				defer c.wg.Done()
+				if kept {
+					if cfg.OnUp != nil {
+						cfg.OnUp()
+					}
+					return
+				}
 				c.subscribe(ctx, cm, gen)
 			}()
 		},
