@@ -140,6 +140,8 @@ type Service struct {
 	watchMu  sync.Mutex
 	watchers map[*Watcher]bool // the live watchers
 
+	jobs jobCache // decoded jobs (jobcache.go)
+
 	groupMu sync.Mutex   // guards the group commit's queue (groupcommit.go)
 	pending []*groupCall // requests waiting for the next commit
 	leading bool         // a request is committing a batch
@@ -260,10 +262,15 @@ func (t *txn) job(id string) (*Job, bool) {
 	if b == nil {
 		return nil, false
 	}
+	if j, ok := t.s.jobs.get(id, b); ok {
+		t.jobs[id] = &j
+		return &j, true
+	}
 	var j Job
 	if json.Unmarshal(b, &j) != nil {
 		return nil, false
 	}
+	defer func() { t.s.jobs.put(id, b, j) }()
 	if j.TargetSelection == "" {
 		j.TargetSelection = Snapshot
 	}
