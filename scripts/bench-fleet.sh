@@ -56,10 +56,10 @@ for n in $sizes; do
 	load=$(cut -d' ' -f1-3 /proc/loadavg)
 	out="$work/fleet-$n.txt"
 	/usr/bin/time -f "fleet-cpu %U %S %M" -o "$work/time-$n.txt" \
-		"$bin" sim fleet --local "$work/cloud" --devices "$n" --group "bench-$n" --job --image-size "$image_size" --timeout "${TIMEOUT:-6m}" \
+		"$bin" sim fleet --local "$work/cloud" --devices "$n" --group "bench-$n" --job --image-size "$image_size" --timeout "${TIMEOUT:-20m}" \
 		>"$out" 2>"$work/fleet-$n.log" || echo "bench-fleet: sim fleet --devices $n failed; see $work/fleet-$n.log" >&2
 	stop_cloud
-	read -r _ u s m <"$work/time-$n.txt"
+	read -r _ u s m < <(grep '^fleet-cpu ' "$work/time-$n.txt")
 	conn=$(row "connected in" "$out" | cut -d' ' -f1)
 	all=$(row "all SUCCEEDED after" "$out" | cut -d' ' -f1)
 	pct=$(row "time to SUCCEEDED" "$out" | sed 's/p50 \([0-9.]*\) s  p90 \([0-9.]*\) s  p99 \([0-9.]*\) s/\1 \/ \2 \/ \3/')
