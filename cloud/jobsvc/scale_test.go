@@ -20,8 +20,10 @@ func fleetOf(n int) []string {
 // maximumPerMinute a minute (fake clock), and its abort rule cancels it at
 // the failure share it names, counted over 10 000 executions.
 func TestRolloutAndAbortAt10000(t *testing.T) {
-	if testing.Short() {
-		t.Skip("10 000 things: seconds of bbolt work")
+	if testing.Short() || raceEnabled {
+		// Seconds of bbolt work, a minute and a half under the race
+		// detector, for no concurrency of its own: the scale is what it tests.
+		t.Skip("10 000 things: run it without -race and -short")
 	}
 	const n = 10_000
 	things := fleetOf(n)
