@@ -140,7 +140,7 @@ settings; --offline-percent never connect.`,
 	fl.Float64Var(&f.abortPercent, "abort-failure-percent", 0, "with --job: cancel the job when this `percent` of executions fail (0: never)")
 	fl.IntVar(&f.abortMin, "abort-min-executed", 0, "with --job: executions that must finish before the abort rule applies (default 1)")
 	fl.IntVar(&f.connecting, "connecting", 200, "devices connecting at once (a bound on the connection storm)")
-	fl.DurationVar(&f.timeout, "timeout", 10*time.Minute, "give up after this long")
+	fl.DurationVar(&f.timeout, "timeout", 10*time.Minute, "give up after this long (provisioning included)")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write the fleet process's CPU profile to `FILE` (go tool pprof)")
 	fl.MarkHidden("cpuprofile")
 	return cmd
