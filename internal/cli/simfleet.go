@@ -214,6 +214,14 @@ func runSimFleet(e *env, t *target, f simFleetFlags) error {
 	runDone := make(chan error, 1)
 	connStart := time.Now()
 	go func() { runDone <- fl.Run(runCtx) }()
+	running := true
+	defer func() {
+		// Whatever ends the command, the devices stop before it returns.
+		if running {
+			stopRun()
+			<-runDone
+		}
+	}()
 
 	var connTook time.Duration
 	select {
@@ -221,6 +229,7 @@ func runSimFleet(e *env, t *target, f simFleetFlags) error {
 		connTook = time.Since(connStart)
 		live.printf("%d %s connected in %.1fs\n", fl.Online(), plural(fl.Online(), "device"), connTook.Seconds())
 	case err := <-runDone:
+		running = false
 		return fmt.Errorf("the fleet stopped before every device connected: %w", err)
 	case <-ctx.Done():
 		return fmt.Errorf("only %d of %d devices connected within --timeout %v: is the cloud's MQTT port %s reachable?", fl.Counts()[fleetsim.Connected], fl.Online(), f.timeout, ep.MQTT)
@@ -249,6 +258,7 @@ wait:
 	for {
 		select {
 		case runErr = <-runDone:
+			running = false
 			break wait
 		case <-ctx.Done():
 			if e.ctx.Err() != nil {
@@ -280,8 +290,11 @@ wait:
 		}
 	}
 	stopRun()
-	if err := <-runDone; err != nil && runErr == nil {
-		runErr = err
+	if running {
+		running = false
+		if err := <-runDone; err != nil && runErr == nil {
+			runErr = err
+		}
 	}
 	live.stop()
 
