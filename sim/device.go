@@ -40,9 +40,15 @@ var slotOptions = mcubootslot.Options{SwapMove: true}
 
 // DeviceConfig describes a simulated device.
 type DeviceConfig struct {
-	// Dir keeps the device's flash (primary.bin, secondary.bin) and state.
-	Dir   string
-	Thing string
+	// Dir keeps the device's flash (primary.bin, secondary.bin) and state,
+	// unless Memory says otherwise.
+	Dir string
+	// Memory, when set, holds the device's slots and the agent's state
+	// instead of files in Dir (which is then unused): the device forgets
+	// everything when the process ends, and fleets of thousands need no
+	// disk. Its slots must have the device's Geometry.
+	Memory *Memory
+	Thing  string
 	// Geometry of each slot (DefaultGeometry).
 	Geometry flash.Geometry
 	// Keys are the public keys the device trusts: its bootloader's built-in
@@ -56,6 +62,16 @@ type DeviceConfig struct {
 	Certificate tls.Certificate
 	RootCAs     *x509.CertPool
 	ServerName  string
+	// TLSSessions, when set, lets the device resume its TLS session with
+	// the broker when it reconnects (after a reboot, say), as a device
+	// that keeps its session ticket does.
+	TLSSessions tls.ClientSessionCache
+	// TrustSession skips resubscribing when the broker kept the device's
+	// session (mqttconn.Config.TrustSession).
+	TrustSession bool
+	// TLSCurves, when set, are the key exchanges the device offers the
+	// broker (mqttconn.Config.CurvePreferences).
+	TLSCurves []tls.CurveID
 
 	// Agent settings (Thing is filled in).
 	Agent agent.Config
@@ -96,9 +112,9 @@ type DeviceConfig struct {
 // the device library.
 type Device struct {
 	cfg       DeviceConfig
-	primary   *flash.File
-	secondary *flash.File
-	store     *state.Dir
+	primary   flash.Flash
+	secondary flash.Flash
+	store     state.Store
 	boot      Bootloader
 	fetch     *download.Downloader
 	modem     *Modem
@@ -118,22 +134,8 @@ func OpenDevice(cfg DeviceConfig) (*Device, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
-		return nil, fmt.Errorf("sim: %w", err)
-	}
-	p, err := flash.OpenFile(filepath.Join(cfg.Dir, "primary.bin"), cfg.Geometry)
+	p, s, st, err := openStorage(cfg)
 	if err != nil {
-		return nil, err
-	}
-	s, err := flash.OpenFile(filepath.Join(cfg.Dir, "secondary.bin"), cfg.Geometry)
-	if err != nil {
-		p.Close()
-		return nil, err
-	}
-	st, err := state.OpenDir(filepath.Join(cfg.Dir, "state"))
-	if err != nil {
-		p.Close()
-		s.Close()
 		return nil, err
 	}
 	dl := cfg.Download
@@ -146,8 +148,7 @@ func OpenDevice(cfg DeviceConfig) (*Device, error) {
 	d := &Device{cfg: cfg, primary: p, secondary: s, store: st, fetch: download.New(dl)}
 	if cfg.ModemVersion != "" {
 		if d.modem, err = OpenModem(filepath.Join(cfg.Dir, "modem"), cfg.ModemVersion); err != nil {
-			p.Close()
-			s.Close()
+			closeFlash(p, s)
 			return nil, err
 		}
 	}
@@ -171,7 +172,7 @@ func (d *Device) Install(image []byte) error {
 	if int64(len(image)) > mcubootslot.MaxImageSize(g, slotOptions) {
 		return fmt.Errorf("sim: image of %d bytes does not fit the %d-byte slot", len(image), g.Size)
 	}
-	for _, f := range []*flash.File{d.primary, d.secondary} {
+	for _, f := range []flash.Flash{d.primary, d.secondary} {
 		if err := f.Erase(0, g.Size); err != nil {
 			return err
 		}
@@ -305,11 +306,14 @@ func (d *Device) runOnce(ctx context.Context) error {
 		return err
 	}
 	conn, err := mqttconn.Dial(ctx, mqttconn.Config{
-		Endpoint:    d.cfg.Endpoint,
-		ClientID:    d.cfg.Thing,
-		Certificate: d.cfg.Certificate,
-		RootCAs:     d.cfg.RootCAs,
-		ServerName:  d.cfg.ServerName,
+		Endpoint:         d.cfg.Endpoint,
+		ClientID:         d.cfg.Thing,
+		Certificate:      d.cfg.Certificate,
+		RootCAs:          d.cfg.RootCAs,
+		ServerName:       d.cfg.ServerName,
+		SessionCache:     d.cfg.TLSSessions,
+		CurvePreferences: d.cfg.TLSCurves,
+		TrustSession:     d.cfg.TrustSession,
 		// A persistent session, as on AWS: QoS 1 messages sent while the
 		// device is away are delivered when it reconnects.
 		SessionExpiry: time.Hour,
@@ -359,7 +363,59 @@ func (d *Device) Close() error {
 	}
 	d.closed = true
 	d.fetch.CloseIdleConnections()
-	return errors.Join(d.primary.Close(), d.secondary.Close())
+	return closeFlash(d.primary, d.secondary)
+}
+
+// Memory is the storage of a device kept in memory (DeviceConfig.Memory).
+type Memory struct {
+	Primary, Secondary flash.Flash
+	State              state.Store
+}
+
+// openStorage opens the device's slots and state store: cfg.Memory's, or
+// files in cfg.Dir.
+func openStorage(cfg DeviceConfig) (primary, secondary flash.Flash, st state.Store, err error) {
+	if m := cfg.Memory; m != nil {
+		for _, f := range []flash.Flash{m.Primary, m.Secondary} {
+			if f == nil || f.Geometry() != cfg.Geometry {
+				return nil, nil, nil, fmt.Errorf("sim: %s's in-memory slots must both have the device's geometry %+v", cfg.Thing, cfg.Geometry)
+			}
+		}
+		if m.State == nil {
+			return nil, nil, nil, fmt.Errorf("sim: %s's in-memory storage has no state store", cfg.Thing)
+		}
+		return m.Primary, m.Secondary, m.State, nil
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, nil, nil, fmt.Errorf("sim: %w", err)
+	}
+	p, err := flash.OpenFile(filepath.Join(cfg.Dir, "primary.bin"), cfg.Geometry)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	s, err := flash.OpenFile(filepath.Join(cfg.Dir, "secondary.bin"), cfg.Geometry)
+	if err != nil {
+		p.Close()
+		return nil, nil, nil, err
+	}
+	dir, err := state.OpenDir(filepath.Join(cfg.Dir, "state"))
+	if err != nil {
+		p.Close()
+		s.Close()
+		return nil, nil, nil, err
+	}
+	return p, s, dir, nil
+}
+
+// closeFlash closes the slots that are files.
+func closeFlash(fs ...flash.Flash) error {
+	var errs []error
+	for _, f := range fs {
+		if c, ok := f.(io.Closer); ok {
+			errs = append(errs, c.Close())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // SlotImage returns the first n bytes of the primary slot.

@@ -17,11 +17,17 @@ func linkClient(rate int64, roots *x509.CertPool, clk clock.Clock) *http.Client 
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil
 	tr.TLSClientConfig = &tls.Config{RootCAs: roots}
-	return &http.Client{Transport: &slowTransport{rt: tr, rate: rate, clk: clk}}
+	return &http.Client{Transport: SlowLink(tr, rate, clk)}
+}
+
+// SlowLink returns a transport whose response bodies arrive through rt at
+// most at rate bytes per second, as over a constrained (cellular) link.
+func SlowLink(rt http.RoundTripper, rate int64, clk clock.Clock) http.RoundTripper {
+	return &slowTransport{rt: rt, rate: rate, clk: clk}
 }
 
 type slowTransport struct {
-	rt   *http.Transport
+	rt   http.RoundTripper
 	rate int64
 	clk  clock.Clock
 }
@@ -36,7 +42,11 @@ func (s *slowTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // CloseIdleConnections lets the client drop its connections at a reboot.
-func (s *slowTransport) CloseIdleConnections() { s.rt.CloseIdleConnections() }
+func (s *slowTransport) CloseIdleConnections() {
+	if c, ok := s.rt.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
 
 type slowBody struct {
 	io.ReadCloser

@@ -102,6 +102,9 @@ type Endpoints struct {
 	AccessKeyID     string `json:"accessKeyId"`
 	SecretAccessKey string `json:"secretAccessKey"`
 	CAFile          string `json:"caFile"` // PEM of the CA that signs the broker and the devices
+	// PID is the cloud's process id, for tools that measure it (the
+	// simulated fleet reads its peak memory); 0 from an older cloud.
+	PID int `json:"pid,omitempty"`
 }
 
 // ListenError is Start's error when the cloud cannot listen on one of its
@@ -388,6 +391,7 @@ func (c *Cloud) Endpoints() Endpoints {
 		AccessKeyID:     c.creds.AccessKeyID,
 		SecretAccessKey: c.creds.SecretAccessKey,
 		CAFile:          c.CA.CertFile(),
+		PID:             os.Getpid(),
 	}
 }
 

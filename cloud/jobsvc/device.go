@@ -98,20 +98,19 @@ func (s *Service) DeviceRequest(thing, jobID string, req any) (any, *iotjobs.Err
 	if err := iotjobs.ValidateClientToken(token); err != nil {
 		return nil, reject(iotjobs.CodeInvalidRequest, "%v", err), nil
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	return s.run(f, nil)
 }
 
 // run commits op; a rejection changes nothing. reply, when set, makes the
 // messages that go out ahead of the notifications the change caused (the
-// MQTT reply).
+// MQTT reply). The caller must not hold s.mu: requests are committed in
+// groups (commitGrouped).
 func (s *Service) run(op func(x *txn) (any, *iotjobs.ErrorResponse, error), reply func(resp any) []Message) (any, *iotjobs.ErrorResponse, error) {
 	var (
 		resp any
 		rej  *iotjobs.ErrorResponse
 	)
-	err := s.commit(func(x *txn) error {
+	err := s.commitGrouped(func(x *txn) error {
 		var err error
 		resp, rej, err = op(x)
 		if err != nil {
@@ -145,10 +144,10 @@ func tokenOf(payload []byte) string {
 // (accepted or rejected) to the requester, then the notifications.
 func (s *Service) serve(t iotjobs.Topic, client string, payload []byte, req any, token *string,
 	op func(x *txn) (any, *iotjobs.ErrorResponse, error)) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	rejected := func(r *iotjobs.ErrorResponse, tok string) {
 		r.ClientToken, r.Timestamp = tok, s.cfg.Clock.Now().Unix()
+		s.mu.Lock()
+		defer s.mu.Unlock()
 		s.publish([]Message{{Topic: t.Rejected().String(), Payload: iotjobs.Encode(r), ClientID: client}})
 	}
 	if len(payload) > 0 && (!utf8.Valid(payload) || !json.Valid(payload)) {

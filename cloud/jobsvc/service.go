@@ -139,6 +139,12 @@ type Service struct {
 
 	watchMu  sync.Mutex
 	watchers map[*Watcher]bool // the live watchers
+
+	jobs jobCache // decoded jobs (jobcache.go)
+
+	groupMu sync.Mutex   // guards the group commit's queue (groupcommit.go)
+	pending []*groupCall // requests waiting for the next commit
+	leading bool         // a request is committing a batch
 }
 
 // Open prepares the service's buckets in db.
@@ -256,10 +262,15 @@ func (t *txn) job(id string) (*Job, bool) {
 	if b == nil {
 		return nil, false
 	}
+	if j, ok := t.s.jobs.get(id, b); ok {
+		t.jobs[id] = &j
+		return &j, true
+	}
 	var j Job
 	if json.Unmarshal(b, &j) != nil {
 		return nil, false
 	}
+	defer func() { t.s.jobs.put(id, b, j) }()
 	if j.TargetSelection == "" {
 		j.TargetSelection = Snapshot
 	}
@@ -931,9 +942,8 @@ func (s *Service) commit(f func(t *txn) error) error {
 	return nil
 }
 
-// update takes the lock and commits f.
+// update commits f with the other requests of the moment (see
+// commitGrouped); the caller must not hold s.mu.
 func (s *Service) update(f func(t *txn) error) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.commit(f)
+	return s.commitGrouped(f)
 }

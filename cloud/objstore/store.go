@@ -711,6 +711,18 @@ type Object struct {
 // Close releases the object's file.
 func (o *Object) Close() error { return o.f.Close() }
 
+// content is what to serve the object from: its file itself when the
+// object is the whole file, so that the copy to a plain TCP connection can
+// be a sendfile(2); the section of the file otherwise.
+func (o *Object) content() io.ReadSeeker {
+	if st, err := o.f.Stat(); err == nil && st.Size() == o.Size() {
+		if _, err := o.f.Seek(0, io.SeekStart); err == nil {
+			return o.f
+		}
+	}
+	return o.SectionReader
+}
+
 // Open opens an object for reading (io.ReadSeeker and io.ReaderAt). It
 // fails with ErrNoSuchBucket or ErrNoSuchKey.
 func (s *Store) Open(bucketName, key string) (*Object, ObjectInfo, error) {

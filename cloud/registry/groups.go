@@ -182,7 +182,7 @@ func unlink(tx *bolt.Tx, thing, group string) error {
 // belongs to at most 10 groups, and to at most one group of a hierarchy.
 // Adding it again changes nothing.
 func (r *Registry) AddThingToThingGroup(thing, group string) error {
-	return r.db.Update(func(tx *bolt.Tx) error {
+	return r.db.Batch(func(tx *bolt.Tx) error {
 		var t Thing
 		if !get(tx, bucketThings, thing, &t) {
 			return fmt.Errorf("%w: thing %s does not exist", ErrNotFound, thing)

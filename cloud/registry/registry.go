@@ -4,6 +4,11 @@
 // which thing. The broker asks it whether a connecting certificate may act as
 // the thing named by the client id.
 //
+// The calls that provisioning makes by the thousand (CreateThing,
+// AddCertificate, AttachThingPrincipal, AddThingToThingGroup) commit through
+// bbolt's Batch: concurrent calls share one fsynced transaction, and each
+// returns only once it is durable.
+//
 // It imports the standard library, bbolt, clock and iotjobs; cloud/* must
 // never import device/* or sim/.
 package registry
@@ -164,7 +169,7 @@ func (r *Registry) CreateThing(name string, attrs map[string]string) (Thing, err
 		return Thing{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	var out Thing
-	err := r.db.Update(func(tx *bolt.Tx) error {
+	err := r.db.Batch(func(tx *bolt.Tx) error {
 		if get(tx, bucketThings, name, &out) {
 			if !mapsEqual(out.Attributes, attrs) {
 				return fmt.Errorf("%w: thing %s exists with other attributes", ErrExists, name)
@@ -275,7 +280,7 @@ func (r *Registry) AddCertificate(id, certPEM, status string) (Certificate, erro
 		return Certificate{}, fmt.Errorf("%w: status %q (ACTIVE or INACTIVE)", ErrInvalid, status)
 	}
 	c := Certificate{ID: id, ARN: r.CertificateARN(id), PEM: certPEM, Status: status, CreatedAt: r.cfg.Clock.Now().UTC()}
-	err := r.db.Update(func(tx *bolt.Tx) error {
+	err := r.db.Batch(func(tx *bolt.Tx) error {
 		var old Certificate
 		if get(tx, bucketCerts, id, &old) {
 			return fmt.Errorf("%w: certificate %s", ErrExists, id)
@@ -319,7 +324,7 @@ func (r *Registry) UpdateCertificateStatus(id, status string) error {
 
 // AttachThingPrincipal attaches a certificate to a thing.
 func (r *Registry) AttachThingPrincipal(thing, certID string) error {
-	return r.db.Update(func(tx *bolt.Tx) error {
+	return r.db.Batch(func(tx *bolt.Tx) error {
 		var t Thing
 		if !get(tx, bucketThings, thing, &t) {
 			return fmt.Errorf("%w: thing %s does not exist", ErrNotFound, thing)

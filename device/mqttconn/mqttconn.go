@@ -79,6 +79,25 @@ type Config struct {
 	OnError func(error)
 	// BackoffMin and BackoffMax bound the reconnect delay (1s, 2m).
 	BackoffMin, BackoffMax time.Duration
+	// ReceiveMaximum is how many QoS 1 messages the broker may send before
+	// the device acknowledges them (MQTT 5 Receive Maximum; default 32).
+	// The client keeps a queue of that many: paho's default, 65535, costs
+	// half a MiB per connection, more than a small device has.
+	ReceiveMaximum uint16
+	// SessionCache, when set, keeps TLS sessions so that a reconnection
+	// resumes the last one (an abbreviated handshake, no certificate
+	// checks) instead of a full handshake.
+	SessionCache tls.ClientSessionCache
+	// CurvePreferences, when set, are the key exchanges the device offers,
+	// in order (crypto/tls's default otherwise, which starts with the
+	// post-quantum hybrid X25519MLKEM768: several times X25519's cost).
+	CurvePreferences []tls.CurveID
+	// TrustSession skips the subscriptions when the broker answers that it
+	// kept the session (MQTT 5 Session Present, with CleanStart false): a
+	// reconnection then costs no SUBSCRIBE, as AWS IoT's persistent
+	// sessions allow. Set it only when every connection of this client id
+	// subscribes to the same Filters.
+	TrustSession bool
 	// Dialer dials TCP (for tests: a fault-injecting proxy's address works
 	// through Endpoint; this is for custom networks). nil: net.Dialer.
 	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -146,6 +165,9 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	if cfg.KeepAlive <= 0 {
 		cfg.KeepAlive = 60 * time.Second
 	}
+	if cfg.ReceiveMaximum == 0 {
+		cfg.ReceiveMaximum = 32
+	}
 	if cfg.BackoffMin <= 0 {
 		cfg.BackoffMin = time.Second
 	}
@@ -165,10 +187,12 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 		serverName = host
 	}
 	tlsCfg := &tls.Config{
-		Certificates: []tls.Certificate{cfg.Certificate},
-		RootCAs:      cfg.RootCAs,
-		ServerName:   serverName,
-		MinVersion:   tls.VersionTLS12,
+		Certificates:       []tls.Certificate{cfg.Certificate},
+		RootCAs:            cfg.RootCAs,
+		ServerName:         serverName,
+		MinVersion:         tls.VersionTLS12,
+		ClientSessionCache: cfg.SessionCache,
+		CurvePreferences:   cfg.CurvePreferences,
 	}
 	tlsCfg.NextProtos = alpn(port, cfg.ALPN)
 	dial := cfg.Dialer
@@ -200,6 +224,14 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 		CleanStartOnInitialConnection: cfg.CleanStart,
 		SessionExpiryInterval:         uint32(cfg.SessionExpiry / time.Second),
 		ConnectTimeout:                cfg.ConnectTimeout,
+		ConnectPacketBuilder: func(pc *paho.Connect, _ *url.URL) (*paho.Connect, error) {
+			if pc.Properties == nil {
+				pc.Properties = &paho.ConnectProperties{}
+			}
+			rm := cfg.ReceiveMaximum
+			pc.Properties.ReceiveMaximum = &rm
+			return pc, nil
+		},
 		ReconnectBackoff: func(attempt int) time.Duration {
 			if attempt == 0 {
 				return 0
@@ -224,18 +256,29 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 			}
 			return packets.NewThreadSafeConn(tc), nil
 		},
-		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
+		OnConnectionUp: func(cm *autopaho.ConnectionManager, ack *paho.Connack) {
 			bmu.Lock()
 			failures = 0
 			bmu.Unlock()
 			up := c.ups.Add(1)
+			// The broker kept the session, subscriptions included: nothing to
+			// subscribe. Either way OnUp is told off autopaho's goroutine,
+			// which must return before the connection can publish.
+			kept := cfg.TrustSession && ack != nil && ack.SessionPresent
 			c.wg.Add(1)
 			go func() {
 				defer c.wg.Done()
+				if kept {
+					if cfg.OnUp != nil {
+						cfg.OnUp()
+					}
+					return
+				}
 				c.subscribe(ctx, cm, up)
 			}()
 		},
 		OnConnectionDown: func() bool {
+			c.ups.Add(1) // a subscription still being retried stops
 			if cfg.OnDown != nil {
 				cfg.OnDown()
 			}

@@ -446,3 +446,54 @@ func TestSubscriptionRefusedThenRetried(t *testing.T) {
 		t.Fatal(got)
 	}
 }
+
+// TestTrustSession: with TrustSession, a reconnection to a session the
+// broker kept sends no SUBSCRIBE, and messages still arrive.
+func TestTrustSession(t *testing.T) {
+	p := newPKI(t)
+	srv, addr := broker(t, p)
+	var subscribes atomic.Int32
+	if err := srv.AddHook(&countSubscribes{n: &subscribes}, nil); err != nil {
+		t.Fatal(err)
+	}
+	up, msgs := make(chan struct{}, 4), make(chan string, 4)
+	c, err := Dial(context.Background(), Config{
+		Endpoint: addr, ClientID: "dev-1", Certificate: p.client, RootCAs: p.pool, ServerName: "localhost",
+		Filters: []string{"$aws/things/dev-1/jobs/#"}, SessionExpiry: time.Hour, TrustSession: true,
+		OnMessage:  func(topic string, payload []byte) { msgs <- topic },
+		OnUp:       func() { up <- struct{}{} },
+		BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitFor(t, up, "connection up")
+	cl, ok := srv.Clients.Get("dev-1")
+	if !ok {
+		t.Fatal("client not registered")
+	}
+	srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+	waitFor(t, up, "reconnected")
+	if n := subscribes.Load(); n != 1 {
+		t.Errorf("%d SUBSCRIBEs; want 1, none after reconnecting to the kept session", n)
+	}
+	if err := srv.Publish("$aws/things/dev-1/jobs/notify", []byte(`{}`), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitFor(t, msgs, "message after the reconnection"); got != "$aws/things/dev-1/jobs/notify" {
+		t.Fatal(got)
+	}
+}
+
+type countSubscribes struct {
+	mqtt.HookBase
+	n *atomic.Int32
+}
+
+func (h *countSubscribes) ID() string           { return "count-subscribes" }
+func (h *countSubscribes) Provides(b byte) bool { return b == mqtt.OnSubscribe }
+func (h *countSubscribes) OnSubscribe(_ *mqtt.Client, pk packets.Packet) packets.Packet {
+	h.n.Add(1)
+	return pk
+}

@@ -171,7 +171,7 @@ Start with:  awsfota demo`,
 	}
 	root.PersistentFlags().BoolVarP(&e.verbose, "verbose", "v", false, "log what happens to stderr")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(demoCmd(e), cloudCmd(e), versionCmd(e), deviceCmd(e), fetchCmd(e), deltaCmd(e), imageCmd(e), jobCmd(e), thingCmd(e), consoleCmd(e))
+	root.AddCommand(demoCmd(e), cloudCmd(e), versionCmd(e), deviceCmd(e), fetchCmd(e), deltaCmd(e), imageCmd(e), jobCmd(e), thingCmd(e), consoleCmd(e), simCmd(e))
 	groupCommands(root)
 	return root
 }

@@ -3,8 +3,13 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	httppprof "net/http/pprof"
 	"os"
+	"runtime/pprof"
 	"syscall"
+	"time"
 
 	"github.com/awsfota/awsfota/cloud/broker"
 	"github.com/awsfota/awsfota/cloud/emu"
@@ -28,7 +33,7 @@ func cloudCmd(e *env) *cobra.Command {
 
 func cloudServeCmd(e *env) *cobra.Command {
 	var cfg emu.Config
-	var policyFile string
+	var policyFile, cpuProfile, pprofAddr string
 	serve := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the local cloud (MQTT broker, AWS IoT Jobs and control plane, S3) until interrupted",
@@ -51,6 +56,24 @@ clients trust the CA (endpoints.json caFile; the AWS CLI: AWS_CA_BUNDLE).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Logger = e.logger()
+			if cpuProfile != "" {
+				pf, err := os.Create(cpuProfile)
+				if err != nil {
+					return usagef("--cpuprofile: %v", err)
+				}
+				defer pf.Close()
+				if err := pprof.StartCPUProfile(pf); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
+			if pprofAddr != "" {
+				stop, err := servePprof(pprofAddr)
+				if err != nil {
+					return usagef("--pprof: %v", err)
+				}
+				defer stop()
+			}
 			if policyFile != "" {
 				b, err := os.ReadFile(policyFile)
 				if err != nil {
@@ -101,6 +124,10 @@ clients trust the CA (endpoints.json caFile; the AWS CLI: AWS_CA_BUNDLE).`,
 	serve.Flags().Float64Var(&cfg.DeviceRequestRate, "device-request-rate", 0, "answer RequestThrottled when a thing makes more than `N` Jobs requests a second (0: no limit)")
 	serve.Flags().IntVar(&cfg.DeviceRequestBurst, "device-request-burst", 0, "Jobs requests a thing may make at once under --device-request-rate (default: the rate)")
 	serve.Flags().DurationVar(&cfg.JobDeletionDelay, "job-deletion-delay", jobsvc.DefaultDeletionDelay, "how long DeleteJob takes (the job shows DELETION_IN_PROGRESS meanwhile)")
+	serve.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write the cloud's CPU profile to `FILE` when it stops (go tool pprof)")
+	serve.Flags().MarkHidden("cpuprofile")
+	serve.Flags().StringVar(&pprofAddr, "pprof", "", "serve Go's profiles (net/http/pprof) on `address`, for measuring the cloud")
+	serve.Flags().MarkHidden("pprof")
 	return serve
 }
 
@@ -133,4 +160,19 @@ and makes Mosquitto reload (SIGHUP) when a certificate changes. Then:
 	cmd.Flags().StringVar(&listen, "listen", emu.DefaultMQTTAddr, "the `address` Mosquitto listens on")
 	cmd.Flags().StringSliceVar(&names, "server-name", nil, "extra host `name` or IP Mosquitto's certificate is valid for")
 	return cmd
+}
+
+// servePprof serves the runtime's profiles on addr until stop.
+func servePprof(addr string) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", httppprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ln) }()
+	return func() { srv.Close(); <-done }, nil
 }
