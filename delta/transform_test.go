@@ -22,25 +22,6 @@ type program struct {
 
 type call struct{ at, to int }
 
-// callSize is the bytes of one call instruction; unit the instruction
-// alignment.
-func (p *program) callSize() int {
-	if p.t == TransformX86_64 {
-		return 5
-	}
-	return 4
-}
-
-func (p *program) unit() int {
-	switch p.t {
-	case TransformThumb2, TransformRV32, TransformRV64:
-		return 2
-	case TransformX86_64:
-		return 1
-	}
-	return 4
-}
-
 func newProgram(rng *rand.Rand, t Transform, nfuncs int) *program {
 	p := &program{t: t, load: 0x08000000}
 	if t == TransformAArch64 || t == TransformX86_64 || t == TransformRV64 {
