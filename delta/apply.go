@@ -37,6 +37,7 @@ func Apply(base io.ReaderAt, patch io.Reader, w io.Writer) (Info, error) {
 	a := &applier{info: Info{Header: h}, base: base, w: w, baseBuf: make([]byte, baseBufSize)}
 	if h.Coding == CodingMix {
 		a.lit = newLitModel()
+		a.diff = newDiffModel()
 		a.lit.baseAt = a.matchByte
 		a.lit.baseSize = h.BaseSize
 	}
@@ -83,9 +84,10 @@ type applier struct {
 	amap  addrMap
 	chunk []byte // predicted bytes not used yet
 
-	lit   *litModel // coding 2: literals by context mixing
-	last4 uint32    // the last four result bytes
-	mbuf  [64]byte  // the match model's window on the base
+	lit   *litModel  // coding 2: literals by context mixing
+	diff  *diffModel // coding 2: differences by context mixing
+	last4 uint32     // the last four result bytes
+	mbuf  [64]byte   // the match model's window on the base
 	moff  int64
 	mlen  int
 	merr  error
@@ -229,14 +231,19 @@ func (a *applier) copyRegion(n int64) error {
 			state = gapRun
 		}
 		lane := int(a.tp & 3)
-		v := m.last[lane]
-		if rd.bit(&m.same[lane*3+state]) == 1 {
-			v = byte(rd.tree(m.value[lane][:], 8))
-			m.last[lane] = v
-		}
 		b, err := a.baseByte()
 		if err != nil {
 			return err
+		}
+		var v byte
+		if a.diff != nil {
+			v = a.diff.code(nil, rd, 0, lane, b, a.lastOut, state)
+		} else {
+			v = m.last[lane]
+			if rd.bit(&m.same[lane*3+state]) == 1 {
+				v = byte(rd.tree(m.value[lane][:], 8))
+				m.last[lane] = v
+			}
 		}
 		a.bp++
 		if a.pr != nil {

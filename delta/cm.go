@@ -55,7 +55,7 @@ const (
 // byte's position in its 4-byte word), order 1, order 2 and order 3
 // contexts.
 type litModel struct {
-	t    [4][1 << litBits]uint16 // P(1) in 1/65536
+	t    [4][]uint16 // P(1) in 1/65536: order 0 has 1024, the others 1<<litBits
 	w    [litSets][litInputs]int32
 	hist uint32 // the last four result bytes, the latest in the low byte
 
@@ -122,6 +122,11 @@ func (m *litModel) endByte(c byte) {
 func newLitModel() *litModel {
 	m := &litModel{}
 	for i := range m.t {
+		if i == 0 {
+			m.t[i] = make([]uint16, 4<<8)
+		} else {
+			m.t[i] = make([]uint16, 1<<litBits)
+		}
 		for j := range m.t[i] {
 			m.t[i][j] = 1 << 15
 		}
@@ -280,4 +285,163 @@ func (d *rangeDecoder) bitP(p1 uint32) uint32 {
 		d.code = d.code<<8 | uint32(d.readByte())
 	}
 	return b
+}
+
+// Difference model sizes: the changed bytes inside copies are few, so its
+// tables are small.
+const (
+	diffBits   = 13
+	diffInputs = 7 // five models, the lane's previous difference and a bias
+	diffSets   = 2 * 3 * 8
+)
+
+// diffModel predicts the bits of the differences (result byte minus
+// predicted byte, mod 256) of the changed bytes inside copies, in coding 2.
+// Its contexts: the byte's lane (offset mod 4) alone; the lane and the
+// lane's previous difference (an address that moved changes the same byte
+// of every word by the same amount); the lane and the predicted byte; the
+// lane and the result byte before; the previous difference and whether the
+// byte before was changed too.
+type diffModel struct {
+	t0   [4 << 8]uint16
+	t    [diffInputs - 3][1 << diffBits]uint16
+	n0   [4 << 8]uint8 // how often each probability was updated, up to diffLimit
+	n    [diffInputs - 3][1 << diffBits]uint8
+	nsm  [4 * 3]uint8
+	w    [diffSets][diffInputs]int32
+	last [4]byte       // previous difference per lane
+	prev byte          // previous difference
+	same [4 * 3]uint16 // P(the lane's previous difference again) by lane and state
+
+	idx [diffInputs - 2]uint32
+	st  [diffInputs]int32
+	pr  int32
+}
+
+func newDiffModel() *diffModel {
+	m := &diffModel{}
+	for i := range m.t0 {
+		m.t0[i] = 1 << 15
+	}
+	for i := range m.t {
+		for j := range m.t[i] {
+			m.t[i][j] = 1 << 15
+		}
+	}
+	for i := range m.w {
+		for j := range m.w[i] {
+			m.w[i][j] = 1 << 14
+		}
+		m.w[i][diffInputs-2] = 1 << 16
+	}
+	for i := range m.same {
+		m.same[i] = 1 << 15
+	}
+	return m
+}
+
+func diffHash(k, c0 uint32) uint32 {
+	return (k*0x9e3779b1>>(32-diffBits) ^ c0*0x2f1) & (1<<diffBits - 1)
+}
+
+// code codes (or, with enc nil, decodes) one difference: lane is the
+// result offset mod 4, pred the predicted byte, before the result byte
+// before it, state the gap state (gapIsolated or gapRun).
+func (m *diffModel) code(e *rangeEncoder, d *rangeDecoder, v byte, lane int, pred, before byte, state int) byte {
+	l := uint32(lane)
+	k1 := 1<<24 | l<<8 | uint32(m.last[lane])
+	k2 := 2<<24 | l<<8 | uint32(pred)
+	k3 := 3<<24 | l<<8 | uint32(before)
+	k4 := 4<<24 | uint32(state)<<8 | uint32(m.prev)
+	sp := &m.same[lane*3+state]
+	exp := uint32(m.last[lane]) | 0x100
+	agree := true
+	c0 := uint32(1)
+	for i := 7; i >= 0; i-- {
+		agree = agree && exp>>(i+1) == c0
+		m.idx[0] = l<<8 | c0
+		m.idx[1] = diffHash(k1, c0)
+		m.idx[2] = diffHash(k2, c0)
+		m.idx[3] = diffHash(k3, c0)
+		m.idx[4] = diffHash(k4, c0)
+		m.st[0] = int32(stretchTab[m.t0[m.idx[0]]>>4])
+		for j := range diffInputs - 3 {
+			m.st[j+1] = int32(stretchTab[m.t[j][m.idx[j+1]]>>4])
+		}
+		m.st[diffInputs-2] = 0
+		set := (state*8 + 7 - i) * 2
+		if agree {
+			st := int32(stretchTab[*sp>>4])
+			if exp>>i&1 == 0 {
+				st = -st
+			}
+			m.st[diffInputs-2] = st
+			set++
+		}
+		m.st[diffInputs-1] = 256
+		w := &m.w[set]
+		var dot int64
+		for j := range diffInputs {
+			dot += int64(m.st[j]) * int64(w[j])
+		}
+		m.pr = squash(int32(dot >> 16))
+		var bit uint32
+		if e != nil {
+			bit = uint32(v) >> uint(i) & 1
+			e.bitP(clampP(m.pr), bit)
+		} else {
+			bit = d.bitP(clampP(m.pr))
+		}
+		err := (int32(bit<<12) - m.pr) * 10
+		for j := range diffInputs {
+			w[j] += (m.st[j]*err + 0x8000) >> 16
+		}
+		adaptN(&m.t0[m.idx[0]], &m.n0[m.idx[0]], bit)
+		for j := range diffInputs - 3 {
+			adaptN(&m.t[j][m.idx[j+1]], &m.n[j][m.idx[j+1]], bit)
+		}
+		if agree {
+			adaptN(sp, &m.nsm[lane*3+state], bit^(exp>>i&1)^1)
+		}
+		c0 = c0<<1 | bit
+	}
+	v = byte(c0)
+	m.last[lane] = v
+	m.prev = v
+	return v
+}
+
+// adapt moves the 16-bit probability *p towards bit.
+func adapt(p *uint16, bit uint32, rate uint) {
+	if bit != 0 {
+		*p += (0xffff - *p) >> rate
+	} else {
+		*p -= *p >> rate
+	}
+}
+
+// diffLimit bounds adaptN's count: a probability seen n times moves by
+// 1/(n+1.5) of its error, and by 1/(diffLimit+1.5) once n reaches it.
+const diffLimit = 30
+
+// adaptRate[n] is 65536/(n+1.5).
+var adaptRate = func() (t [diffLimit + 1]int32) {
+	for n := range t {
+		t[n] = int32(65536 * 2 / (2*n + 3))
+	}
+	return t
+}()
+
+// adaptN moves *p towards bit by a step that shrinks with the count *n, so
+// that a context seen only a few times learns quickly.
+func adaptN(p *uint16, n *uint8, bit uint32) {
+	target := int32(0)
+	if bit != 0 {
+		target = 0xffff
+	}
+	v := int32(*p) + int32((int64(target-int32(*p))*int64(adaptRate[*n]))>>16)
+	*p = uint16(min(max(v, 32), 0xffff-32))
+	if *n < diffLimit {
+		*n++
+	}
 }

@@ -82,6 +82,7 @@ type encoder struct {
 	changed int64
 	pred    *predictor // version 2: predicts copies from the base
 	lit     *litModel  // coding 2: literals by context mixing
+	diff    *diffModel // coding 2: differences by context mixing
 }
 
 func newEncoder(base, target []byte, c Coding) *encoder {
@@ -131,7 +132,13 @@ func (e *encoder) record(r record) {
 		lane = int(e.tp+int64(j)) & 3
 		v := target[j] - base[j]
 		e.changed++
-		if v == m.last[lane] {
+		if e.diff != nil {
+			var before byte
+			if e.tp+int64(j) > 0 {
+				before = e.target[e.tp+int64(j)-1]
+			}
+			e.diff.code(rc, nil, v, lane, base[j], before, state)
+		} else if v == m.last[lane] {
 			rc.bit(&m.same[lane*3+state], 0)
 		} else {
 			rc.bit(&m.same[lane*3+state], 1)
