@@ -193,7 +193,6 @@ func (m *litModel) p(set int) int32 {
 	return m.pr
 }
 
-var litRates = [4]uint{5, 4, 4, 4}
 
 func (m *litModel) update(set int, bit uint32) {
 	err := (int32(bit<<12) - m.pr) * 6
@@ -202,12 +201,7 @@ func (m *litModel) update(set int, bit uint32) {
 		w[i] += (m.st[i]*err + 0x8000) >> 16
 	}
 	for i := range 4 {
-		p := &m.t[i][m.idx[i]]
-		if bit != 0 {
-			*p += (0xffff - *p) >> litRates[i]
-		} else {
-			*p -= *p >> litRates[i]
-		}
+		adaptPacked(&m.t[i][m.idx[i]], bit)
 	}
 	if m.mbit >= 0 {
 		p := &m.msm[min(m.mlen, 15)]
@@ -444,4 +438,22 @@ func adaptN(p *uint16, n *uint8, bit uint32) {
 	if *n < diffLimit {
 		*n++
 	}
+}
+
+// adaptPacked updates an entry that holds a 12-bit probability in its top
+// bits and how often it was updated (up to 15) in its low 4 bits: the
+// probability moves by 1/(n+1.5) of its error, so that a context seen only
+// a few times learns quickly.
+func adaptPacked(e *uint16, bit uint32) {
+	p, n := int32(*e>>4), *e&15
+	target := int32(0)
+	if bit != 0 {
+		target = 4095
+	}
+	p += int32((int64(target-p) * int64(adaptRate[n])) >> 16)
+	p = min(max(p, 1), 4095)
+	if n < 15 {
+		n++
+	}
+	*e = uint16(p)<<4 | n
 }
