@@ -193,7 +193,6 @@ func (m *litModel) p(set int) int32 {
 	return m.pr
 }
 
-
 func (m *litModel) update(set int, bit uint32) {
 	err := (int32(bit<<12) - m.pr) * 6
 	w := &m.w[set]
