@@ -20,7 +20,7 @@ const (
 // from, and writes it to w. It reads the patch once, from its header to the
 // end of its body and no further, and reads base at random positions within
 // its first Header.BaseSize bytes (a longer base, such as a flash slot, is
-// fine). Its memory use is fixed (under 900 KiB for a version 2 patch, about
+// fine). Its memory use is fixed (about 940 KiB for a version 2 patch, about
 // 190 KiB for a version 1 one), whatever the images' sizes.
 //
 // Apply checks base's size and SHA-256 before it writes anything: a base

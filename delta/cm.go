@@ -44,7 +44,9 @@ var stretchTab = func() (t [4096]int16) {
 // Literal model sizes: four context tables of 2^16 16-bit probabilities.
 const (
 	litBits   = 16
-	litInputs = 6 // four models, the match model and a bias
+	litTables = 7             // context tables
+	litInputs = litTables + 2 // the tables, the match model and a bias
+	litSmall  = 14            // size bits of the tables after order 3
 	// The match model's index of the base: the position after each
 	// 4-byte string, by a hash of the string.
 	matchBits = 15
@@ -55,11 +57,11 @@ const (
 // byte's position in its 4-byte word), order 1, order 2 and order 3
 // contexts.
 type litModel struct {
-	t    [4][]uint16 // P(1) in 1/65536: order 0 has 1024, the others 1<<litBits
+	t    [litTables][]uint16 // order 0 has 1024 entries, orders 1-3 1<<litBits, the rest 1<<litSmall
 	w    [litSets][litInputs]int32
 	hist uint32 // the last four result bytes, the latest in the low byte
 
-	idx [4]uint32
+	idx [litTables]uint32
 	st  [litInputs]int32
 	pr  int32
 
@@ -122,10 +124,13 @@ func (m *litModel) endByte(c byte) {
 func newLitModel() *litModel {
 	m := &litModel{}
 	for i := range m.t {
-		if i == 0 {
+		switch {
+		case i == 0:
 			m.t[i] = make([]uint16, 4<<8)
-		} else {
+		case i < 4:
 			m.t[i] = make([]uint16, 1<<litBits)
+		default:
+			m.t[i] = make([]uint16, 1<<litSmall)
 		}
 		for j := range m.t[i] {
 			m.t[i][j] = 1 << 15
@@ -151,6 +156,11 @@ func (m *litModel) ctx(c0 uint32, lane int) {
 	m.idx[1] = (h&0xff)<<8 | c0
 	m.idx[2] = ((h&0xffff)*0x2f0b4ed3>>16 ^ c0*0x9e5) & (1<<litBits - 1)
 	m.idx[3] = ((h&0xffffff)*0x6f4f2a45>>15 ^ c0*0x3f1b) & (1<<litBits - 1)
+	// The same lane of the word before; the two bytes before that one
+	// (skipping the latest); the last four bytes.
+	m.idx[4] = smallHash(1<<16|uint32(lane)<<8|h>>24, c0)
+	m.idx[5] = smallHash(2<<16|h>>8&0xffff, c0)
+	m.idx[6] = smallHash(h*0x2c9277b5+3, c0)
 	m.mbit = -1
 	if m.mptr >= 0 {
 		// The bits so far agree with the expected byte's: expect its next.
@@ -159,6 +169,10 @@ func (m *litModel) ctx(c0 uint32, lane int) {
 			m.mbit = int32(m.mbyte>>(7-n)) & 1
 		}
 	}
+}
+
+func smallHash(k, c0 uint32) uint32 {
+	return (k*0x9e3779b1>>(32-litSmall) ^ c0*0x2f1) & (1<<litSmall - 1)
 }
 
 func bitsLen(c0 uint32) int {
@@ -173,18 +187,18 @@ func bitsLen(c0 uint32) int {
 // p returns the mixed probability (12 bits) that the next bit is 1.
 func (m *litModel) p(set int) int32 {
 	var dot int64
-	for i := range 4 {
+	for i := range litTables {
 		m.st[i] = int32(stretchTab[m.t[i][m.idx[i]]>>4])
 	}
-	m.st[4] = 0
+	m.st[litTables] = 0
 	if m.mbit >= 0 {
 		st := int32(stretchTab[m.msm[min(m.mlen, 15)]>>4])
 		if m.mbit == 0 {
 			st = -st
 		}
-		m.st[4] = st
+		m.st[litTables] = st
 	}
-	m.st[5] = 256
+	m.st[litTables+1] = 256
 	w := &m.w[set]
 	for i := range litInputs {
 		dot += int64(m.st[i]) * int64(w[i])
@@ -199,7 +213,7 @@ func (m *litModel) update(set int, bit uint32) {
 	for i := range litInputs {
 		w[i] += (m.st[i]*err + 0x8000) >> 16
 	}
-	for i := range 4 {
+	for i := range litTables {
 		adaptPacked(&m.t[i][m.idx[i]], bit)
 	}
 	if m.mbit >= 0 {
