@@ -470,3 +470,92 @@ func adaptPacked(e *uint16, bit uint32) {
 	}
 	*e = uint16(p)<<4 | n
 }
+
+// Change-flag model sizes.
+const (
+	flagBits   = 13
+	flagTables = 4
+	flagInputs = 1 + flagTables + 1 // order 0, the tables, a bias
+	flagSets   = 4 * 2 * 4
+)
+
+// flagModel predicts, in coding 2, whether each byte of a copy differs
+// from its predicted byte. Its contexts: the lane and the last 8 flags;
+// the lane, the predicted byte and the last 2 flags; the predicted byte
+// and the one before it; the flags of the same lane in the 4 words before
+// and the last flag, with the lane; the lane and the number of unchanged
+// bytes since the last change (up to 255).
+type flagModel struct {
+	t0   [4 << 8]uint16
+	t    [flagTables][1 << flagBits]uint16
+	w    [flagSets][flagInputs]int32
+	hist uint32 // one bit per byte of copies, the latest in bit 0
+	pred byte   // the previous predicted byte
+	run  uint32 // unchanged bytes since the last change, up to 255
+
+	idx [flagTables + 1]uint32
+	st  [flagInputs]int32
+}
+
+func newFlagModel() *flagModel {
+	m := &flagModel{}
+	for i := range m.t0 {
+		m.t0[i] = 1 << 15
+	}
+	for i := range m.t {
+		for j := range m.t[i] {
+			m.t[i][j] = 1 << 15
+		}
+	}
+	for i := range m.w {
+		for j := range m.w[i] {
+			m.w[i][j] = 1 << 14
+		}
+	}
+	return m
+}
+
+func flagHash(k uint32) uint32 { return k * 0x9e3779b1 >> (32 - flagBits) }
+
+// code codes (with e) or decodes (with d) the flag of one byte of a copy:
+// 1 if the result byte differs from the predicted byte pred.
+func (m *flagModel) code(e *rangeEncoder, d *rangeDecoder, bit uint32, lane int, pred byte) uint32 {
+	l, h := uint32(lane), m.hist
+	m.idx[0] = l<<8 | h&0xff
+	m.idx[1] = flagHash(1<<24 | l<<16 | uint32(pred)<<8 | h&3)
+	m.idx[2] = flagHash(2<<24 | uint32(m.pred)<<8 | uint32(pred))
+	m.idx[3] = flagHash(3<<24 | l<<8 | (h>>3&1)<<4 | (h>>7&1)<<3 | (h>>11&1)<<2 | (h>>15&1)<<1 | h&1)
+	m.idx[4] = flagHash(4<<24 | l<<8 | m.run)
+	m.st[0] = int32(stretchTab[m.t0[m.idx[0]]>>4])
+	for j := range flagTables {
+		m.st[j+1] = int32(stretchTab[m.t[j][m.idx[j+1]]>>4])
+	}
+	m.st[flagInputs-1] = 256
+	w := &m.w[lane*8+int(h&1)*4+int(min(m.run, 3))]
+	var dot int64
+	for j := range flagInputs {
+		dot += int64(m.st[j]) * int64(w[j])
+	}
+	pr := squash(int32(dot >> 16))
+	if e != nil {
+		e.bitP(clampP(pr), bit)
+	} else {
+		bit = d.bitP(clampP(pr))
+	}
+	err := (int32(bit<<12) - pr) * 6
+	for j := range flagInputs {
+		w[j] += (m.st[j]*err + 0x8000) >> 16
+	}
+	adaptPacked(&m.t0[m.idx[0]], bit)
+	for j := range flagTables {
+		adaptPacked(&m.t[j][m.idx[j+1]], bit)
+	}
+	m.hist = h<<1 | bit
+	m.pred = pred
+	if bit != 0 {
+		m.run = 0
+	} else if m.run < 255 {
+		m.run++
+	}
+	return bit
+}
