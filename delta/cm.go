@@ -312,9 +312,6 @@ const (
 type diffModel struct {
 	t0   [4 << 8]uint16
 	t    [diffInputs - 3][1 << diffBits]uint16
-	n0   [4 << 8]uint8 // how often each probability was updated, up to diffLimit
-	n    [diffInputs - 3][1 << diffBits]uint8
-	nsm  [4 * 3]uint8
 	w    [diffSets][diffInputs]int32
 	last [4]byte       // previous difference per lane
 	prev byte          // previous difference
@@ -403,12 +400,12 @@ func (m *diffModel) code(e *rangeEncoder, d *rangeDecoder, v byte, lane int, pre
 		for j := range diffInputs {
 			w[j] += (m.st[j]*err + 0x8000) >> 16
 		}
-		adaptN(&m.t0[m.idx[0]], &m.n0[m.idx[0]], bit)
+		adaptPacked(&m.t0[m.idx[0]], bit)
 		for j := range diffInputs - 3 {
-			adaptN(&m.t[j][m.idx[j+1]], &m.n[j][m.idx[j+1]], bit)
+			adaptPacked(&m.t[j][m.idx[j+1]], bit)
 		}
 		if agree {
-			adaptN(sp, &m.nsm[lane*3+state], bit^(exp>>i&1)^1)
+			adaptPacked(sp, bit^(exp>>i&1)^1)
 		}
 		c0 = c0<<1 | bit
 	}
@@ -418,18 +415,9 @@ func (m *diffModel) code(e *rangeEncoder, d *rangeDecoder, v byte, lane int, pre
 	return v
 }
 
-// adapt moves the 16-bit probability *p towards bit.
-func adapt(p *uint16, bit uint32, rate uint) {
-	if bit != 0 {
-		*p += (0xffff - *p) >> rate
-	} else {
-		*p -= *p >> rate
-	}
-}
 
-// diffLimit bounds adaptN's count: a probability seen n times moves by
-// 1/(n+1.5) of its error, and by 1/(diffLimit+1.5) once n reaches it.
-const diffLimit = 30
+// diffLimit bounds the counts of adaptPacked.
+const diffLimit = 15
 
 // adaptRate[n] is 65536/(n+1.5).
 var adaptRate = func() (t [diffLimit + 1]int32) {
@@ -438,20 +426,6 @@ var adaptRate = func() (t [diffLimit + 1]int32) {
 	}
 	return t
 }()
-
-// adaptN moves *p towards bit by a step that shrinks with the count *n, so
-// that a context seen only a few times learns quickly.
-func adaptN(p *uint16, n *uint8, bit uint32) {
-	target := int32(0)
-	if bit != 0 {
-		target = 0xffff
-	}
-	v := int32(*p) + int32((int64(target-int32(*p))*int64(adaptRate[*n]))>>16)
-	*p = uint16(min(max(v, 32), 0xffff-32))
-	if *n < diffLimit {
-		*n++
-	}
-}
 
 // adaptPacked updates an entry that holds a 12-bit probability in its top
 // bits and how often it was updated (up to 15) in its low 4 bits: the
