@@ -415,7 +415,6 @@ func (m *diffModel) code(e *rangeEncoder, d *rangeDecoder, v byte, lane int, pre
 	return v
 }
 
-
 // diffLimit bounds the counts of adaptPacked.
 const diffLimit = 15
 
