@@ -447,7 +447,7 @@ func adaptPacked(e *uint16, bit uint32) {
 // Change-flag model sizes.
 const (
 	flagBits   = 13
-	flagTables = 4
+	flagTables = 5
 	flagInputs = 1 + flagTables + 1 // order 0, the tables, a bias
 	flagSets   = 4 * 2 * 4
 )
@@ -457,13 +457,14 @@ const (
 // the lane, the predicted byte and the last 2 flags; the predicted byte
 // and the one before it; the flags of the same lane in the 4 words before
 // and the last flag, with the lane; the lane and the number of unchanged
-// bytes since the last change (up to 255).
+// bytes since the last change (up to 255); the predicted byte and the
+// three before it, with the lane.
 type flagModel struct {
 	t0   [4 << 8]uint16
 	t    [flagTables][1 << flagBits]uint16
 	w    [flagSets][flagInputs]int32
 	hist uint32 // one bit per byte of copies, the latest in bit 0
-	pred byte   // the previous predicted byte
+	pred uint32 // the previous predicted bytes, the latest in the low byte
 	run  uint32 // unchanged bytes since the last change, up to 255
 
 	idx [flagTables + 1]uint32
@@ -496,9 +497,10 @@ func (m *flagModel) code(e *rangeEncoder, d *rangeDecoder, bit uint32, lane int,
 	l, h := uint32(lane), m.hist
 	m.idx[0] = l<<8 | h&0xff
 	m.idx[1] = flagHash(1<<24 | l<<16 | uint32(pred)<<8 | h&3)
-	m.idx[2] = flagHash(2<<24 | uint32(m.pred)<<8 | uint32(pred))
+	m.idx[2] = flagHash(2<<24 | (m.pred&0xff)<<8 | uint32(pred))
 	m.idx[3] = flagHash(3<<24 | l<<8 | (h>>3&1)<<4 | (h>>7&1)<<3 | (h>>11&1)<<2 | (h>>15&1)<<1 | h&1)
 	m.idx[4] = flagHash(4<<24 | l<<8 | m.run)
+	m.idx[5] = flagHash((m.pred&0xffffff)<<8|uint32(pred)) ^ l
 	m.st[0] = int32(stretchTab[m.t0[m.idx[0]]>>4])
 	for j := range flagTables {
 		m.st[j+1] = int32(stretchTab[m.t[j][m.idx[j+1]]>>4])
@@ -515,7 +517,7 @@ func (m *flagModel) code(e *rangeEncoder, d *rangeDecoder, bit uint32, lane int,
 	} else {
 		bit = d.bitP(clampP(pr))
 	}
-	err := (int32(bit<<12) - pr) * 6
+	err := (int32(bit<<12) - pr) * 10
 	for j := range flagInputs {
 		w[j] += (m.st[j]*err + 0x8000) >> 16
 	}
@@ -524,7 +526,7 @@ func (m *flagModel) code(e *rangeEncoder, d *rangeDecoder, bit uint32, lane int,
 		adaptPacked(&m.t[j][m.idx[j+1]], bit)
 	}
 	m.hist = h<<1 | bit
-	m.pred = pred
+	m.pred = m.pred<<8 | uint32(pred)
 	if bit != 0 {
 		m.run = 0
 	} else if m.run < 255 {
