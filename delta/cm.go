@@ -132,9 +132,7 @@ func newLitModel() *litModel {
 		default:
 			m.t[i] = make([]uint16, 1<<litSmall)
 		}
-		for j := range m.t[i] {
-			m.t[i][j] = 1 << 15
-		}
+		fillHalf(m.t[i][:])
 	}
 	for i := range m.w {
 		for j := range m.w[i] {
@@ -324,13 +322,9 @@ type diffModel struct {
 
 func newDiffModel() *diffModel {
 	m := &diffModel{}
-	for i := range m.t0 {
-		m.t0[i] = 1 << 15
-	}
+	fillHalf(m.t0[:])
 	for i := range m.t {
-		for j := range m.t[i] {
-			m.t[i][j] = 1 << 15
-		}
+		fillHalf(m.t[i][:])
 	}
 	for i := range m.w {
 		for j := range m.w[i] {
@@ -473,13 +467,9 @@ type flagModel struct {
 
 func newFlagModel() *flagModel {
 	m := &flagModel{}
-	for i := range m.t0 {
-		m.t0[i] = 1 << 15
-	}
+	fillHalf(m.t0[:])
 	for i := range m.t {
-		for j := range m.t[i] {
-			m.t[i][j] = 1 << 15
-		}
+		fillHalf(m.t[i][:])
 	}
 	for i := range m.w {
 		for j := range m.w[i] {
@@ -533,4 +523,19 @@ func (m *flagModel) code(e *rangeEncoder, d *rangeDecoder, bit uint32, lane int,
 		m.run++
 	}
 	return bit
+}
+
+// halves is a table of probabilities ½ to initialize models from.
+var halves = func() (t [1 << litBits]uint16) {
+	for i := range t {
+		t[i] = 1 << 15
+	}
+	return t
+}()
+
+// fillHalf sets every probability of t to ½.
+func fillHalf(t []uint16) {
+	for len(t) > 0 {
+		t = t[copy(t, halves[:]):]
+	}
 }
