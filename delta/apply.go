@@ -240,15 +240,10 @@ func (a *applier) copyRegion(n int64) error {
 		if err != nil {
 			return err
 		}
-		var v byte
-		if a.diff != nil {
-			v = a.diff.code(nil, rd, 0, lane, b, a.lastOut, state)
-		} else {
-			v = m.last[lane]
-			if rd.bit(&m.same[lane*3+state]) == 1 {
-				v = byte(rd.tree(m.value[lane][:], 8))
-				m.last[lane] = v
-			}
+		v := m.last[lane]
+		if rd.bit(&m.same[lane*3+state]) == 1 {
+			v = byte(rd.tree(m.value[lane][:], 8))
+			m.last[lane] = v
 		}
 		a.bp++
 		if a.pr != nil {
@@ -461,7 +456,7 @@ func (a *applier) copyFlags(n int64) error {
 		}
 		lane := int(a.tp & 3)
 		if a.flags.code(nil, rd, 0, lane, b) != 0 {
-			b += a.diff.code(nil, rd, 0, lane, b, a.lastOut, state)
+			b += a.diff.code(nil, rd, 0, int(a.tp&7), b, a.lastOut, state)
 			a.info.Changed++
 			state = gapRun
 		} else {

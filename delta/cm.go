@@ -342,10 +342,11 @@ func diffHash(k, c0 uint32) uint32 {
 	return (k*0x9e3779b1>>(32-diffBits) ^ c0*0x2f1) & (1<<diffBits - 1)
 }
 
-// code codes (or, with enc nil, decodes) one difference: lane is the
-// result offset mod 4, pred the predicted byte, before the result byte
+// code codes (or, with e nil, decodes) one difference: lane8 is the
+// result offset mod 8, pred the predicted byte, before the result byte
 // before it, state the gap state (gapIsolated or gapRun).
-func (m *diffModel) code(e *rangeEncoder, d *rangeDecoder, v byte, lane int, pred, before byte, state int) byte {
+func (m *diffModel) code(e *rangeEncoder, d *rangeDecoder, v byte, lane8 int, pred, before byte, state int) byte {
+	lane := lane8 & 3
 	l := uint32(lane)
 	k1 := 1<<24 | l<<8 | uint32(m.last[lane])
 	k2 := 2<<24 | l<<8 | uint32(pred)

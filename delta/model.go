@@ -145,13 +145,7 @@ func (e *encoder) record(r record) {
 		lane = int(e.tp+int64(j)) & 3
 		v := target[j] - base[j]
 		e.changed++
-		if e.diff != nil {
-			var before byte
-			if e.tp+int64(j) > 0 {
-				before = e.target[e.tp+int64(j)-1]
-			}
-			e.diff.code(rc, nil, v, lane, base[j], before, state)
-		} else if v == m.last[lane] {
+		if v == m.last[lane] {
 			rc.bit(&m.same[lane*3+state], 0)
 		} else {
 			rc.bit(&m.same[lane*3+state], 1)
@@ -195,7 +189,7 @@ func (e *encoder) copyFlags(base, target []byte) {
 		if pos > 0 {
 			before = e.target[pos-1]
 		}
-		e.diff.code(e.rc, nil, target[j]-base[j], lane, base[j], before, state)
+		e.diff.code(e.rc, nil, target[j]-base[j], int(pos&7), base[j], before, state)
 		e.changed++
 		state = gapRun
 	}
