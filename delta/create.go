@@ -131,6 +131,8 @@ func encodeV2(base, target []byte, recs []record, h Header, am addrMap) ([]byte,
 	e := newEncoder(base, target, h.Coding)
 	if h.Coding == CodingMix {
 		e.lit = newLitModel()
+		e.diff = newDiffModel()
+		e.flags = newFlagModel()
 		var hh uint32
 		e.lit.indexBase(base, 0, &hh)
 		e.lit.baseAt = func(pos int64) byte { return base[pos] }

@@ -82,6 +82,8 @@ type encoder struct {
 	changed int64
 	pred    *predictor // version 2: predicts copies from the base
 	lit     *litModel  // coding 2: literals by context mixing
+	diff    *diffModel // coding 2: differences by context mixing
+	flags   *flagModel // coding 2: which bytes of a copy changed
 }
 
 func newEncoder(base, target []byte, c Coding) *encoder {
@@ -111,6 +113,18 @@ func (e *encoder) record(r record) {
 	base, target := e.base[e.bp:e.bp+r.copy], e.target[e.tp:e.tp+r.copy]
 	if e.pred != nil {
 		base = e.predict(r.copy)
+	}
+	if e.flags != nil {
+		e.copyFlags(base, target)
+		i := len(target)
+		if r.copy > 0 {
+			m.prev = target[i-1]
+		}
+		e.bp += r.copy
+		e.tp += r.copy
+		m.insertLen.encode(rc, uint64(r.insert))
+		e.literals(r.insert)
+		return
 	}
 	state := gapStart
 	for i := 0; i < len(target); {
@@ -148,15 +162,7 @@ func (e *encoder) record(r record) {
 
 	m.insertLen.encode(rc, uint64(r.insert))
 	if e.lit != nil {
-		var h uint32
-		for _, c := range e.target[max(e.tp-4, 0):e.tp] {
-			h = h<<8 | uint32(c)
-		}
-		e.lit.hist = h
-		for i, c := range e.target[e.tp : e.tp+r.insert] {
-			e.lit.encode(rc, c, int(e.tp+int64(i))&3)
-		}
-		e.tp += r.insert
+		e.literals(r.insert)
 		return
 	}
 	for _, c := range e.target[e.tp : e.tp+r.insert] {
@@ -164,6 +170,44 @@ func (e *encoder) record(r record) {
 		m.prev = c
 	}
 	e.tp += r.insert
+}
+
+// copyFlags codes a copy in coding 2: for each byte a flag "changed", and
+// for a changed byte its difference from the predicted byte.
+func (e *encoder) copyFlags(base, target []byte) {
+	state := gapIsolated
+	for j := range target {
+		pos := e.tp + int64(j)
+		lane := int(pos & 3)
+		if target[j] == base[j] {
+			e.flags.code(e.rc, nil, 0, lane, base[j])
+			state = gapIsolated
+			continue
+		}
+		e.flags.code(e.rc, nil, 1, lane, base[j])
+		var before byte
+		if pos > 0 {
+			before = e.target[pos-1]
+		}
+		e.diff.code(e.rc, nil, target[j]-base[j], int(pos&7), base[j], before, state)
+		e.changed++
+		state = gapRun
+	}
+}
+
+// literals codes n inserted bytes with coding 2's literal model.
+func (e *encoder) literals(n int64) {
+	{
+		var h uint32
+		for _, c := range e.target[max(e.tp-4, 0):e.tp] {
+			h = h<<8 | uint32(c)
+		}
+		e.lit.hist = h
+		for i, c := range e.target[e.tp : e.tp+n] {
+			e.lit.encode(e.rc, c, int(e.tp+int64(i))&3)
+		}
+		e.tp += n
+	}
 }
 
 // predict returns the predicted bytes of a copy of n bytes at the current

@@ -171,8 +171,11 @@ func TestTransformsShrinkMovedCode(t *testing.T) {
 			applyCheck(t, old, without, next)
 			t.Logf("%s: %d bytes with the transform, %d without (%d-byte image, pointers %v, base %#x)",
 				tr, len(with), len(without), len(next), info.TransformFlags != 0, info.ImageBase)
-			if 2*len(with) > len(without) {
-				t.Errorf("%s: patch %d bytes, not under half of the %d without the transform", tr, len(with), len(without))
+			// Under 0.6 of the patch without the transform (coding 2
+			// learns which bytes of a copy change, so shifted references
+			// cost less without the transform than they used to).
+			if 10*len(with) > 6*len(without) {
+				t.Errorf("%s: patch %d bytes, not under 0.6 of the %d without the transform", tr, len(with), len(without))
 			}
 			if tr != TransformRV64 { // raw RV64 code reads as RV32: the same encodings
 				if d := DetectTransform(old); d.Transform != tr && !(tr == TransformARM && d.Transform == TransformThumb2) {
