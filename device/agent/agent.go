@@ -245,7 +245,7 @@ func (a *Agent) onStarted(e Started) {
 	case PhaseDownloading:
 		a.startDownload()
 	case PhaseVerifying:
-		if a.comp() == "" && (a.st.Kind == "" || a.st.Kind == "mcuboot") {
+		if a.comp() == "" && (a.st.Kind == "" || a.st.Kind == "mcuboot" || a.st.Kind == "rauc" || a.st.Kind == "file") {
 			a.emit(Verify{Size: a.st.Total, Resume: true})
 			break
 		}

@@ -100,6 +100,9 @@ func (t *Target) Done() (dfu.Image, error) {
 	return t.Install(context.Background(), dfu.InstallRequest{})
 }
 
+// Kind is what the target installs: a file for the device's own install command, whose bootloader (if any) counts its own boot attempts: the agent never installs it again after a trial cut short.
+func (t *Target) Kind() dfu.ImageType { return dfu.TypeFile }
+
 // Install runs the install command on the complete staged file.
 func (t *Target) Install(ctx context.Context, req dfu.InstallRequest) (dfu.Image, error) {
 	size, sum, err := t.Finish()

@@ -177,6 +177,9 @@ func (t *Target) Done() (dfu.Image, error) {
 	return t.Install(context.Background(), dfu.InstallRequest{})
 }
 
+// Kind is what the target installs: a RAUC bundle: RAUC and its bootloader count their own boot attempts, so the agent never installs it again after a trial cut short.
+func (t *Target) Kind() dfu.ImageType { return dfu.TypeRAUC }
+
 // Install checks the staged bundle with RAUC and installs it.
 func (t *Target) Install(ctx context.Context, req dfu.InstallRequest) (dfu.Image, error) {
 	progress := req.Progress
