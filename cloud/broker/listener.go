@@ -1,9 +1,12 @@
 package broker
 
 import (
+	"errors"
 	"log/slog"
 	"net"
 	"sync"
+	"syscall"
+	"time"
 
 	"github.com/mochi-mqtt/server/v2/listeners"
 )
@@ -30,12 +33,13 @@ type listener struct {
 	conns   map[net.Conn]struct{}
 	wg      sync.WaitGroup // one per connection
 	served  chan struct{}  // closed when Serve has returned
+	done    chan struct{}  // closed by Close: ends a wait between accepts
 }
 
 var _ listeners.Listener = (*listener)(nil)
 
 func newListener(id string, ln net.Listener) *listener {
-	return &listener{id: id, ln: ln, conns: map[net.Conn]struct{}{}, served: make(chan struct{})}
+	return &listener{id: id, ln: ln, conns: map[net.Conn]struct{}{}, served: make(chan struct{}), done: make(chan struct{})}
 }
 
 func (l *listener) ID() string       { return l.id }
@@ -51,7 +55,11 @@ func (l *listener) Init(log *slog.Logger) error {
 }
 
 // Serve accepts connections until the listener is closed and hands each to
-// establish on its own goroutine.
+// establish on its own goroutine. An accept that fails for want of a
+// resource (file descriptors, kernel memory) or because a client gave up
+// is tried again after a pause, as net/http's server does: a fleet that
+// opens more connections than the process may hold must find the broker
+// listening again once some have closed, not a port nobody accepts on.
 func (l *listener) Serve(establish listeners.EstablishFn) {
 	l.mu.Lock()
 	if l.closed {
@@ -61,11 +69,25 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 	l.serving = true
 	l.mu.Unlock()
 	defer close(l.served)
+	var pause time.Duration
 	for {
 		conn, err := l.ln.Accept()
 		if err != nil {
-			return // closed (or broken beyond use)
+			if !acceptRetryable(err) {
+				return // closed (or broken beyond use)
+			}
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			l.log.Warn("accepting a connection failed; trying again", "err", err, "in", pause)
+			t := time.NewTimer(pause)
+			select {
+			case <-t.C:
+				continue
+			case <-l.done:
+				t.Stop()
+				return
+			}
 		}
+		pause = 0
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()
@@ -100,6 +122,7 @@ func (l *listener) Close(closeClients listeners.CloseFn) {
 		return
 	}
 	l.closed = true
+	close(l.done)
 	l.ln.Close()
 	l.mu.Unlock()
 
@@ -115,4 +138,20 @@ func (l *listener) Close(closeClients listeners.CloseFn) {
 		<-l.served // no Accept can hand out a connection after this
 	}
 	l.wg.Wait()
+}
+
+// acceptRetryable reports whether a failed Accept may succeed when tried
+// again: the process or the system is out of file descriptors or buffers
+// for now, or a connection was reset before it was accepted.
+func acceptRetryable(err error) bool {
+	if errors.Is(err, net.ErrClosed) {
+		return false
+	}
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.EINTR} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	var te interface{ Timeout() bool }
+	return errors.As(err, &te) && te.Timeout()
 }

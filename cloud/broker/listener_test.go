@@ -3,8 +3,11 @@ package broker
 import (
 	"crypto/tls"
 	"net"
+	"os"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestCloseWhileConnecting closes the broker while devices keep connecting.
@@ -63,4 +66,76 @@ func TestCloseWhileConnecting(t *testing.T) {
 			t.Fatalf("round %d: the broker still accepts connections after Close", round)
 		}
 	}
+}
+
+// flakyListener fails its first accepts as a process out of file
+// descriptors does, then hands out conns.
+type flakyListener struct {
+	fails  int
+	conns  chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (f *flakyListener) Accept() (net.Conn, error) {
+	if f.fails > 0 {
+		f.fails--
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	select {
+	case c := <-f.conns:
+		return c, nil
+	case <-f.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (f *flakyListener) Close() error {
+	f.once.Do(func() { close(f.closed) })
+	return nil
+}
+
+func (f *flakyListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+
+// TestListenerKeepsAcceptingAfterEMFILE: an accept that fails because the
+// process has no file descriptor left must not stop the broker listening
+// (it did: a fleet of 10 000 rebooting devices found the port dead once
+// the downloads had used up the descriptors, and every device stayed
+// offline).
+func TestListenerKeepsAcceptingAfterEMFILE(t *testing.T) {
+	fl := &flakyListener{fails: 3, conns: make(chan net.Conn, 1), closed: make(chan struct{})}
+	l := newListener("t", fl)
+	if err := l.Init(nil); err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan net.Conn, 1)
+	go l.Serve(func(_ string, c net.Conn) error {
+		served <- c
+		return nil
+	})
+	a, b := net.Pipe()
+	defer b.Close()
+	fl.conns <- a
+	select {
+	case c := <-served:
+		if c != a {
+			t.Fatal("served another connection")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the listener stopped accepting after EMFILE")
+	}
+	if fl.fails != 0 {
+		t.Fatalf("%d failing accepts left", fl.fails)
+	}
+	l.Close(func(string) {})
+}
+
+// TestListenerCloseDuringPause: Close ends the pause after a failed accept
+// at once.
+func TestListenerCloseDuringPause(t *testing.T) {
+	fl := &flakyListener{fails: 1 << 30, conns: make(chan net.Conn), closed: make(chan struct{})}
+	l := newListener("t", fl)
+	l.Init(nil)
+	go l.Serve(func(string, net.Conn) error { return nil })
+	l.Close(func(string) {}) // returns only when Serve has
 }

@@ -181,6 +181,11 @@ func runSimFleet(e *env, t *target, f simFleetFlags) error {
 	}
 	cloud := procOf(ep.PID)
 	base := cloud.rss()
+	if ep.PID > 0 {
+		for _, w := range fileLimitWarnings(f.devices, ep.PID) {
+			fmt.Fprintf(e.errOut, "warning: %s\n", w)
+		}
+	}
 
 	began := time.Now()
 	creds, made, err := provisionFleet(ctx, e, oc, f)
@@ -632,6 +637,49 @@ func (p cloudProc) field(name string) int64 {
 }
 
 func (p cloudProc) rss() int64 { return p.field("VmRSS") }
+
+// openFiles is the process's limit on open files (its soft RLIMIT_NOFILE,
+// from /proc/PID/limits; pid 0 is this process), or -1 when unknown or
+// unlimited.
+func openFiles(pid int) int64 {
+	who := "self"
+	if pid > 0 {
+		who = strconv.Itoa(pid)
+	}
+	b, err := os.ReadFile(filepath.Join("/proc", who, "limits"))
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Max open files"); ok {
+			if f := strings.Fields(v); len(f) > 0 {
+				if n, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+					return n
+				}
+			}
+		}
+	}
+	return -1
+}
+
+// fileLimitWarnings says which of the two processes may run out of file
+// descriptors with n devices: each device holds an MQTT connection and,
+// while it downloads, an HTTP one, in the fleet and in the cloud alike (and
+// a reconnecting device briefly two MQTT connections). A process out of
+// them refuses connections, and the devices spend minutes backing off.
+func fileLimitWarnings(n int, cloudPID int) []string {
+	need := int64(2*n + 512)
+	var out []string
+	for _, p := range []struct {
+		who string
+		pid int
+	}{{"this process (the fleet)", 0}, {"the cloud (pid " + strconv.Itoa(cloudPID) + ")", cloudPID}} {
+		if lim := openFiles(p.pid); lim >= 0 && lim < need {
+			out = append(out, fmt.Sprintf("%s may open at most %d files; %d devices need about %d (an MQTT and an HTTP connection each): raise the limit (ulimit -n %d) before starting it", p.who, lim, n, need, need))
+		}
+	}
+	return out
+}
 func (p cloudProc) hwm() int64 { return p.field("VmHWM") }
 
 // fleetLive prints the fleet's counts to stderr while it runs: redrawn in

@@ -151,3 +151,25 @@ func TestSimFleet(t *testing.T) {
 		t.Errorf("second run: succeeded %s, want %d (exit %d)\n%s\n%s", got, n-n/10, code, out, errOut)
 	}
 }
+
+// TestFileLimitWarnings: a fleet larger than the processes' file limits is
+// told so before it starts, naming the process and the limit to set.
+func TestFileLimitWarnings(t *testing.T) {
+	lim := openFiles(0)
+	if lim < 0 {
+		t.Fatal("cannot read this process's open-file limit from /proc/self/limits")
+	}
+	if w := fileLimitWarnings(1, os.Getpid()); len(w) != 0 {
+		t.Fatalf("one device warned: %q", w)
+	}
+	n := int(lim) // needs 2n+512 files
+	w := fileLimitWarnings(n, os.Getpid())
+	if len(w) != 2 {
+		t.Fatalf("%d devices, limit %d: want a warning for each process, got %q", n, lim, w)
+	}
+	for _, s := range w {
+		if !strings.Contains(s, fmt.Sprintf("at most %d files", lim)) || !strings.Contains(s, "ulimit -n") {
+			t.Errorf("warning %q does not say the limit and how to raise it", s)
+		}
+	}
+}
