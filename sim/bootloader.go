@@ -411,6 +411,16 @@ func (b *Bootloader) eraseTrailer(f flash.Flash) error {
 // copySector erases the sector at dstOff of dst and copies the sector at
 // srcOff of src into it.
 func (b *Bootloader) copySector(src flash.Flash, srcOff int64, dst flash.Flash, dstOff int64) error {
+	if s, ok := src.(*SharedFlash); ok {
+		if d, ok := dst.(*SharedFlash); ok {
+			// The same erase and write, without the copy (a fleet's
+			// devices share their sectors).
+			if err := d.CopySectorFrom(s, srcOff, dstOff); err != nil {
+				return fmt.Errorf("sim: bootloader: copying a sector from %d to %d: %w", srcOff, dstOff, err)
+			}
+			return nil
+		}
+	}
 	buf := make([]byte, src.Geometry().SectorSize)
 	if _, err := src.ReadAt(buf, srcOff); err != nil {
 		return fmt.Errorf("sim: bootloader: reading a sector at %d: %w", srcOff, err)

@@ -84,6 +84,9 @@ type DeviceConfig struct {
 	LinkRate int64
 	// SelfTest runs after booting a new image; nil passes.
 	SelfTest func(ctx context.Context) error
+	// BootValidate, when set, is the bootloader's image check
+	// (Bootloader.Validate), such as a ValidateCache shared by a fleet.
+	BootValidate func(r io.ReaderAt, size int64) error
 	// OnEvent receives the agent's application events.
 	OnEvent func(agent.AppEvent)
 	// OnBoot is told about every boot.
@@ -158,7 +161,7 @@ func OpenDevice(cfg DeviceConfig) (*Device, error) {
 	if cfg.Power != nil {
 		bp, bs = &powerFlash{p, cfg.Power}, &powerFlash{s, cfg.Power}
 	}
-	d.boot = Bootloader{Primary: bp, Secondary: bs, Keys: cfg.Keys}
+	d.boot = Bootloader{Primary: bp, Secondary: bs, Keys: cfg.Keys, Validate: cfg.BootValidate}
 	return d, nil
 }
 

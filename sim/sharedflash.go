@@ -169,6 +169,56 @@ func (f *SharedFlash) Sync() error {
 	return nil
 }
 
+// CopySectorFrom makes the sector at dstOff hold what src's sector at
+// srcOff holds, as erasing it and writing the whole sector would: a sector
+// src shares is shared by this area too, not copied. Both offsets must
+// start a sector and the areas have the same sector size; src may be f.
+func (f *SharedFlash) CopySectorFrom(src *SharedFlash, srcOff, dstOff int64) error {
+	ss := f.geo.SectorSize
+	if src.geo.SectorSize != ss || srcOff%ss != 0 || dstOff%ss != 0 {
+		return fmt.Errorf("%w: copying the %d-byte sector at %d to the %d-byte sector at %d", flash.ErrUnaligned, src.geo.SectorSize, srcOff, ss, dstOff)
+	}
+	if srcOff < 0 || srcOff+ss > src.geo.Size {
+		return fmt.Errorf("%w: read of a sector at %d in a %d-byte area", flash.ErrOutOfRange, srcOff, src.geo.Size)
+	}
+	if dstOff < 0 || dstOff+ss > f.geo.Size {
+		return fmt.Errorf("%w: erase of %d bytes at %d in a %d-byte area", flash.ErrOutOfRange, ss, dstOff, f.geo.Size)
+	}
+	src.mu.Lock()
+	from := src.sectors[srcOff/ss]
+	var s sharedSector
+	switch from.kind {
+	case sectorShared:
+		s = sharedSector{kind: sectorShared, shared: from.shared}
+	case sectorPrivate:
+		s = sharedSector{kind: sectorShared, shared: unique.Make(string(from.priv))}
+	}
+	src.mu.Unlock()
+	f.mu.Lock()
+	f.sectors[dstOff/ss] = s
+	f.mu.Unlock()
+	return nil
+}
+
+// sectorsOf returns the content of the sectors that hold the first n bytes
+// (the zero handle for an erased sector), or false when one of them is
+// being written (private).
+func (f *SharedFlash) sectorsOf(n int64) ([]unique.Handle[string], bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k := min((n+f.geo.SectorSize-1)/f.geo.SectorSize, int64(len(f.sectors)))
+	out := make([]unique.Handle[string], k)
+	for i := range out {
+		switch s := f.sectors[i]; s.kind {
+		case sectorPrivate:
+			return nil, false
+		case sectorShared:
+			out[i] = s.shared
+		}
+	}
+	return out, true
+}
+
 // PrivateBytes is how many bytes of the area are its own (sectors being
 // written), not shared.
 func (f *SharedFlash) PrivateBytes() int64 {

@@ -29,10 +29,16 @@ type sessions struct {
 	mu    sync.Mutex
 	conns map[net.Conn]*session
 	ids   map[string]*idLock
+	// The same sessions by client id and by certificate: a takeover, a
+	// reply and a deactivation look at the few connections concerned, not
+	// at every connection of the fleet.
+	byID   map[string]map[net.Conn]*session
+	byCert map[string]map[net.Conn]*session
 }
 
 type session struct {
 	cl          *mqtt.Client
+	id          string // the client id it was admitted with
 	certID      string
 	held        *idLock // the client id's lock, while this connection holds it
 	established bool    // in mochi's client list (it may have been taken over since)
@@ -46,7 +52,26 @@ type idLock struct {
 }
 
 func newSessions() *sessions {
-	return &sessions{conns: map[net.Conn]*session{}, ids: map[string]*idLock{}}
+	return &sessions{conns: map[net.Conn]*session{}, ids: map[string]*idLock{},
+		byID: map[string]map[net.Conn]*session{}, byCert: map[string]map[net.Conn]*session{}}
+}
+
+func addTo(m map[string]map[net.Conn]*session, k string, c net.Conn, se *session) {
+	in := m[k]
+	if in == nil {
+		in = map[net.Conn]*session{}
+		m[k] = in
+	}
+	in[c] = se
+}
+
+func removeFrom(m map[string]map[net.Conn]*session, k string, c net.Conn) {
+	if in := m[k]; in != nil {
+		delete(in, c)
+		if len(in) == 0 {
+			delete(m, k)
+		}
+	}
 }
 
 // admit records a connection that presents certificate certID, before it
@@ -54,7 +79,15 @@ func newSessions() *sessions {
 func (s *sessions) admit(cl *mqtt.Client, certID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.conns[cl.Net.Conn] = &session{cl: cl, certID: certID}
+	c := cl.Net.Conn
+	if old := s.conns[c]; old != nil {
+		removeFrom(s.byID, old.id, c)
+		removeFrom(s.byCert, old.certID, c)
+	}
+	se := &session{cl: cl, id: cl.ID, certID: certID}
+	s.conns[c] = se
+	addTo(s.byID, se.id, c, se)
+	addTo(s.byCert, certID, c, se)
 }
 
 // lock takes cl's client id, waiting while another connection with that id
@@ -127,6 +160,8 @@ func (s *sessions) end(conn net.Conn) string {
 	}
 	s.unlockLocked(conn)
 	delete(s.conns, conn)
+	removeFrom(s.byID, se.id, conn)
+	removeFrom(s.byCert, se.certID, conn)
 	return se.cl.ID
 }
 
@@ -137,7 +172,7 @@ func (s *sessions) current(id string, f func(*mqtt.Client)) {
 	l := s.acquireLocked(id)
 	s.mu.Lock()
 	var live *mqtt.Client
-	for _, se := range s.conns {
+	for _, se := range s.byID[id] {
 		if se.cl.ID == id && se.established && !se.cl.Closed() {
 			live = se.cl
 		}
@@ -155,7 +190,7 @@ func (s *sessions) others(cl *mqtt.Client) []*mqtt.Client {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []*mqtt.Client
-	for _, se := range s.conns {
+	for _, se := range s.byID[cl.ID] {
 		if se.cl != cl && se.cl.ID == cl.ID && se.established && !se.cl.Closed() {
 			out = append(out, se.cl)
 		}
@@ -169,7 +204,7 @@ func (s *sessions) ofCertificate(certID string) []*mqtt.Client {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []*mqtt.Client
-	for _, se := range s.conns {
+	for _, se := range s.byCert[certID] {
 		if se.certID == certID {
 			out = append(out, se.cl)
 		}
@@ -182,7 +217,7 @@ func (s *sessions) count(clientID string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
-	for _, se := range s.conns {
+	for _, se := range s.byID[clientID] {
 		if se.cl.ID == clientID && !se.cl.Closed() {
 			n++
 		}

@@ -52,8 +52,10 @@ type simFleetFlags struct {
 	abortPercent   float64
 	abortMin       int
 	connecting     int
+	downloading    int
 	timeout        time.Duration
 	cpuProfile     string
+	pprofAddr      string
 }
 
 const (
@@ -113,6 +115,12 @@ settings; --offline-percent never connect.`,
 					return usagef("%s %g: use 0 to 100", p.flag, p.v)
 				}
 			}
+			if f.connecting < 1 {
+				return usagef("--connecting %d: use 1 or more", f.connecting)
+			}
+			if f.downloading < 0 {
+				return usagef("--downloading %d: use 0 (no bound) or more", f.downloading)
+			}
 			if f.linkRate < 0 {
 				return usagef("--link-rate %d: use 0 (unlimited) or a positive number of bytes per second", f.linkRate)
 			}
@@ -140,9 +148,12 @@ settings; --offline-percent never connect.`,
 	fl.Float64Var(&f.abortPercent, "abort-failure-percent", 0, "with --job: cancel the job when this `percent` of executions fail (0: never)")
 	fl.IntVar(&f.abortMin, "abort-min-executed", 0, "with --job: executions that must finish before the abort rule applies (default 1)")
 	fl.IntVar(&f.connecting, "connecting", 200, "devices connecting at once (a bound on the connection storm)")
+	fl.IntVar(&f.downloading, "downloading", 1000, "devices downloading at once (the network they share; 0: no bound)")
 	fl.DurationVar(&f.timeout, "timeout", 10*time.Minute, "give up after this long (provisioning included)")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write the fleet process's CPU profile to `FILE` (go tool pprof)")
 	fl.MarkHidden("cpuprofile")
+	fl.StringVar(&f.pprofAddr, "pprof", "", "serve the fleet process's profiles (net/http/pprof) on `ADDR`")
+	fl.MarkHidden("pprof")
 	return cmd
 }
 
@@ -157,6 +168,13 @@ func runSimFleet(e *env, t *target, f simFleetFlags) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if f.pprofAddr != "" {
+		stop, err := servePprof(f.pprofAddr)
+		if err != nil {
+			return usagef("--pprof: %v", err)
+		}
+		defer stop()
 	}
 	oc, ep, err := t.client(e)
 	if err != nil {
@@ -182,7 +200,7 @@ func runSimFleet(e *env, t *target, f simFleetFlags) error {
 	cloud := procOf(ep.PID)
 	base := cloud.rss()
 	if ep.PID > 0 {
-		for _, w := range fileLimitWarnings(f.devices, ep.PID) {
+		for _, w := range fileLimitWarnings(f.devices, f.downloading, ep.PID) {
 			fmt.Fprintf(e.errOut, "warning: %s\n", w)
 		}
 	}
@@ -205,7 +223,7 @@ func runSimFleet(e *env, t *target, f simFleetFlags) error {
 		Devices: creds, Endpoint: ep.MQTT, RootCAs: roots, ServerName: "localhost",
 		Factory: factory, Keys: []*mcuboot.PublicKey{signer.Public()}, MaxImage: int64(f.imageSize) + 4096,
 		LinkRate: f.linkRate, FailPercent: f.failPercent, OfflinePercent: f.offlinePercent,
-		Connecting: f.connecting, Agent: agent.Config{ProgressPercent: 50}, Logger: e.logger(),
+		Connecting: f.connecting, Downloading: f.downloading, Agent: agent.Config{ProgressPercent: 50}, Logger: e.logger(),
 	})
 	if err != nil {
 		return err
@@ -663,19 +681,23 @@ func openFiles(pid int) int64 {
 }
 
 // fileLimitWarnings says which of the two processes may run out of file
-// descriptors with n devices: each device holds an MQTT connection and,
-// while it downloads, an HTTP one, in the fleet and in the cloud alike (and
-// a reconnecting device briefly two MQTT connections). A process out of
-// them refuses connections, and the devices spend minutes backing off.
-func fileLimitWarnings(n int, cloudPID int) []string {
-	need := int64(2*n + 512)
+// descriptors with n devices of which at most downloading (0: all) download
+// at once: each device holds an MQTT connection and, while it downloads, an
+// HTTP one, in the fleet and in the cloud alike (and a reconnecting device
+// briefly two MQTT connections). A process out of them refuses
+// connections, and the devices spend minutes backing off.
+func fileLimitWarnings(n, downloading int, cloudPID int) []string {
+	if downloading <= 0 || downloading > n {
+		downloading = n
+	}
+	need := int64(n + downloading + 512)
 	var out []string
 	for _, p := range []struct {
 		who string
 		pid int
 	}{{"this process (the fleet)", 0}, {"the cloud (pid " + strconv.Itoa(cloudPID) + ")", cloudPID}} {
 		if lim := openFiles(p.pid); lim >= 0 && lim < need {
-			out = append(out, fmt.Sprintf("%s may open at most %d files; %d devices need about %d (an MQTT and an HTTP connection each): raise the limit (ulimit -n %d) before starting it", p.who, lim, n, need, need))
+			out = append(out, fmt.Sprintf("%s may open at most %d files; %d devices need about %d (an MQTT connection each and an HTTP one for each download at once): raise the limit (ulimit -n %d) before starting it, or bound the downloads (--downloading)", p.who, lim, n, need, need))
 		}
 	}
 	return out

@@ -159,11 +159,14 @@ func TestFileLimitWarnings(t *testing.T) {
 	if lim < 0 {
 		t.Fatal("cannot read this process's open-file limit from /proc/self/limits")
 	}
-	if w := fileLimitWarnings(1, os.Getpid()); len(w) != 0 {
+	if w := fileLimitWarnings(1, 0, os.Getpid()); len(w) != 0 {
 		t.Fatalf("one device warned: %q", w)
 	}
 	n := int(lim) // needs 2n+512 files
-	w := fileLimitWarnings(n, os.Getpid())
+	if w := fileLimitWarnings(n/2, 100, os.Getpid()); len(w) != 0 {
+		t.Fatalf("%d devices, 100 downloading at once, limit %d: warned %q", n/2, lim, w)
+	}
+	w := fileLimitWarnings(n, 0, os.Getpid())
 	if len(w) != 2 {
 		t.Fatalf("%d devices, limit %d: want a warning for each process, got %q", n, lim, w)
 	}

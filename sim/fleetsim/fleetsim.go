@@ -71,6 +71,11 @@ type Config struct {
 	// fleet switched on together would otherwise time out its own TLS
 	// handshakes.
 	Connecting int
+	// Downloading bounds the devices downloading at once (0: no bound): the
+	// network the fleet shares. Each download is its own connection,
+	// closed when the body is done, so that a fleet of N devices holds at
+	// most N MQTT and Downloading HTTP connections in both processes.
+	Downloading int
 	// Agent settings for every device (Thing is filled in).
 	Agent  agent.Config
 	Logger *slog.Logger
@@ -108,15 +113,17 @@ type Counts [numPhases]int
 
 // Fleet is a running fleet.
 type Fleet struct {
-	cfg      Config
-	devices  []*member
-	counts   [numPhases]atomic.Int64
-	served   atomic.Int64
-	connErrs atomic.Int64
-	up       atomic.Int64 // devices that have connected at least once
-	upAll    chan struct{}
-	online   int
-	upOnce   sync.Once
+	cfg     Config
+	devices []*member
+	counts  [numPhases]atomic.Int64
+	served  atomic.Int64
+	// downloads holds a token per download under way (nil: no bound).
+	downloads chan struct{}
+	connErrs  atomic.Int64
+	up        atomic.Int64 // devices that have connected at least once
+	upAll     chan struct{}
+	online    int
+	upOnce    sync.Once
 }
 
 type member struct {
@@ -170,14 +177,20 @@ func New(cfg Config) (*Fleet, error) {
 		}
 	}
 	f := &Fleet{cfg: cfg, upAll: make(chan struct{})}
+	if cfg.Downloading > 0 {
+		f.downloads = make(chan struct{}, cfg.Downloading)
+	}
+	// The bootloaders of devices that hold the same image check it once.
+	validate := &sim.ValidateCache{Keys: cfg.Keys}
 	for i, c := range cfg.Devices {
 		// Each device its own HTTP connection, as devices share nothing but
-		// the network; the bytes served are the bodies read.
-		var rt http.RoundTripper = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: cfg.RootCAs}, IdleConnTimeout: 30 * time.Second}
+		// the network, closed once a download is done, as a device does; the
+		// bytes served are the bodies read.
+		var rt http.RoundTripper = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: cfg.RootCAs}, DisableKeepAlives: true}
 		if cfg.LinkRate > 0 {
 			rt = sim.SlowLink(rt, cfg.LinkRate, clock.Real())
 		}
-		rt = &countingTransport{rt: rt, n: &f.served}
+		rt = &countingTransport{rt: rt, n: &f.served, slots: f.downloads}
 		cert, err := tls.X509KeyPair([]byte(c.CertPEM), []byte(c.KeyPEM))
 		if err != nil {
 			return nil, fmt.Errorf("fleetsim: %s's certificate and key: %w", c.Thing, err)
@@ -205,6 +218,7 @@ func New(cfg Config) (*Fleet, error) {
 			// small flash page budget would.
 			CheckpointBytes: 64 << 10,
 			SelfTest:        m.selfTest,
+			BootValidate:    validate.Validate,
 			OnEvent:         m.event,
 			OnBoot:          m.boot,
 			OnConnUp:        m.connUp,
@@ -422,18 +436,32 @@ func (m *member) selfTest(context.Context) error {
 	return nil
 }
 
-// countingTransport counts the bytes of the bodies read through it.
+// countingTransport counts the bytes of the bodies read through it and,
+// with slots, holds a slot from each request until its body is closed.
 type countingTransport struct {
-	rt http.RoundTripper
-	n  *atomic.Int64
+	rt    http.RoundTripper
+	n     *atomic.Int64
+	slots chan struct{}
 }
 
 func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	res, err := c.rt.RoundTrip(r)
-	if err == nil {
-		res.Body = &countingBody{res.Body, c.n}
+	release := func() {}
+	if c.slots != nil {
+		select {
+		case c.slots <- struct{}{}:
+		case <-r.Context().Done():
+			return nil, r.Context().Err()
+		}
+		var once sync.Once
+		release = func() { once.Do(func() { <-c.slots }) }
 	}
-	return res, err
+	res, err := c.rt.RoundTrip(r)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	res.Body = &countingBody{ReadCloser: res.Body, n: c.n, release: release}
+	return res, nil
 }
 
 func (c *countingTransport) CloseIdleConnections() {
@@ -444,11 +472,18 @@ func (c *countingTransport) CloseIdleConnections() {
 
 type countingBody struct {
 	io.ReadCloser
-	n *atomic.Int64
+	n       *atomic.Int64
+	release func()
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
 	return n, err
+}
+
+func (b *countingBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.release()
+	return err
 }

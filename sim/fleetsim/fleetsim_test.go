@@ -1,6 +1,16 @@
 package fleetsim
 
-import "testing"
+import (
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
 
 // TestSpread: a share of the fleet is exactly that share of any run of
 // devices from the first, spread evenly, and two phases choose different
@@ -39,5 +49,90 @@ func TestSpread(t *testing.T) {
 	}
 	if same == 100 {
 		t.Error("phases 0 and 7 choose the same devices")
+	}
+}
+
+// TestDownloadSlots: with a bound, no more downloads than the bound are
+// under way at once, each is its own connection (closed when its body is),
+// every one completes, and the bytes read are counted.
+func TestDownloadSlots(t *testing.T) {
+	body := strings.Repeat("x", 64<<10)
+	var (
+		mu        sync.Mutex
+		now, most int
+		conns     atomic.Int64
+	)
+	gate := make(chan struct{})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		now++
+		most = max(most, now)
+		mu.Unlock()
+		<-gate
+		io.WriteString(w, body)
+		mu.Lock()
+		now--
+		mu.Unlock()
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+
+	const bound, devices, each = 3, 10, 2
+	var served atomic.Int64
+	slots := make(chan struct{}, bound)
+	var wg sync.WaitGroup
+	errs := make(chan error, devices*each)
+	for range devices {
+		c := &http.Client{Transport: &countingTransport{rt: &http.Transport{DisableKeepAlives: true}, n: &served, slots: slots}}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				res, err := c.Get(srv.URL)
+				if err != nil {
+					errs <- err
+					return
+				}
+				_, err = io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+				if err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	// Let the requests pile up against the bound, then let them through.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n := now
+		mu.Unlock()
+		if n == bound || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(gate)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if most != bound {
+		t.Errorf("%d downloads at once, want the bound %d", most, bound)
+	}
+	if got, want := served.Load(), int64(devices*each*len(body)); got != want {
+		t.Errorf("%d bytes counted, want %d", got, want)
+	}
+	if got := conns.Load(); got != devices*each {
+		t.Errorf("%d connections for %d downloads, want one each", got, devices*each)
+	}
+	if len(slots) != 0 {
+		t.Errorf("%d slots still held", len(slots))
 	}
 }
