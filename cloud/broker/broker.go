@@ -109,8 +109,12 @@ func Start(cfg Config) (*Broker, error) {
 	opts.Capabilities.MaximumPacketSize = maxPacket
 	// Each connection's outbound queue is allocated up front: mochi's
 	// default (8192 slots) costs 64 KiB per device. AWS IoT Core lets 100
-	// QoS 1 messages be in flight per connection; 1024 leaves room.
-	opts.Capabilities.MaximumClientWritesPending = 1024
+	// QoS 1 messages be in flight per connection, and a device's jobs
+	// traffic is a few messages at a time; 128 slots are 1 KiB.
+	opts.Capabilities.MaximumClientWritesPending = 128
+	// The read buffer lives as long as the connection; a device's requests
+	// are a few hundred bytes (larger packets are read through it).
+	opts.ClientNetReadBufferSize = 1024
 	srv := mqtt.New(opts)
 	b := &Broker{srv: srv, ln: ln, log: log, sessions: newSessions()}
 	h := &hook{srv: srv, sessions: b.sessions, auth: cfg.Authorizer, jobs: cfg.Jobs, log: log, policy: policy, region: cfg.Region, account: cfg.AccountID,

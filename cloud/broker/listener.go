@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -97,20 +98,47 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 		l.conns[conn] = struct{}{}
 		l.wg.Add(1)
 		l.mu.Unlock()
-		go func() {
-			defer l.wg.Done()
-			if err := establish(l.id, conn); err != nil {
-				l.log.Debug("connection ended", "remote", conn.RemoteAddr().String(), "err", err)
-			}
-			conn.Close()
-			if l.ended != nil {
-				l.ended(conn)
-			}
-			l.mu.Lock()
-			delete(l.conns, conn)
-			l.mu.Unlock()
-		}()
+		go l.handshake(conn, establish)
 	}
+}
+
+// handshakeTimeout bounds a TLS handshake: a client that connects and
+// never finishes one does not hold a connection for good.
+const handshakeTimeout = 10 * time.Second
+
+// handshake completes the TLS handshake of conn, within handshakeTimeout,
+// and serves it.
+func (l *listener) handshake(conn net.Conn, establish listeners.EstablishFn) {
+	if tc, ok := conn.(*tls.Conn); ok {
+		tc.SetDeadline(time.Now().Add(handshakeTimeout))
+		err := tc.Handshake()
+		tc.SetDeadline(time.Time{})
+		if err != nil {
+			l.log.Debug("TLS handshake failed", "remote", conn.RemoteAddr().String(), "err", err)
+			l.finish(conn)
+			return
+		}
+	}
+	l.serve(conn, establish)
+}
+
+func (l *listener) serve(conn net.Conn, establish listeners.EstablishFn) {
+	if err := establish(l.id, conn); err != nil {
+		l.log.Debug("connection ended", "remote", conn.RemoteAddr().String(), "err", err)
+	}
+	l.finish(conn)
+}
+
+// finish closes a connection that is no longer served and forgets it.
+func (l *listener) finish(conn net.Conn) {
+	defer l.wg.Done()
+	conn.Close()
+	if l.ended != nil {
+		l.ended(conn)
+	}
+	l.mu.Lock()
+	delete(l.conns, conn)
+	l.mu.Unlock()
 }
 
 // Close stops accepting, disconnects mochi's clients on this listener,
