@@ -4,8 +4,8 @@ import (
 	"crypto/tls"
 	"io"
 	"os"
-	"runtime/pprof"
 	"runtime"
+	"runtime/pprof"
 	"testing"
 	"time"
 
@@ -108,4 +108,6 @@ func TestIdleConnectionMemory(t *testing.T) {
 	}
 }
 
-func thingName(i int) string { return "mem-" + string(rune('a'+i/26/26%26)) + string(rune('a'+i/26%26)) + string(rune('a'+i%26)) }
+func thingName(i int) string {
+	return "mem-" + string(rune('a'+i/26/26%26)) + string(rune('a'+i/26%26)) + string(rune('a'+i%26))
+}
