@@ -384,13 +384,27 @@ func provisionFleet(ctx context.Context, e *env, oc *operator.Client, f simFleet
 			return nil, 0, err
 		}
 	}
-	newGroup := true
-	if _, err := oc.IoT.CreateThingGroup(ctx, &iot.CreateThingGroupInput{ThingGroupName: aws.String(f.group)}); err != nil {
-		var exists *iottypes.ResourceAlreadyExistsException
-		if !errors.As(err, &exists) {
+	// The things already in the group (CreateThingGroup succeeds again
+	// for a group that exists, as on AWS: ask for its members).
+	members := map[string]bool{}
+	var nf *iottypes.ResourceNotFoundException
+	if _, err := oc.IoT.DescribeThingGroup(ctx, &iot.DescribeThingGroupInput{ThingGroupName: aws.String(f.group)}); errors.As(err, &nf) {
+		if _, err := oc.IoT.CreateThingGroup(ctx, &iot.CreateThingGroupInput{ThingGroupName: aws.String(f.group)}); err != nil {
 			return nil, 0, fmt.Errorf("creating thing group %s: %w", f.group, err)
 		}
-		newGroup = false
+	} else if err != nil {
+		return nil, 0, fmt.Errorf("looking up thing group %s: %w", f.group, err)
+	} else {
+		p := iot.NewListThingsInThingGroupPaginator(oc.IoT, &iot.ListThingsInThingGroupInput{ThingGroupName: aws.String(f.group), MaxResults: aws.Int32(250)})
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				return nil, 0, fmt.Errorf("listing the things in group %s: %w", f.group, err)
+			}
+			for _, t := range page.Things {
+				members[t] = true
+			}
+		}
 	}
 	var work []string // things to make, or to put in the group
 	made := 0
@@ -398,7 +412,7 @@ func provisionFleet(ctx context.Context, e *env, oc *operator.Client, f simFleet
 		if _, ok := have[n]; !ok {
 			made++
 			work = append(work, n)
-		} else if newGroup {
+		} else if !members[n] {
 			work = append(work, n)
 		}
 	}
