@@ -73,8 +73,8 @@ type Config struct {
 	Policy *broker.Policy
 	// ExternalMQTT, when set (host:port), runs no embedded broker: the Jobs
 	// service attaches to that broker (MQTT over TLS, e.g. Mosquitto) as a
-	// privileged client with a certificate from the local CA (common name
-	// broker.DefaultExternalClientID). See WriteMosquittoConfig.
+	// privileged client with a certificate from the local CA (subject
+	// "CN=awsfota-jobs,O=awsfota cloud"). See WriteMosquittoConfig.
 	ExternalMQTT string
 	// AttachTimeout bounds the wait for the external broker (default 30s).
 	AttachTimeout time.Duration
@@ -131,9 +131,11 @@ type Cloud struct {
 	Jobs     *jobsvc.Service
 	Objects  *objstore.Store
 	IoT      *iotapi.API
-	broker   *broker.Broker   // the embedded broker, or nil
-	external *broker.External // the attachment to an external broker, or nil
-	crlMu    sync.Mutex       // serialises rewrites of Mosquitto's revocation list
+	broker   *broker.Broker    // the embedded broker, or nil
+	external *broker.External  // the attachment to an external broker, or nil
+	crlMu    sync.Mutex        // serialises rewrites of Mosquitto's revocation and access lists
+	aclKick  chan struct{}     // a token: Mosquitto's access list is out of date (ExternalMQTT)
+	aclUsers map[string]string // certificate id → its Mosquitto user name (under crlMu)
 	httpSrv  *http.Server
 	httpLn   net.Listener
 	httpAddr string // host:port the HTTP port listens on
@@ -224,21 +226,30 @@ func Start(cfg Config) (_ *Cloud, err error) {
 		return nil, err
 	}
 	var disconnect, certChanged func(string)
+	var principalsChanged func()
 	if cfg.ExternalMQTT != "" {
+		// Mosquitto learns which certificate may use which thing's topics
+		// from its access list, and of certificates that are no longer
+		// ACTIVE from its revocation list: bring both up to date with the
+		// registry before the Jobs service connects.
+		if err := c.updateMosquittoACL(); err != nil {
+			return nil, err
+		}
+		if err := c.updateMosquittoCRL(); err != nil {
+			return nil, err
+		}
 		if err := c.attach(); err != nil {
 			return nil, err
 		}
 		c.Jobs.SetPublisher(c.external)
+		c.aclKick = make(chan struct{}, 1)
 		certChanged = func(id string) {
 			if err := c.updateMosquittoCRL(); err != nil {
 				cfg.Logger.Error("the external broker's revocation list could not be updated", "certificate", id, "err", err)
 			}
+			c.kickACL()
 		}
-		// Mosquitto learns of certificates that are no longer ACTIVE through
-		// its revocation list: bring it up to date with the registry.
-		if err := c.updateMosquittoCRL(); err != nil {
-			return nil, err
-		}
+		principalsChanged = c.kickACL
 	} else {
 		srvCert, err := c.CA.ServerCertificate(cfg.ServerNames...)
 		if err != nil {
@@ -255,7 +266,7 @@ func Start(cfg Config) (_ *Cloud, err error) {
 		disconnect = func(id string) { c.broker.DisconnectCertificate(id) }
 	}
 	if c.IoT, err = iotapi.New(iotapi.Config{Region: cfg.Region, AccountID: cfg.AccountID, Credentials: []sigv4.Credentials{c.creds},
-		Clock: cfg.Clock, Registry: c.Registry, Jobs: c.Jobs, CA: c.CA, Disconnect: disconnect, CertificateChanged: certChanged, OpenObject: c.openObject,
+		Clock: cfg.Clock, Registry: c.Registry, Jobs: c.Jobs, CA: c.CA, Disconnect: disconnect, CertificateChanged: certChanged, PrincipalsChanged: principalsChanged, OpenObject: c.openObject,
 		Endpoint: c.endpointHost, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
@@ -272,15 +283,56 @@ func Start(cfg Config) (_ *Cloud, err error) {
 		defer c.timers.Done()
 		c.Jobs.RunTimers(tctx)
 	}()
+	if c.aclKick != nil {
+		c.timers.Add(1)
+		go func() {
+			defer c.timers.Done()
+			c.runACL(tctx)
+		}()
+	}
 	if err := c.writeEndpoints(); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
+// aclDelay gathers the changes of attachments that come together (a fleet
+// provisioned at once) into one rewrite of Mosquitto's access list.
+const aclDelay = 200 * time.Millisecond
+
+// kickACL marks Mosquitto's access list out of date.
+func (c *Cloud) kickACL() {
+	select {
+	case c.aclKick <- struct{}{}:
+	default:
+	}
+}
+
+// runACL rewrites Mosquitto's access list aclDelay after it went out of
+// date, until ctx ends.
+func (c *Cloud) runACL(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.aclKick:
+		}
+		t := time.NewTimer(aclDelay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if err := c.updateMosquittoACL(); err != nil {
+			c.cfg.Logger.Error("the external broker's access list could not be updated", "err", err)
+		}
+	}
+}
+
 // attach connects the Jobs service to the external broker.
 func (c *Cloud) attach() error {
-	iss, err := c.CA.IssueClient(broker.DefaultExternalClientID)
+	iss, err := c.CA.IssueClientSubject(jobsSubject)
 	if err != nil {
 		return err
 	}
@@ -442,6 +494,12 @@ func (c *Cloud) ProvisionThing(name string) (*ThingCredentials, error) {
 	}
 	if err := c.Registry.AttachThingPrincipal(name, iss.ID); err != nil {
 		return nil, err
+	}
+	if c.aclKick != nil {
+		// On Mosquitto the new device may use its topics once this returns.
+		if err := c.updateMosquittoACL(); err != nil {
+			return nil, err
+		}
 	}
 	// A dynamic group's query may match it: continuous jobs reach it.
 	if err := c.Jobs.ReconcileThing(name); err != nil {

@@ -929,3 +929,79 @@ func waitListening(t *testing.T, addr string, exited <-chan error, log fmt.Strin
 		}
 	}
 }
+
+// TestMosquittoCreatedThingInterop: a device made the AWS way — a thing,
+// CreateKeysAndCertificate (common name "AWS IoT Certificate", as on AWS),
+// AttachThingPrincipal, all through the AWS CLI — may use its own thing's
+// topics on Mosquitto and no other's, and no longer its own once the
+// certificate is detached: the cloud rewrites Mosquitto's access list from
+// the registry. (With the common name as the user name, every such
+// certificate was one user, confined to the topics of a thing named "AWS
+// IoT Certificate": none of them could use the Jobs API.)
+func TestMosquittoCreatedThingInterop(t *testing.T) {
+	dir := t.TempDir()
+	addr, files, log := startMosquitto(t, dir)
+	c, err := Start(Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", ExternalMQTT: addr, NoSync: true})
+	if err != nil {
+		t.Fatalf("%v\nmosquitto:\n%s", err, log.String())
+	}
+	defer c.Close()
+	ep := c.Endpoints()
+	aws := newAWSCLI(t, ep)
+	ids := map[string]mqttID{}
+	arns := map[string]string{}
+	for _, th := range []string{"dev-a", "dev-b"} {
+		aws.run(nil, "iot", "create-thing", "--thing-name", th)
+		var kc struct {
+			CertificateArn string `json:"certificateArn"`
+			CertificatePem string `json:"certificatePem"`
+			KeyPair        struct {
+				PrivateKey string `json:"PrivateKey"`
+			} `json:"keyPair"`
+		}
+		aws.run(&kc, "iot", "create-keys-and-certificate", "--set-as-active")
+		aws.run(nil, "iot", "attach-thing-principal", "--thing-name", th, "--principal", kc.CertificateArn)
+		certFile, keyFile := filepath.Join(dir, th+".pem"), filepath.Join(dir, th+".key")
+		os.WriteFile(certFile, []byte(kc.CertificatePem), 0o600)
+		os.WriteFile(keyFile, []byte(kc.KeyPair.PrivateKey), 0o600)
+		ids[th] = mqttID{addr, files.CAFile, certFile, keyFile, th}
+		arns[th] = kc.CertificateArn
+	}
+	aws.run(nil, "iot", "create-job", "--job-id", "j-a", "--targets", "arn:aws:iot:"+ep.Region+":"+ep.AccountID+":thing/dev-a", "--document", `{"op":"a"}`)
+	aws.run(nil, "iot", "create-job", "--job-id", "j-b", "--targets", "arn:aws:iot:"+ep.Region+":"+ep.AccountID+":thing/dev-b", "--document", `{"op":"b"}`)
+	// asks dev's pending jobs as who; "" when no reply came.
+	ask := func(who, dev string) string {
+		out, code := mosq(t, "mosquitto_rr", ids[who], "-t", "$aws/things/"+dev+"/jobs/get", "-e", "$aws/things/"+dev+"/jobs/get/accepted", "-m", `{}`, "-W", "3")
+		if code != 0 {
+			return ""
+		}
+		return out
+	}
+	until := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s\nmosquitto:\n%s", what, log.String())
+			}
+			time.Sleep(50 * time.Millisecond) // polling with a deadline: a client process per try
+		}
+	}
+	// The access list follows the attachments within a moment.
+	until("dev-a cannot use its jobs topics on Mosquitto", func() bool { return strings.Contains(ask("dev-a", "dev-a"), `"j-a"`) })
+	if !strings.Contains(ask("dev-b", "dev-b"), `"j-b"`) {
+		t.Fatalf("dev-b cannot use its jobs topics\nmosquitto:\n%s", log.String())
+	}
+	if out := ask("dev-a", "dev-b"); out != "" {
+		t.Fatalf("dev-a's certificate read dev-b's jobs: %s", out)
+	}
+	b, _ := os.ReadFile(files.ACL)
+	if !strings.Contains(string(b), "user CN=AWS IoT Certificate,OU=") || !strings.Contains(string(b), "topic readwrite $aws/things/dev-a/#") {
+		t.Fatalf("the access list names no device certificate:\n%s", b)
+	}
+	aws.run(nil, "iot", "detach-thing-principal", "--thing-name", "dev-a", "--principal", arns["dev-a"])
+	until("dev-a's detached certificate still uses dev-a's topics", func() bool { return ask("dev-a", "dev-a") == "" })
+	if !strings.Contains(ask("dev-b", "dev-b"), `"j-b"`) {
+		t.Fatal("detaching dev-a's certificate shut dev-b out")
+	}
+}

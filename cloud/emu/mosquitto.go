@@ -2,6 +2,8 @@ package emu
 
 import (
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -39,11 +41,14 @@ type MosquittoFiles struct {
 // that makes Mosquitto the MQTT broker of the local cloud on listen
 // (host:port): mutual TLS with a server certificate from the local CA
 // (valid for localhost, 127.0.0.1 and serverNames; the CA is created if the
-// data directory has none yet), the certificate's common name as the
-// username, and an ACL that lets the Jobs service (whose certificate's name
-// is broker.DefaultExternalClientID) use every thing's topics while each
-// device is confined to $aws/things/<its common name>/ — the thing name, for
-// certificates that ProvisionThing and `awsfota thing create` issue.
+// data directory has none yet), the certificate's subject as the username,
+// and an ACL that lets the Jobs service (its certificate, jobsSubject) use
+// every thing's topics while each device certificate may use only the
+// topics of the things it is attached to, $aws/things/<thing>/ — as AWS's
+// policy variable iot:Connection.Thing.ThingName confines it. A cloud
+// started with ExternalMQTT on the same data directory rewrites the ACL
+// from the registry when it starts and whenever a certificate is attached,
+// detached or changes state, and makes Mosquitto reload it.
 //
 // Certificates that are not ACTIVE are refused through a revocation list
 // (crlfile) signed by the local CA, which a cloud started with ExternalMQTT
@@ -72,19 +77,10 @@ func WriteMosquittoConfig(dataDir, listen string, serverNames ...string) (Mosqui
 	if err != nil {
 		return MosquittoFiles{}, err
 	}
-	f := MosquittoFiles{Conf: filepath.Join(dir, "mosquitto.conf"), ACL: filepath.Join(dir, "acl"),
+	f := MosquittoFiles{Conf: filepath.Join(dir, "mosquitto.conf"), ACL: filepath.Join(dir, mosquittoACLFile),
 		CertFile: filepath.Join(dir, "server.pem"), KeyFile: filepath.Join(dir, "server.key"), CAFile: ca.CertFile(),
 		CRLFile: filepath.Join(dir, mosquittoCRL), PIDFile: filepath.Join(dir, mosquittoPID)}
-	acl := fmt.Sprintf(`# Written by awsfota: who may use which topics on the local cloud's Mosquitto.
-# The Jobs service of the local cloud.
-user %s
-topic readwrite $aws/things/#
-topic write $aws/events/#
-
-# Every device (username = the certificate's common name = its thing name):
-# its own topics only.
-pattern readwrite $aws/things/%%u/#
-`, broker.DefaultExternalClientID)
+	acl := mosquittoACL(nil)
 	// Started as root, Mosquitto switches to this user: the one who owns
 	// the files written here.
 	runAs := "mosquitto"
@@ -105,7 +101,7 @@ cafile %s
 certfile %s
 keyfile %s
 require_certificate true
-use_identity_as_username true
+use_subject_as_username true
 crlfile %s
 acl_file %s
 pid_file %s
@@ -138,9 +134,124 @@ pid_file %s
 
 // Files of the Mosquitto configuration that the cloud keeps up to date.
 const (
-	mosquittoCRL = "crl.pem"
-	mosquittoPID = "mosquitto.pid"
+	mosquittoCRL     = "crl.pem"
+	mosquittoPID     = "mosquitto.pid"
+	mosquittoACLFile = "acl"
 )
+
+// jobsSubject is the subject of the certificate the Jobs service presents
+// to an external broker: its user name there. Device certificates are
+// issued with the organization "awsfota device", never this one.
+var jobsSubject = pkix.Name{CommonName: broker.DefaultExternalClientID, Organization: []string{"awsfota cloud"}}
+
+// aclDevice is what one device certificate may use on Mosquitto.
+type aclDevice struct {
+	user   string   // the certificate's subject, as Mosquitto names it
+	things []string // the things it is attached to
+}
+
+// mosquittoACL is the text of Mosquitto's acl_file: the Jobs service may use
+// every thing's topics, each device certificate its things' topics.
+func mosquittoACL(devices []aclDevice) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `# Written by awsfota: who may use which topics on the local cloud's Mosquitto.
+# The local cloud rewrites it from its registry (cloud serve --external-mqtt).
+# User names are certificate subjects (use_subject_as_username).
+
+# The Jobs service of the local cloud.
+user %s
+topic readwrite $aws/things/#
+topic write $aws/events/#
+`, subjectName(jobsSubject.ToRDNSequence()))
+	for _, d := range devices {
+		fmt.Fprintf(&b, "\nuser %s\n", d.user)
+		for _, t := range d.things {
+			fmt.Fprintf(&b, "topic readwrite $aws/things/%s/#\n", t)
+		}
+	}
+	return b.String()
+}
+
+// subjectName is a certificate subject as Mosquitto's
+// use_subject_as_username names it: RFC 2253, the last attribute first.
+// (OpenSSL escapes bytes beyond ASCII as \XX, which this does not: a subject
+// with such characters does not match its entry.)
+func subjectName(rdns pkix.RDNSequence) string { return rdns.String() }
+
+// certificateUser is the Mosquitto user name of a certificate.
+func certificateUser(cert *x509.Certificate) (string, error) {
+	var rdns pkix.RDNSequence
+	if _, err := asn1.Unmarshal(cert.RawSubject, &rdns); err != nil {
+		return "", err
+	}
+	return subjectName(rdns), nil
+}
+
+// aclSafe reports whether a user name can stand on a line of Mosquitto's
+// access list as it is: no control characters, no blanks at either end.
+func aclSafe(user string) bool {
+	if user == "" || strings.TrimSpace(user) != user {
+		return false
+	}
+	for _, r := range user {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// updateMosquittoACL rewrites the acl_file of a Mosquitto configured by
+// WriteMosquittoConfig in the cloud's data directory from the registry:
+// every ACTIVE certificate may use the topics of the things it is attached
+// to. It signals Mosquitto to reload it. Without such a configuration it
+// does nothing.
+func (c *Cloud) updateMosquittoACL() error {
+	c.crlMu.Lock()
+	defer c.crlMu.Unlock()
+	dir := filepath.Join(c.cfg.DataDir, "mosquitto")
+	path := filepath.Join(dir, mosquittoACLFile)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil // Mosquitto was not configured here
+	}
+	certs, err := c.Registry.ListCertificates()
+	if err != nil {
+		return err
+	}
+	var devices []aclDevice
+	for _, rc := range certs {
+		if rc.Status != registry.StatusActive || len(rc.Things) == 0 {
+			continue
+		}
+		user, ok := c.aclUsers[rc.ID]
+		if !ok {
+			cert, err := pki.ParseCertificatePEM([]byte(rc.PEM))
+			if err != nil {
+				c.cfg.Logger.Warn("a registered certificate does not parse; it may use no topic on Mosquitto", "certificate", rc.ID, "err", err)
+				continue
+			}
+			if user, err = certificateUser(cert); err != nil {
+				c.cfg.Logger.Warn("a registered certificate's subject does not parse; it may use no topic on Mosquitto", "certificate", rc.ID, "err", err)
+				continue
+			}
+			if !aclSafe(user) {
+				// A registered certificate's subject is anyone's text: a line
+				// break in it would write lines of its own into the list.
+				c.cfg.Logger.Warn("a registered certificate's subject holds control characters; it may use no topic on Mosquitto", "certificate", rc.ID)
+				continue
+			}
+			if c.aclUsers == nil {
+				c.aclUsers = map[string]string{}
+			}
+			c.aclUsers[rc.ID] = user
+		}
+		devices = append(devices, aclDevice{user: user, things: rc.Things})
+	}
+	if err := atomicfile.WriteFile(path, []byte(mosquittoACL(devices)), 0o644); err != nil {
+		return fmt.Errorf("emu: mosquitto access list: %w", err)
+	}
+	return signalMosquitto(filepath.Join(dir, mosquittoPID))
+}
 
 // updateMosquittoCRL rewrites the revocation list of a Mosquitto configured
 // by WriteMosquittoConfig in the cloud's data directory, from the registry,

@@ -63,6 +63,10 @@ type Config struct {
 	// and of its deletion, after the registry recorded it (the local cloud
 	// rewrites an external broker's revocation list). Optional.
 	CertificateChanged func(certificateID string)
+	// PrincipalsChanged is told when a certificate is attached to a thing
+	// or detached from one, after the registry recorded it (the local cloud
+	// rewrites an external broker's access list). Optional.
+	PrincipalsChanged func()
 	// OpenObject reads an object of the local object store, for CreateJob's
 	// documentSource. Optional.
 	OpenObject func(bucket, key string) (io.ReadCloser, error)

@@ -1,7 +1,10 @@
 package iotapi
 
 import (
+	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"net/http"
@@ -162,6 +165,7 @@ func (a *API) deleteThing(r *http.Request) (any, error) {
 	if err := a.cfg.Registry.DeleteThing(name); err != nil {
 		return nil, err
 	}
+	a.principalsChanged()
 	// Its groups are gone: continuous jobs mark its pending executions REMOVED.
 	return nil, a.cfg.Jobs.ReconcileThing(name)
 }
@@ -522,7 +526,12 @@ func (a *API) createKeysAndCertificate(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	iss, err := a.cfg.CA.IssueClient("AWS IoT Certificate")
+	// The common name AWS gives, and a unit of its own: a broker that
+	// tells devices apart by their certificate's subject (Mosquitto's
+	// use_subject_as_username) tells these apart too.
+	unit := make([]byte, 8)
+	rand.Read(unit)
+	iss, err := a.cfg.CA.IssueClientSubject(pkix.Name{CommonName: "AWS IoT Certificate", OrganizationalUnit: []string{hex.EncodeToString(unit)}, Organization: []string{"awsfota device"}})
 	if err != nil {
 		return nil, err
 	}
@@ -683,7 +692,19 @@ func (a *API) attachThingPrincipal(r *http.Request) (any, error) {
 			}
 		}
 	}
-	return nil, a.cfg.Registry.AttachThingPrincipal(thing, id)
+	if err := a.cfg.Registry.AttachThingPrincipal(thing, id); err != nil {
+		return nil, err
+	}
+	a.principalsChanged()
+	return nil, nil
+}
+
+// principalsChanged tells the cloud that which certificate may act for
+// which thing changed.
+func (a *API) principalsChanged() {
+	if a.cfg.PrincipalsChanged != nil {
+		a.cfg.PrincipalsChanged()
+	}
 }
 
 func (a *API) detachThingPrincipal(r *http.Request) (any, error) {
@@ -691,7 +712,11 @@ func (a *API) detachThingPrincipal(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return nil, a.cfg.Registry.DetachThingPrincipal(r.PathValue("thingName"), id)
+	if err := a.cfg.Registry.DetachThingPrincipal(r.PathValue("thingName"), id); err != nil {
+		return nil, err
+	}
+	a.principalsChanged()
+	return nil, nil
 }
 
 func (a *API) listThingPrincipals(r *http.Request) (any, error) {

@@ -182,8 +182,14 @@ type Issued struct {
 	Cert    *x509.Certificate
 }
 
-// IssueClient issues a client certificate whose subject names commonName.
+// IssueClient issues a client certificate whose subject names commonName
+// (organization "awsfota device").
 func (ca *CA) IssueClient(commonName string) (*Issued, error) {
+	return ca.IssueClientSubject(pkix.Name{CommonName: commonName, Organization: []string{"awsfota device"}})
+}
+
+// IssueClientSubject issues a client certificate with the given subject.
+func (ca *CA) IssueClientSubject(subject pkix.Name) (*Issued, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -191,7 +197,7 @@ func (ca *CA) IssueClient(commonName string) (*Issued, error) {
 	t := ca.now()
 	tpl := &x509.Certificate{
 		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: commonName, Organization: []string{"awsfota device"}},
+		Subject:      subject,
 		NotBefore:    t.Add(-time.Hour),
 		NotAfter:     t.AddDate(10, 0, 0),
 		KeyUsage:     x509.KeyUsageDigitalSignature,

@@ -147,10 +147,12 @@ func cloudMosquittoCmd(e *env) *cobra.Command {
 		Short: "Write a Mosquitto configuration that makes Mosquitto the local cloud's broker",
 		Long: `mosquitto-config writes DIR/mosquitto/ (mosquitto.conf, an ACL, a server
 certificate from the local CA) so that Mosquitto serves MQTT over mutual TLS for
-the local cloud: each device confined to $aws/things/<thing>/ (the thing is the
-certificate's common name), the Jobs service allowed everywhere, certificates
-that are not ACTIVE refused through a revocation list that the cloud rewrites
-and makes Mosquitto reload (SIGHUP) when a certificate changes. Then:
+the local cloud: each device certificate confined to $aws/things/<thing>/ of
+the things it is attached to, the Jobs service allowed everywhere, certificates
+that are not ACTIVE refused through a revocation list. The cloud rewrites the
+ACL and the list from its registry when it starts and when a certificate is
+attached, detached or changes state, and makes Mosquitto reload them (SIGHUP).
+Then:
 
   mosquitto -c DIR/mosquitto/mosquitto.conf
   awsfota cloud serve --data DIR --external-mqtt ADDRESS`,
