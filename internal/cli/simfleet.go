@@ -53,6 +53,7 @@ type simFleetFlags struct {
 	abortMin       int
 	connecting     int
 	downloading    int
+	settle         time.Duration
 	timeout        time.Duration
 	cpuProfile     string
 	pprofAddr      string
@@ -148,6 +149,7 @@ settings; --offline-percent never connect.`,
 	fl.Float64Var(&f.abortPercent, "abort-failure-percent", 0, "with --job: cancel the job when this `percent` of executions fail (0: never)")
 	fl.IntVar(&f.abortMin, "abort-min-executed", 0, "with --job: executions that must finish before the abort rule applies (default 1)")
 	fl.IntVar(&f.connecting, "connecting", 200, "devices connecting at once (a bound on the connection storm)")
+	fl.DurationVar(&f.settle, "settle", 0, "once every device is connected, wait this long before the job and measure the cloud's memory again (a settled, idle fleet)")
 	fl.IntVar(&f.downloading, "downloading", 1000, "devices downloading at once (the network they share; 0: no bound)")
 	fl.DurationVar(&f.timeout, "timeout", 10*time.Minute, "give up after this long (provisioning included)")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write the fleet process's CPU profile to `FILE` (go tool pprof)")
@@ -258,6 +260,22 @@ func runSimFleet(e *env, t *target, f simFleetFlags) error {
 		return fmt.Errorf("only %d of %d devices connected within --timeout %v: is the cloud's MQTT port %s reachable?", fl.Counts()[fleetsim.Connected], fl.Online(), f.timeout, ep.MQTT)
 	}
 	idle := cloud.rss()
+	settled := int64(-1)
+	if f.settle > 0 {
+		live.printf("every device connected: waiting %v (--settle) before measuring the cloud's memory again\n", f.settle)
+		t := time.NewTimer(f.settle)
+		select {
+		case <-t.C:
+		case err := <-runDone:
+			t.Stop()
+			running = false
+			return fmt.Errorf("the fleet stopped while it settled: %w", err)
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		settled = cloud.rss()
+	}
 
 	var jobID string
 	var created time.Time
@@ -322,7 +340,7 @@ wait:
 	live.stop()
 
 	fleetSummary(e.out, fl, f, fleetReport{connTook: connTook, jobID: jobID, jobStatus: jobStatus, created: created,
-		baseRSS: base, idleRSS: idle, peakRSS: cloud.hwm(), cloudPID: ep.PID})
+		baseRSS: base, idleRSS: idle, settledRSS: settled, settle: f.settle, peakRSS: cloud.hwm(), cloudPID: ep.PID})
 	if runErr != nil && !errors.Is(runErr, context.Canceled) {
 		return runErr
 	}
@@ -555,6 +573,8 @@ type fleetReport struct {
 	jobID, jobStatus          string
 	created                   time.Time
 	baseRSS, idleRSS, peakRSS int64 // KiB; -1 unknown
+	settledRSS                int64 // KiB after settle; -1 not measured
+	settle                    time.Duration
 	cloudPID                  int
 }
 
@@ -613,6 +633,10 @@ func fleetSummary(w io.Writer, fl *fleetsim.Fleet, f simFleetFlags, r fleetRepor
 		if r.idleRSS >= 0 && r.baseRSS >= 0 && fl.Online() > 0 {
 			row("cloud RSS connected", fmt.Sprintf("%d MiB, %.1f KiB per device over the %d MiB before they connected",
 				r.idleRSS>>10, float64(r.idleRSS-r.baseRSS)/float64(fl.Online()), r.baseRSS>>10))
+		}
+		if r.settledRSS >= 0 && r.baseRSS >= 0 && fl.Online() > 0 {
+			row("cloud RSS settled", fmt.Sprintf("%d MiB, %.1f KiB per device after %v connected and idle",
+				r.settledRSS>>10, float64(r.settledRSS-r.baseRSS)/float64(fl.Online()), r.settle))
 		}
 	}
 	printTable(w, rows)

@@ -140,12 +140,17 @@ func TestSimFleet(t *testing.T) {
 	}
 
 	// Again: the things are reused; a tenth stays offline.
-	code, out, errOut = run(t, "sim", "fleet", "--local", dir, "--devices", strconv.Itoa(n), "--job", "--offline-percent", "10", "--image-size", "65536", "--timeout", "20s")
+	code, out, errOut = run(t, "sim", "fleet", "--local", dir, "--devices", strconv.Itoa(n), "--job", "--offline-percent", "10", "--image-size", "65536", "--timeout", "20s", "--settle", "200ms")
 	if strings.Contains(errOut, "provisioned") {
 		t.Errorf("the second run provisioned things again:\n%s", errOut)
 	}
 	if got := field(t, out, "devices"); got != fmt.Sprintf("%d (%d offline)", n, n/10) {
 		t.Errorf("devices %q, want %d (%d offline)", got, n, n/10)
+	}
+	// --settle measures the cloud's memory again once the fleet has been
+	// idle that long.
+	if got := field(t, out, "cloud RSS settled"); !regexp.MustCompile(`^[0-9]+ MiB, -?[0-9.]+ KiB per device after 200ms connected and idle$`).MatchString(got) {
+		t.Errorf("cloud RSS settled %q", got)
 	}
 	if got := field(t, out, "succeeded"); got != strconv.Itoa(n-n/10) {
 		t.Errorf("second run: succeeded %s, want %d (exit %d)\n%s\n%s", got, n-n/10, code, out, errOut)
