@@ -104,7 +104,7 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 
 // handshakeTimeout bounds a TLS handshake: a client that connects and
 // never finishes one does not hold a connection for good.
-const handshakeTimeout = 10 * time.Second
+const handshakeTimeout = 30 * time.Second
 
 // handshake completes the TLS handshake of conn, within handshakeTimeout,
 // and serves it.
