@@ -214,6 +214,11 @@ func (c *Cloud) updateMosquittoACL() error {
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return nil // Mosquitto was not configured here
 	}
+	if conf, err := os.ReadFile(filepath.Join(dir, "mosquitto.conf")); err == nil && strings.Contains(string(conf), "use_identity_as_username true") {
+		// Its user names are common names, which this list no longer uses:
+		// every device would be shut out of its topics.
+		return fmt.Errorf("emu: %s was written by an earlier awsfota (user names from the common name): run 'awsfota cloud mosquitto-config' again and restart Mosquitto", filepath.Join(dir, "mosquitto.conf"))
+	}
 	certs, err := c.Registry.ListCertificates()
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package emu
 
 import (
 	"crypto/x509/pkix"
+	"os"
 	"strings"
 	"testing"
 
@@ -47,5 +48,23 @@ func TestMosquittoACL(t *testing.T) {
 	}
 	if !aclSafe(user) {
 		t.Errorf("aclSafe(%q) = false", user)
+	}
+}
+
+// TestMosquittoOldConfigRefused: a configuration from before the access
+// list named certificates by subject would shut every device out; the
+// cloud refuses to start on it and says how to fix it.
+func TestMosquittoOldConfigRefused(t *testing.T) {
+	dir := t.TempDir()
+	files, err := WriteMosquittoConfig(dir, "127.0.0.1:18883")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Cloud{cfg: Config{DataDir: dir}}
+	conf, _ := os.ReadFile(files.Conf)
+	os.WriteFile(files.Conf, []byte(strings.Replace(string(conf), "use_subject_as_username true", "use_identity_as_username true", 1)), 0o644)
+	err = c.updateMosquittoACL()
+	if err == nil || !strings.Contains(err.Error(), "awsfota cloud mosquitto-config") {
+		t.Fatalf("an old configuration: %v", err)
 	}
 }
