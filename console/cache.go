@@ -106,7 +106,7 @@ func (c *execCache) setEpoch(epoch uint64) {
 
 // withDetails fills in the statusDetails of a list's executions of job:
 // from the cache, else by reading them (a few at a time). QUEUED ones have
-// none.
+// none, nor ones deleted since the list was read.
 func (s *Server) withDetails(ctx context.Context, job string, execs []operator.Execution) ([]operator.Execution, error) {
 	out := make([]operator.Execution, len(execs))
 	var todo []int
@@ -128,6 +128,11 @@ func (s *Server) withDetails(ctx context.Context, job string, execs []operator.E
 	err := parallel(ctx, len(todo), func(ctx context.Context, k int) error {
 		i := todo[k]
 		d, err := s.c.DescribeExecution(ctx, out[i].JobID, out[i].Thing)
+		if operator.IsNotFound(err) {
+			// Gone since it was listed (its job is being deleted, or the
+			// execution was): shown as listed, without details.
+			return nil
+		}
 		if err != nil {
 			return err
 		}

@@ -683,3 +683,24 @@ func FuzzCleanName(f *testing.F) {
 		}
 	})
 }
+
+// TestDetailsOfAVanishedExecution: an execution listed, then deleted before
+// its details are read (a job being deleted), shows as listed; the page
+// does not fail with the execution's "not found" (it did: the job's page
+// answered 502 while its deletion was under way).
+func TestDetailsOfAVanishedExecution(t *testing.T) {
+	f := newFixture(t, nil)
+	f.job("j1", "dev-1")
+	f.report("dev-1", "j1", `{"status":"IN_PROGRESS"}`)
+	listed := []operator.Execution{{JobID: "j1", Thing: "dev-1", Status: "IN_PROGRESS"}, {JobID: "j1", Thing: "dev-gone", Status: "IN_PROGRESS"}}
+	got, err := f.srv.withDetails(context.Background(), "j1", listed)
+	if err != nil {
+		t.Fatalf("an execution gone since the listing failed the page: %v", err)
+	}
+	if len(got) != 2 || got[1].Thing != "dev-gone" || got[1].Status != "IN_PROGRESS" {
+		t.Fatalf("%+v", got)
+	}
+	if got[0].Thing != "dev-1" || got[0].VersionNumber == 0 {
+		t.Fatalf("the execution still there was not read: %+v", got[0])
+	}
+}
