@@ -133,9 +133,9 @@ type Cloud struct {
 	IoT      *iotapi.API
 	broker   *broker.Broker    // the embedded broker, or nil
 	external *broker.External  // the attachment to an external broker, or nil
-	crlMu    sync.Mutex        // serialises rewrites of Mosquitto's revocation and access lists
+	mosqMu   sync.Mutex        // serialises rewrites of Mosquitto's revocation and access lists
 	aclKick  chan struct{}     // a token: Mosquitto's access list is out of date (ExternalMQTT)
-	aclUsers map[string]string // certificate id → its Mosquitto user name (under crlMu)
+	aclUsers map[string]string // certificate id → its Mosquitto user name (under mosqMu)
 	httpSrv  *http.Server
 	httpLn   net.Listener
 	httpAddr string // host:port the HTTP port listens on

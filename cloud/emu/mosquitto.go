@@ -207,8 +207,8 @@ func aclSafe(user string) bool {
 // to. It signals Mosquitto to reload it. Without such a configuration it
 // does nothing.
 func (c *Cloud) updateMosquittoACL() error {
-	c.crlMu.Lock()
-	defer c.crlMu.Unlock()
+	c.mosqMu.Lock()
+	defer c.mosqMu.Unlock()
 	dir := filepath.Join(c.cfg.DataDir, "mosquitto")
 	path := filepath.Join(dir, mosquittoACLFile)
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
@@ -265,8 +265,8 @@ func (c *Cloud) updateMosquittoACL() error {
 // list revoked that the registry no longer holds (deleted: they must not
 // come back). Without such a configuration it does nothing.
 func (c *Cloud) updateMosquittoCRL() error {
-	c.crlMu.Lock()
-	defer c.crlMu.Unlock()
+	c.mosqMu.Lock()
+	defer c.mosqMu.Unlock()
 	dir := filepath.Join(c.cfg.DataDir, "mosquitto")
 	path := filepath.Join(dir, mosquittoCRL)
 	old, err := os.ReadFile(path)

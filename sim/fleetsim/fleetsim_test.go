@@ -63,11 +63,13 @@ func TestDownloadSlots(t *testing.T) {
 		conns     atomic.Int64
 	)
 	gate := make(chan struct{})
+	arrived := make(chan struct{}, 64)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		now++
 		most = max(most, now)
 		mu.Unlock()
+		arrived <- struct{}{}
 		<-gate
 		io.WriteString(w, body)
 		mu.Lock()
@@ -81,6 +83,9 @@ func TestDownloadSlots(t *testing.T) {
 	}
 	srv.Start()
 	defer srv.Close()
+	var open sync.Once
+	release := func() { open.Do(func() { close(gate) }) }
+	defer release() // before srv.Close: a failing test must not leave handlers waiting
 
 	const bound, devices, each = 3, 10, 2
 	var served atomic.Int64
@@ -107,17 +112,21 @@ func TestDownloadSlots(t *testing.T) {
 		}()
 	}
 	// Let the requests pile up against the bound, then let them through.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		mu.Lock()
-		n := now
-		mu.Unlock()
-		if n == bound || time.Now().After(deadline) {
-			break
+	for range bound {
+		select {
+		case <-arrived:
+		case <-time.After(10 * time.Second):
+			t.Fatal("fewer downloads than the bound started")
 		}
-		time.Sleep(time.Millisecond)
 	}
-	close(gate)
+	// No more start while those are under way (without the bound, the
+	// other devices' requests arrive at once).
+	select {
+	case <-arrived:
+		t.Fatal("more downloads than the bound are under way")
+	case <-time.After(200 * time.Millisecond):
+	}
+	release()
 	wg.Wait()
 	close(errs)
 	for err := range errs {
