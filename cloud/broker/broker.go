@@ -115,6 +115,9 @@ func Start(cfg Config) (*Broker, error) {
 	// The read buffer lives as long as the connection; a device's requests
 	// are a few hundred bytes (larger packets are read through it).
 	opts.ClientNetReadBufferSize = 1024
+	// AWS IoT Core has no $SYS topics. mochi's would be retained, and every
+	// subscription with a wildcard would then scan the topic tree for them.
+	opts.SysTopicResendInterval = -1
 	srv := mqtt.New(opts)
 	b := &Broker{srv: srv, ln: ln, log: log, sessions: newSessions()}
 	h := &hook{srv: srv, sessions: b.sessions, auth: cfg.Authorizer, jobs: cfg.Jobs, log: log, policy: policy, region: cfg.Region, account: cfg.AccountID,

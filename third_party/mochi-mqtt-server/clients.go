@@ -65,6 +65,28 @@ func (cl *Clients) GetAll() map[string]*Client {
 	return m
 }
 
+// stopped returns the clients whose connection has stopped (awsfota).
+func (cl *Clients) stopped() []*Client {
+	cl.RLock()
+	defer cl.RUnlock()
+	var out []*Client
+	for _, client := range cl.internal {
+		if client.StopTime() != 0 {
+			out = append(out, client)
+		}
+	}
+	return out
+}
+
+// deleteIf removes id's entry if it is still client (awsfota).
+func (cl *Clients) deleteIf(id string, client *Client) {
+	cl.Lock()
+	defer cl.Unlock()
+	if cl.internal[id] == client {
+		delete(cl.internal, id)
+	}
+}
+
 // Get returns the value of a client if it exists.
 func (cl *Clients) Get(id string) (*Client, bool) {
 	cl.RLock()

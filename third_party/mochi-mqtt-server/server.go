@@ -124,6 +124,8 @@ type Options struct {
 	Logger *slog.Logger `yaml:"-" json:"-"`
 
 	// SysTopicResendInterval specifies the interval between $SYS topic updates in seconds.
+	// awsfota: a negative interval publishes no $SYS topics (and retains none,
+	// so that a subscription with wildcards does not scan for them).
 	SysTopicResendInterval int64 `yaml:"sys_topic_resend_interval" json:"sys_topic_resend_interval"`
 
 	// Enable Inline client to allow direct subscribing and publishing from the parent codebase,
@@ -179,7 +181,7 @@ func New(opts *Options) *Server {
 		Topics:    NewTopicsIndex(),
 		Listeners: listeners.New(),
 		loop: &loop{
-			sysTopics:      time.NewTicker(time.Second * time.Duration(opts.SysTopicResendInterval)),
+			sysTopics:      newSysTicker(opts.SysTopicResendInterval),
 			clientExpiry:   time.NewTicker(time.Second),
 			inflightExpiry: time.NewTicker(time.Second),
 			retainedExpiry: time.NewTicker(time.Second),
@@ -365,7 +367,9 @@ func (s *Server) Serve() error {
 
 	go s.eventLoop()                            // spin up event loop for issuing $SYS values and closing server.
 	s.Listeners.ServeAll(s.EstablishConnection) // start listening on all listeners.
-	s.publishSysTopics()                        // begin publishing $SYS system values.
+	if s.loop.sysTopics != nil {
+		s.publishSysTopics() // begin publishing $SYS system values.
+	}
 	s.hooks.OnStarted()
 
 	return nil
@@ -376,12 +380,18 @@ func (s *Server) eventLoop() {
 	s.Log.Debug("system event loop started")
 	defer s.Log.Debug("system event loop halted")
 
+	var sysTopics <-chan time.Time // awsfota: nil when $SYS topics are off
+	if s.loop.sysTopics != nil {
+		sysTopics = s.loop.sysTopics.C
+	}
 	for {
 		select {
 		case <-s.done:
-			s.loop.sysTopics.Stop()
+			if s.loop.sysTopics != nil {
+				s.loop.sysTopics.Stop()
+			}
 			return
-		case <-s.loop.sysTopics.C:
+		case <-sysTopics:
 			s.publishSysTopics()
 		case <-s.loop.clientExpiry.C:
 			s.clearExpiredClients(time.Now().Unix())
@@ -1694,12 +1704,15 @@ func (s *Server) loadRetained(v []storage.Message) {
 
 // clearExpiredClients deletes all clients which have been disconnected for longer
 // than their given expiry intervals.
+//
+// awsfota: it looks only at the stopped clients (collected under the
+// clients' read lock) instead of copying every client each second, and
+// deletes a client id's entry only while it is still the expired client (a
+// new connection may have taken the id meanwhile).
 func (s *Server) clearExpiredClients(dt int64) {
-	for id, client := range s.Clients.GetAll() {
+	for _, client := range s.Clients.stopped() {
+		id := client.ID
 		disconnected := client.StopTime()
-		if disconnected == 0 {
-			continue
-		}
 
 		expire := s.Options.Capabilities.MaximumSessionExpiryInterval
 		if client.Properties.ProtocolVersion == 5 && client.Properties.Props.SessionExpiryIntervalFlag {
@@ -1708,7 +1721,7 @@ func (s *Server) clearExpiredClients(dt int64) {
 
 		if disconnected+int64(expire) < dt {
 			s.hooks.OnClientExpired(client)
-			s.Clients.Delete(id) // [MQTT-4.1.0-2]
+			s.Clients.deleteIf(id, client) // [MQTT-4.1.0-2]
 		}
 	}
 }
@@ -1778,4 +1791,13 @@ func minimum(a, b int64) (m int64) {
 		m = b
 	}
 	return
+}
+
+// newSysTicker returns the ticker of $SYS topic updates every interval
+// seconds, or nil for a negative interval (awsfota: $SYS topics off).
+func newSysTicker(interval int64) *time.Ticker {
+	if interval < 0 {
+		return nil
+	}
+	return time.NewTicker(time.Second * time.Duration(interval))
 }

@@ -19,7 +19,7 @@ const (
 
 func TestNewSharedSubscriptions(t *testing.T) {
 	s := NewSharedSubscriptions()
-	require.NotNil(t, s.internal)
+	require.Equal(t, 0, s.Len()) // awsfota: no map until needed
 }
 
 func TestSharedSubscriptionsAdd(t *testing.T) {
@@ -102,21 +102,21 @@ func TestSharedSubscriptionsDelete(t *testing.T) {
 
 func TestNewSubscriptions(t *testing.T) {
 	s := NewSubscriptions()
-	require.NotNil(t, s.internal)
+	require.Equal(t, 0, s.Len()) // awsfota: no map until needed
 }
 
 func TestSubscriptionsAdd(t *testing.T) {
 	s := NewSubscriptions()
 	s.Add("cl1", packets.Subscription{})
-	require.Contains(t, s.internal, "cl1")
+	require.Contains(t, s.GetAll(), "cl1")
 }
 
 func TestSubscriptionsGet(t *testing.T) {
 	s := NewSubscriptions()
 	s.Add("cl1", packets.Subscription{Qos: 2})
 	s.Add("cl2", packets.Subscription{Qos: 2})
-	require.Contains(t, s.internal, "cl1")
-	require.Contains(t, s.internal, "cl2")
+	require.Contains(t, s.GetAll(), "cl1")
+	require.Contains(t, s.GetAll(), "cl2")
 
 	sub, ok := s.Get("cl1")
 	require.True(t, ok)
@@ -128,9 +128,9 @@ func TestSubscriptionsGetAll(t *testing.T) {
 	s.Add("cl1", packets.Subscription{Qos: 0})
 	s.Add("cl2", packets.Subscription{Qos: 1})
 	s.Add("cl3", packets.Subscription{Qos: 2})
-	require.Contains(t, s.internal, "cl1")
-	require.Contains(t, s.internal, "cl2")
-	require.Contains(t, s.internal, "cl3")
+	require.Contains(t, s.GetAll(), "cl1")
+	require.Contains(t, s.GetAll(), "cl2")
+	require.Contains(t, s.GetAll(), "cl3")
 
 	subs := s.GetAll()
 	require.Len(t, subs, 3)
@@ -140,15 +140,66 @@ func TestSubscriptionsLen(t *testing.T) {
 	s := NewSubscriptions()
 	s.Add("cl1", packets.Subscription{Qos: 0})
 	s.Add("cl2", packets.Subscription{Qos: 1})
-	require.Contains(t, s.internal, "cl1")
-	require.Contains(t, s.internal, "cl2")
+	require.Contains(t, s.GetAll(), "cl1")
+	require.Contains(t, s.GetAll(), "cl2")
 	require.Equal(t, 2, s.Len())
+}
+
+// awsfota: a set keeps its first smallSubscriptions entries in a slice and
+// moves them to a map when it grows past it; every entry is found, replaced
+// and removed in either form.
+func TestSubscriptionsSmallAndLarge(t *testing.T) {
+	s := NewSubscriptions()
+	n := smallSubscriptions * 3
+	for i := 0; i < n; i++ {
+		s.Add(fmt.Sprint("cl", i), packets.Subscription{Filter: "a/b", Qos: 0})
+		require.Equal(t, i+1, s.Len())
+		if i < smallSubscriptions {
+			require.Nil(t, s.internal)
+		} else {
+			require.Nil(t, s.small)
+		}
+	}
+	s.Add("cl1", packets.Subscription{Filter: "a/b", Qos: 1}) // replaces
+	require.Equal(t, n, s.Len())
+	got, ok := s.Get("cl1")
+	require.True(t, ok)
+	require.Equal(t, byte(1), got.Qos)
+	require.Len(t, s.GetAll(), n)
+	for i := 0; i < n; i++ {
+		s.Delete(fmt.Sprint("cl", i))
+	}
+	require.Equal(t, 0, s.Len())
+
+	small := NewSubscriptions()
+	for i := 0; i < smallSubscriptions; i++ {
+		small.Add(fmt.Sprint("cl", i), packets.Subscription{Filter: "a/b", Identifier: i})
+	}
+	small.Add("cl2", packets.Subscription{Filter: "a/b", Identifier: 99})
+	small.Delete("cl0")
+	small.Delete("cl0") // twice: a no-op
+	require.Equal(t, smallSubscriptions-1, small.Len())
+	all := small.GetAll()
+	require.NotContains(t, all, "cl0")
+	require.Equal(t, 99, all["cl2"].Identifier)
+	for i := 1; i < smallSubscriptions; i++ {
+		got, ok := small.Get(fmt.Sprint("cl", i))
+		require.True(t, ok)
+		if i != 2 {
+			require.Equal(t, i, got.Identifier)
+		}
+	}
+	for i := 1; i < smallSubscriptions; i++ {
+		small.Delete(fmt.Sprint("cl", i))
+	}
+	require.Equal(t, 0, small.Len())
+	require.Nil(t, small.small)
 }
 
 func TestSubscriptionsDelete(t *testing.T) {
 	s := NewSubscriptions()
 	s.Add("cl1", packets.Subscription{Qos: 1})
-	require.Contains(t, s.internal, "cl1")
+	require.Contains(t, s.GetAll(), "cl1")
 
 	s.Delete("cl1")
 	_, ok := s.Get("cl1")
@@ -699,7 +750,7 @@ func BenchmarkMessages(b *testing.B) {
 
 func TestNewParticles(t *testing.T) {
 	cl := newParticles()
-	require.NotNil(t, cl.internal)
+	require.Equal(t, 0, cl.len()) // awsfota: no map until needed
 }
 
 func TestParticlesAdd(t *testing.T) {
@@ -858,8 +909,7 @@ func TestNewTopicAliases(t *testing.T) {
 func TestNewInlineSubscriptions(t *testing.T) {
 	subscriptions := NewInlineSubscriptions()
 	require.NotNil(t, subscriptions)
-	require.NotNil(t, subscriptions.internal)
-	require.Equal(t, 0, subscriptions.Len())
+	require.Equal(t, 0, subscriptions.Len()) // awsfota: no map until needed
 }
 
 func TestInlineSubscriptionAdd(t *testing.T) {
