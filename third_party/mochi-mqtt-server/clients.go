@@ -384,9 +384,12 @@ func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 
 // Read reads incoming packets from the connected client and transforms them into
 // packets to be handled by the packetHandler.
+//
+// awsfota: an idle connection waits in ReadFixedHeader, and what is on its
+// goroutine's stack then decides how far the stack can shrink: the packet
+// (800 bytes) and its handling live in readPacket's frame, which is gone
+// while the connection waits for its next packet.
 func (cl *Client) Read(packetHandler ReadFn) error {
-	var err error
-
 	for {
 		if cl.Closed() {
 			return nil
@@ -394,21 +397,25 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 
 		cl.refreshDeadline(cl.State.Keepalive)
 		fh := new(packets.FixedHeader)
-		err = cl.ReadFixedHeader(fh)
-		if err != nil {
+		if err := cl.ReadFixedHeader(fh); err != nil {
 			return err
 		}
-
-		pk, err := cl.ReadPacket(fh)
-		if err != nil {
-			return err
-		}
-
-		err = packetHandler(cl, pk) // Process inbound packet.
-		if err != nil {
+		if err := cl.readPacket(fh, packetHandler); err != nil {
 			return err
 		}
 	}
+}
+
+// readPacket reads the packet whose fixed header fh is and hands it to
+// packetHandler (awsfota: split from Read).
+//
+//go:noinline
+func (cl *Client) readPacket(fh *packets.FixedHeader, packetHandler ReadFn) error {
+	pk, err := cl.ReadPacket(fh)
+	if err != nil {
+		return err
+	}
+	return packetHandler(cl, pk) // Process inbound packet.
 }
 
 // Stop instructs the client to shut down all processing goroutines and disconnect.
