@@ -95,13 +95,16 @@ func TestIdleConnectionMemory(t *testing.T) {
 	}
 	heap, stacks := float64(int64(h1)-int64(h0))/n/1024, float64(int64(s1)-int64(s0))/n/1024
 	t.Logf("%.1f KiB of heap and %.1f KiB of stacks per connected idle device (client side included)", heap, stacks)
-	// Measured: 35.7 KiB of heap (43.7 with a queue of 1 024 slots) and
-	// 19.9 KiB of stacks (mochi's two goroutines a connection).
-	if heap > 40 {
-		t.Errorf("%.1f KiB of heap per connected idle device; want at most 40", heap)
+	// Measured: 30.4 KiB of heap and 11.9 KiB of stacks. With mochi as
+	// released: 35.7 KiB of heap (its topic tree's and subscription sets'
+	// maps; 43.7 with a queue of 1 024 slots) and 19.9 KiB of stacks (a
+	// waiting connection's stack too deep to shrink below 16 KiB); see
+	// third_party/mochi-mqtt-server/AWSFOTA.md.
+	if heap > 34 {
+		t.Errorf("%.1f KiB of heap per connected idle device; want at most 34", heap)
 	}
-	if stacks > 32 {
-		t.Errorf("%.1f KiB of goroutine stacks per connected idle device; want at most 32", stacks)
+	if stacks > 15 {
+		t.Errorf("%.1f KiB of goroutine stacks per connected idle device; want at most 15", stacks)
 	}
 	for _, c := range conns {
 		c.Close()
