@@ -249,6 +249,14 @@ type txn struct {
 	changes    changeLog
 }
 
+// unchanged reports whether the transaction holds no change to commit: no
+// dirty job or state, no progress to settle, no timer moved, no change or
+// message recorded.
+func (t *txn) unchanged() bool {
+	return len(t.dirtyJobs) == 0 && len(t.dirtyState) == 0 && len(t.touched) == 0 && !t.timers &&
+		len(t.changes.order) == 0 && len(t.msgs) == 0
+}
+
 func newTxn(s *Service, tx *bolt.Tx, now time.Time) *txn {
 	return &txn{tx: tx, s: s, now: now, jobs: map[string]*Job{}, dirtyJobs: map[string]bool{},
 		states: map[string]*jobState{}, stateWake: map[string]time.Time{}, dirtyState: map[string]bool{}}
