@@ -66,6 +66,10 @@ type DeviceConfig struct {
 	// the broker when it reconnects (after a reboot, say), as a device
 	// that keeps its session ticket does.
 	TLSSessions tls.ClientSessionCache
+	// VerifiedChains, when set, is shared by devices that trust the same
+	// RootCAs: the broker's chain is verified once for all of them
+	// (mqttconn.VerifiedChains).
+	VerifiedChains *mqttconn.VerifiedChains
 	// TrustSession skips resubscribing when the broker kept the device's
 	// session (mqttconn.Config.TrustSession).
 	TrustSession bool
@@ -315,6 +319,7 @@ func (d *Device) runOnce(ctx context.Context) error {
 		RootCAs:          d.cfg.RootCAs,
 		ServerName:       d.cfg.ServerName,
 		SessionCache:     d.cfg.TLSSessions,
+		VerifiedChains:   d.cfg.VerifiedChains,
 		CurvePreferences: d.cfg.TLSCurves,
 		TrustSession:     d.cfg.TrustSession,
 		// A persistent session, as on AWS: QoS 1 messages sent while the

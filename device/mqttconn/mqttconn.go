@@ -88,6 +88,10 @@ type Config struct {
 	// resumes the last one (an abbreviated handshake, no certificate
 	// checks) instead of a full handshake.
 	SessionCache tls.ClientSessionCache
+	// VerifiedChains, when set, remembers the broker certificate chains
+	// that verified (see VerifiedChains): for clients that make many
+	// connections with the same RootCAs.
+	VerifiedChains *VerifiedChains
 	// CurvePreferences, when set, are the key exchanges the device offers,
 	// in order (crypto/tls's default otherwise, which starts with the
 	// post-quantum hybrid X25519MLKEM768: several times X25519's cost).
@@ -195,6 +199,14 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 		CurvePreferences:   cfg.CurvePreferences,
 	}
 	tlsCfg.NextProtos = alpn(port, cfg.ALPN)
+	if v := cfg.VerifiedChains; v != nil {
+		// crypto/tls's own verification is replaced by the same one,
+		// remembered: VerifyConnection runs for full and resumed handshakes.
+		tlsCfg.InsecureSkipVerify = true
+		tlsCfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			return v.verify(cs, cfg.RootCAs, serverName, time.Now())
+		}
+	}
 	dial := cfg.Dialer
 	if dial == nil {
 		var d net.Dialer

@@ -185,6 +185,12 @@ func TestExplainedErrors(t *testing.T) {
 		{"wrong name", Config{Endpoint: addr, ClientID: "dev-1", Certificate: p.client, RootCAs: p.pool, ServerName: "example.com"}, "not valid for the name", []Cause{CauseServerName}},
 		{"nothing listening", Config{Endpoint: closed, ClientID: "dev-1", Certificate: p.client, RootCAs: p.pool}, "check the endpoint and port", []Cause{CauseRefused}},
 	}
+	// The same errors with the broker's chain checked by VerifiedChains.
+	for _, c := range cases[:3] {
+		c.name += " (verified chains)"
+		c.cfg.VerifiedChains = new(VerifiedChains)
+		cases = append(cases, c)
+	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			errs := make(chan error, 16)

@@ -30,6 +30,7 @@ import (
 	"github.com/awsfota/awsfota/device/dfu"
 	"github.com/awsfota/awsfota/device/download"
 	"github.com/awsfota/awsfota/device/flash"
+	"github.com/awsfota/awsfota/device/mqttconn"
 	"github.com/awsfota/awsfota/device/state"
 	"github.com/awsfota/awsfota/iotjobs"
 	"github.com/awsfota/awsfota/mcuboot"
@@ -182,6 +183,9 @@ func New(cfg Config) (*Fleet, error) {
 	}
 	// The bootloaders of devices that hold the same image check it once.
 	validate := &sim.ValidateCache{Keys: cfg.Keys}
+	// They all trust the same CA and reach the same broker: its chain is
+	// verified once (each handshake still checks the broker's signature).
+	chains := new(mqttconn.VerifiedChains)
 	for i, c := range cfg.Devices {
 		// Each device its own HTTP connection, as devices share nothing but
 		// the network, closed once a download is done, as a device does; the
@@ -205,7 +209,8 @@ func New(cfg Config) (*Fleet, error) {
 			Thing: c.Thing, Geometry: cfg.Geometry, Keys: cfg.Keys,
 			Memory:   &sim.Memory{Primary: p, Secondary: s, State: &state.Mem{}},
 			Endpoint: cfg.Endpoint, Certificate: cert, RootCAs: cfg.RootCAs, ServerName: cfg.ServerName,
-			TLSSessions: tls.NewLRUClientSessionCache(1),
+			TLSSessions:    tls.NewLRUClientSessionCache(1),
+			VerifiedChains: chains,
 			// X25519 alone: a microcontroller's TLS stack offers no
 			// post-quantum key exchange, and the fleet's CPU is the test's.
 			TLSCurves: []tls.CurveID{tls.X25519},
