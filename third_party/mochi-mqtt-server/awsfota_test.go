@@ -5,10 +5,16 @@
 package mqtt
 
 import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/mochi-mqtt/server/v2/system"
 	"github.com/stretchr/testify/require"
 )
 
@@ -79,4 +85,82 @@ func TestParticlesAllocateLazily(t *testing.T) {
 	require.Contains(t, subs.Subscriptions, "cl1")
 	require.True(t, x.Unsubscribe("$aws/things/t1/jobs/notify-next", "cl1"))
 	require.Nil(t, x.seek("$aws/things/t1", 0), "the emptied branch is trimmed")
+}
+
+// readTopics reads n QoS 0 PUBLISH packets from r and returns their topics.
+func readTopics(t *testing.T, r io.Reader, n int) []string {
+	br := bufio.NewReader(r)
+	var topics []string
+	for k := 0; k < n; k++ {
+		h, err := br.ReadByte()
+		require.NoError(t, err)
+		require.Equal(t, byte(0x30), h, "a QoS 0 PUBLISH")
+		size, mul := 0, 1
+		for {
+			b, err := br.ReadByte()
+			require.NoError(t, err)
+			size += int(b&0x7f) * mul
+			mul *= 128
+			if b < 0x80 {
+				break
+			}
+		}
+		body := make([]byte, size)
+		_, err = io.ReadFull(br, body)
+		require.NoError(t, err)
+		l := int(body[0])<<8 | int(body[1])
+		topics = append(topics, string(body[2:2+l]))
+	}
+	return topics
+}
+
+// A connection has no writer goroutine while nothing is queued for it; one
+// runs while packets are queued, from any number of publishers, and writes
+// each once, in the order each publisher queued them.
+func TestWriterRunsWhileQueued(t *testing.T) {
+	s := newServer()
+	r, w := net.Pipe()
+	defer r.Close()
+	cl := newClient(w, &ops{info: new(system.Info), hooks: new(Hooks), log: logger, options: &Options{
+		Capabilities: &Capabilities{ReceiveMaximum: 10, MaximumInflight: 5, MaximumClientWritesPending: 1000, maximumPacketID: 10},
+	}})
+	defer cl.Stop(nil)
+	cl.ID = "dev"
+	cl.Properties.ProtocolVersion = 4
+	require.False(t, cl.State.writing.Load(), "no writer before anything is queued")
+
+	for round := 0; round < 3; round++ {
+		const publishers, each = 4, 50
+		var wg sync.WaitGroup
+		for p := 0; p < publishers; p++ {
+			wg.Add(1)
+			go func(p int) {
+				defer wg.Done()
+				for i := 0; i < each; i++ {
+					pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: fmt.Sprintf("t/%d/%d", p, i)}
+					_, err := s.publishToClient(cl, packets.Subscription{Filter: "t/#"}, pk)
+					require.NoError(t, err)
+				}
+			}(p)
+		}
+		require.NoError(t, r.SetReadDeadline(time.Now().Add(10*time.Second))) // nothing written: fail, not hang
+		topics := readTopics(t, r, publishers*each)
+		wg.Wait()
+		next := make([]int, publishers)
+		for _, topic := range topics {
+			var p, i int
+			_, err := fmt.Sscanf(topic, "t/%d/%d", &p, &i)
+			require.NoError(t, err)
+			require.Equal(t, next[p], i, "round %d: publisher %d's packets in order", round, p)
+			next[p]++
+		}
+		// The writer ends once the queue is empty.
+		deadline := time.Now().Add(5 * time.Second)
+		for cl.State.writing.Load() {
+			require.True(t, time.Now().Before(deadline), "the writer is still running with nothing queued")
+			time.Sleep(time.Millisecond) // polling with a deadline, not synchronising
+		}
+		require.Zero(t, len(cl.State.outbound))
+		require.Zero(t, cl.State.outboundQty)
+	}
 }

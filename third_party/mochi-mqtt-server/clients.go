@@ -177,6 +177,7 @@ type ClientState struct {
 	open            context.Context      // indicate that the client is open for packet exchange
 	cancelOpen      context.CancelFunc   // cancel function for open context
 	outboundQty     int32                // number of messages currently in the outbound queue
+	writing         atomic.Bool          // awsfota: a goroutine writes the outbound queue (writeQueued, WriteLoop)
 	Keepalive       uint16               // the number of seconds the connection can wait
 	ServerKeepalive bool                 // keepalive was set by the server
 }
@@ -213,7 +214,13 @@ func newClient(c net.Conn, o *ops) *Client {
 }
 
 // WriteLoop ranges over pending outbound messages and writes them to the client connection.
+//
+// awsfota: the server no longer runs it for the life of each connection (a
+// goroutine an idle connection kept, with its stack): startWriter runs
+// writeQueued while packets are queued. WriteLoop stays for callers that
+// want a writer for the client's whole life; it takes the writer's place.
 func (cl *Client) WriteLoop() {
+	cl.State.writing.Store(true)
 	for {
 		select {
 		case pk := <-cl.State.outbound:
@@ -224,6 +231,39 @@ func (cl *Client) WriteLoop() {
 			atomic.AddInt32(&cl.State.outboundQty, -1)
 		case <-cl.State.open.Done():
 			return
+		}
+	}
+}
+
+// startWriter makes sure a goroutine writes the outbound queue, after a
+// packet was queued (awsfota).
+func (cl *Client) startWriter() {
+	if cl.State.writing.CompareAndSwap(false, true) {
+		go cl.writeQueued()
+	}
+}
+
+// writeQueued writes the outbound queue until it is empty or the client
+// stops (awsfota). A packet queued as it leaves starts another writer, or
+// it stays: exactly one goroutine writes at a time, in queue order.
+func (cl *Client) writeQueued() {
+	for {
+		select {
+		case pk := <-cl.State.outbound:
+			if err := cl.WritePacket(*pk); err != nil {
+				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
+			}
+			atomic.AddInt32(&cl.State.outboundQty, -1)
+		case <-cl.State.open.Done():
+			cl.State.writing.Store(false)
+			return
+		default:
+			cl.State.writing.Store(false)
+			// A packet queued before the flag was cleared found a writer
+			// (this one) and started none: take it, unless one started.
+			if len(cl.State.outbound) == 0 || !cl.State.writing.CompareAndSwap(false, true) {
+				return
+			}
 		}
 	}
 }

@@ -53,6 +53,9 @@ func newTestClient() (cl *Client, r net.Conn, w net.Conn) {
 	cl.Properties.Props.TopicAliasMaximum = 0
 	cl.Properties.Props.RequestResponseInfo = 0x1
 
+	// awsfota: the writer's place is taken before a test queues anything
+	// (otherwise startWriter could start a second writer meanwhile).
+	cl.State.writing.Store(true)
 	go cl.WriteLoop()
 
 	return

@@ -417,7 +417,8 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	defer s.Listeners.ClientsWg.Done()
 	s.Listeners.ClientsWg.Add(1)
 
-	go cl.WriteLoop()
+	// awsfota: no WriteLoop goroutine for the connection's life: a writer
+	// runs while packets are queued (Client.startWriter).
 	defer cl.Stop(nil)
 
 	// awsfota: the connection is established and ended in functions of
@@ -1138,6 +1139,7 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 	select {
 	case cl.State.outbound <- &out:
 		atomic.AddInt32(&cl.State.outboundQty, 1)
+		cl.startWriter()
 	default:
 		atomic.AddInt64(&s.Info.MessagesDropped, 1)
 		cl.ops.hooks.OnPublishDropped(cl, pk)
