@@ -27,6 +27,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/awsfota/awsfota/cloud/jobsvc"
 	"github.com/awsfota/awsfota/cloud/pki"
@@ -36,8 +37,20 @@ import (
 
 // Authorizer decides whether a certificate may connect as a client id.
 // registry.Registry implements it.
+//
+// An Authorizer that also has a method HasCertificate(certID string) bool
+// (registry.Registry has) speeds up the TLS handshake: a certificate it
+// knows was checked against the CA when it was registered (as AWS IoT
+// trusts registered certificates), so the handshake checks only its
+// validity period and key usage, not its signature chain again. Any other
+// certificate is verified against ClientCAs as before.
 type Authorizer interface {
 	Authorize(cert *x509.Certificate, certID, clientID string) error
+}
+
+// registeredCertificates is the optional part of an Authorizer.
+type registeredCertificates interface {
+	HasCertificate(certID string) bool
 }
 
 // JobsAPI serves requests devices publish in their jobs namespace.
@@ -93,13 +106,22 @@ func Start(cfg Config) (*Broker, error) {
 	if policy == nil {
 		policy = DefaultPolicy()
 	}
-	ln, err := tls.Listen("tcp", cfg.Addr, &tls.Config{
+	tlsCfg := &tls.Config{
 		Certificates: []tls.Certificate{cfg.Certificate},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    cfg.ClientCAs,
 		MinVersion:   tls.VersionTLS12,
 		NextProtos:   []string{"x-amzn-mqtt-ca", "mqtt"},
-	})
+	}
+	if known, ok := cfg.Authorizer.(registeredCertificates); ok {
+		// The same checks as crypto/tls's, but a registered certificate's
+		// chain is not verified again (see Authorizer).
+		tlsCfg.ClientAuth = tls.RequireAnyClientCert
+		tlsCfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			return verifyDevice(cs, cfg.ClientCAs, known, time.Now())
+		}
+	}
+	ln, err := tls.Listen("tcp", cfg.Addr, tlsCfg)
 	if err != nil {
 		return nil, fmt.Errorf("broker: listening on %s: %w", cfg.Addr, err)
 	}

@@ -302,6 +302,17 @@ func (r *Registry) DescribeCertificate(id string) (Certificate, error) {
 	return c, err
 }
 
+// HasCertificate reports whether a certificate with this ID (the SHA-256
+// of its DER) is registered, whatever its status.
+func (r *Registry) HasCertificate(id string) bool {
+	found := false
+	r.db.View(func(tx *bolt.Tx) error {
+		found = tx.Bucket(bucketCerts).Get([]byte(id)) != nil
+		return nil
+	})
+	return found
+}
+
 // UpdateCertificateStatus sets ACTIVE, INACTIVE or REVOKED.
 func (r *Registry) UpdateCertificateStatus(id, status string) error {
 	switch status {

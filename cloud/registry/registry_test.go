@@ -250,3 +250,22 @@ func TestThingGroups(t *testing.T) {
 		t.Fatal(len(list))
 	}
 }
+
+func TestHasCertificate(t *testing.T) {
+	r := open(t)
+	if r.HasCertificate("abc") {
+		t.Fatal("an unknown certificate is registered")
+	}
+	if _, err := r.AddCertificate("abc", "pem", StatusInactive); err != nil {
+		t.Fatal(err)
+	}
+	if !r.HasCertificate("abc") {
+		t.Fatal("an INACTIVE certificate is not registered")
+	}
+	if err := r.DeleteCertificate("abc"); err != nil {
+		t.Fatal(err)
+	}
+	if r.HasCertificate("abc") {
+		t.Fatal("a deleted certificate is still registered")
+	}
+}
