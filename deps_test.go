@@ -4,6 +4,7 @@ import (
 	"go/parser"
 	"go/token"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -51,6 +52,21 @@ type pkgImports struct {
 	prod, test map[string][]string // import path → files
 }
 
+// notOurs reports whether the directory p holds no package of this
+// module: hidden, testdata, "_" directories, and another module's
+// (third_party/mochi-mqtt-server, built through a replace line, has its own
+// dependencies and rules).
+func notOurs(p string) bool {
+	if p == "." {
+		return false
+	}
+	if n := filepath.Base(p); strings.HasPrefix(n, ".") || n == "testdata" || strings.HasPrefix(n, "_") {
+		return true
+	}
+	_, err := os.Stat(filepath.Join(p, "go.mod"))
+	return err == nil
+}
+
 func scan(t *testing.T) map[string]*pkgImports {
 	t.Helper()
 	out := map[string]*pkgImports{}
@@ -59,7 +75,7 @@ func scan(t *testing.T) map[string]*pkgImports {
 			return err
 		}
 		if d.IsDir() {
-			if n := d.Name(); p != "." && (strings.HasPrefix(n, ".") || n == "testdata" || strings.HasPrefix(n, "_")) {
+			if notOurs(p) {
 				return filepath.SkipDir
 			}
 			return nil

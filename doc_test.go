@@ -23,7 +23,7 @@ func TestEveryPackageIsDocumented(t *testing.T) {
 			return err
 		}
 		if d.IsDir() {
-			if n := d.Name(); p != "." && (strings.HasPrefix(n, ".") || n == "testdata") {
+			if notOurs(p) {
 				return filepath.SkipDir
 			}
 			return nil

@@ -107,7 +107,7 @@ func TestDocsFlagsExist(t *testing.T) {
 }
 
 // sourceStrings returns the string literals of the module's non-test Go
-// files (testdata and hidden directories aside).
+// files (testdata, hidden directories and other modules aside).
 func sourceStrings(t *testing.T) []string {
 	t.Helper()
 	var out []string
@@ -118,6 +118,9 @@ func sourceStrings(t *testing.T) []string {
 		if d.IsDir() {
 			if n := d.Name(); p != repoRoot && (strings.HasPrefix(n, ".") || n == "testdata") {
 				return filepath.SkipDir
+			}
+			if _, err := os.Stat(filepath.Join(p, "go.mod")); p != repoRoot && err == nil {
+				return filepath.SkipDir // another module's (third_party)
 			}
 			return nil
 		}
