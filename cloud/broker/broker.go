@@ -1,5 +1,7 @@
 // Package broker is the local cloud's MQTT side. Its Broker is mochi-mqtt
-// on a TLS listener that demands a client certificate from the local CA,
+// (built from third_party/mochi-mqtt-server, with the changes its
+// AWSFOTA.md lists) on a TLS listener that demands a client certificate
+// from the local CA,
 // extended by hooks that do what AWS IoT Core does for a device:
 // authenticate the certificate (registered, ACTIVE, attached to the thing
 // named by the client id), apply an AWS IoT policy to every publish,
