@@ -28,8 +28,9 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
-	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/awsfota/awsfota/clock"
 )
 
 // ALPNProtocol is the protocol name AWS IoT Core expects for MQTT with a
@@ -209,7 +210,10 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	}
 	dial := cfg.Dialer
 	if dial == nil {
-		var d net.Dialer
+		// No TCP keep-alive: MQTT's keep-alive (pinger) finds a dead link
+		// already, and Go's default probes every 15 s of quiet, which on a
+		// cellular link wakes the radio four times a minute.
+		d := net.Dialer{KeepAlive: -1}
 		dial = d.DialContext
 	}
 	c := &Conn{cfg: cfg}
@@ -266,7 +270,8 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 				raw.Close()
 				return nil, err
 			}
-			return packets.NewThreadSafeConn(tc), nil
+			// One write per MQTT packet (paho's WriteTo locks it).
+			return &packetConn{Conn: tc}, nil
 		},
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, ack *paho.Connack) {
 			bmu.Lock()
@@ -324,6 +329,8 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 		},
 		ClientConfig: paho.ClientConfig{
 			ClientID: cfg.ClientID,
+			// No PINGREQ the moment the connection is up (pinger).
+			PingHandler: newPinger(clock.Real()),
 			OnPublishReceived: []func(paho.PublishReceived) (bool, error){
 				func(pr paho.PublishReceived) (bool, error) {
 					if cfg.OnMessage != nil {
