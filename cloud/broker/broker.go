@@ -20,6 +20,7 @@
 package broker
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -123,10 +124,17 @@ func Start(cfg Config) (*Broker, error) {
 			return verifyDevice(cs, cfg.ClientCAs, known, time.Now())
 		}
 	}
-	ln, err := tls.Listen("tcp", cfg.Addr, tlsCfg)
+	// No TCP keep-alive on the devices' sockets: MQTT's keep-alive, which
+	// the broker bounds as AWS does (keepAliveBounds), ends a silent
+	// connection; Go's default would probe each device every 15 s of quiet
+	// (a cellular radio woken four times a minute), and sets four socket
+	// options on each connection accepted.
+	lc := net.ListenConfig{KeepAlive: -1}
+	tcpLn, err := lc.Listen(context.Background(), "tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("broker: listening on %s: %w", cfg.Addr, err)
 	}
+	ln := tls.NewListener(tcpLn, tlsCfg)
 	opts := &mqtt.Options{InlineClient: true, Logger: log.With("component", "mqtt")}
 	opts.Capabilities = mqtt.NewDefaultServerCapabilities()
 	opts.Capabilities.MaximumQos = 1 // AWS IoT Core: QoS 0 and 1 only
@@ -278,7 +286,7 @@ func (h *hook) ID() string { return "aws-iot" }
 
 func (h *hook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnPacketRead, mqtt.OnWill,
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnPacketRead, mqtt.OnWill,
 		mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnDisconnect:
 		return true
 	}
@@ -288,6 +296,37 @@ func (h *hook) Provides(b byte) bool {
 func (h *hook) principal(cl *mqtt.Client) Principal {
 	// A connected client's id is the thing its certificate is attached to.
 	return Principal{ClientID: cl.ID, ThingName: cl.ID, Region: h.region, AccountID: h.account}
+}
+
+// Keep-alive bounds of AWS IoT Core, in seconds: a client asking for less
+// gets the least, for more (or for none, 0) the most.
+const (
+	minKeepAlive = 30
+	maxKeepAlive = 1200
+)
+
+// keepAlive is the keep-alive the broker holds a client to for the one it
+// asked for.
+func keepAlive(asked uint16) uint16 {
+	switch {
+	case asked == 0 || asked > maxKeepAlive:
+		return maxKeepAlive
+	case asked < minKeepAlive:
+		return minKeepAlive
+	}
+	return asked
+}
+
+// OnConnect bounds the client's keep-alive as AWS does: the connection
+// ends after 1.5 times it without a packet from the client, also for a
+// client that asked for none. An MQTT 5 client is told the value in the
+// CONNACK (Server Keep Alive) when it differs from its own.
+func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	if k := keepAlive(pk.Connect.Keepalive); k != pk.Connect.Keepalive {
+		cl.State.Keepalive = k
+		cl.State.ServerKeepalive = cl.Properties.ProtocolVersion >= 5
+	}
+	return nil
 }
 
 // OnConnectAuthenticate admits a client whose certificate is registered,

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,16 +23,19 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	ca   *pki.CA
 	reg  *registry.Registry
 	jobs *jobsvc.Service
 	b    *Broker
 	cert map[string]tls.Certificate
 	ids  map[string]string
+
+	once       sync.Once
+	serverCert []byte // the broker's certificate, verified (deviceTLS)
 }
 
-func newEnv(t *testing.T, opts ...func(*Config)) *env {
+func newEnv(t testing.TB, opts ...func(*Config)) *env {
 	t.Helper()
 	dir := t.TempDir()
 	db, err := bolt.Open(filepath.Join(dir, "c.db"), 0o600, &bolt.Options{NoSync: true})

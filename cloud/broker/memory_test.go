@@ -1,7 +1,9 @@
 package broker
 
 import (
+	"bytes"
 	"crypto/tls"
+	"errors"
 	"io"
 	"os"
 	"runtime"
@@ -16,9 +18,9 @@ import (
 // SUBSCRIBE of the device's jobs filters, and waits for both acks: what a
 // device's idle connection costs the broker, without a client library's
 // goroutines in this process.
-func connectRaw(t *testing.T, e *env, clientID string) *tls.Conn {
+func connectRaw(t testing.TB, e *env, clientID string) *tls.Conn {
 	t.Helper()
-	c, err := tls.Dial("tcp", e.b.Addr(), &tls.Config{Certificates: []tls.Certificate{e.cert["dev-1"]}, RootCAs: e.ca.Pool(), ServerName: "localhost"})
+	c, err := tls.Dial("tcp", e.b.Addr(), e.deviceTLS())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,6 +53,30 @@ func connectRaw(t *testing.T, e *env, clientID string) *tls.Conn {
 	}
 	c.SetDeadline(time.Time{})
 	return c
+}
+
+// deviceTLS is dev-1's TLS configuration as a fleet's device has it: P-256
+// (a microcontroller's curve) and the broker's certificate checked once
+// (e.serverCert, as mqttconn.VerifiedChains does for a fleet).
+func (e *env) deviceTLS() *tls.Config {
+	e.once.Do(func() {
+		c, err := tls.Dial("tcp", e.b.Addr(), &tls.Config{Certificates: []tls.Certificate{e.cert["dev-1"]}, RootCAs: e.ca.Pool(), ServerName: "localhost"})
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		e.serverCert = c.ConnectionState().PeerCertificates[0].Raw
+		c.Close()
+	})
+	return &tls.Config{
+		Certificates: []tls.Certificate{e.cert["dev-1"]}, ServerName: "localhost", CurvePreferences: []tls.CurveID{tls.CurveP256},
+		InsecureSkipVerify: true, // the certificate verified above, compared below
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 || !bytes.Equal(cs.PeerCertificates[0].Raw, e.serverCert) {
+				return errors.New("not the broker's certificate")
+			}
+			return nil
+		},
+	}
 }
 
 func inUse() (heap, stacks uint64) {
