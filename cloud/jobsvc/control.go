@@ -607,7 +607,7 @@ func (t *txn) finishDeletion(jobID string) error {
 		return err
 	}
 	for _, e := range execs {
-		before, err := t.thingExecs(e.Thing)
+		before, err := t.execsAround(e.Thing, jobID)
 		if err != nil {
 			return err
 		}
@@ -663,7 +663,7 @@ func (s *Service) DeleteExecution(jobID, thing string, number int64, force bool)
 		default:
 			return fmt.Errorf("%w: the execution of job %s on %s is %s; only a terminal execution (or an IN_PROGRESS one, with force) can be deleted", ErrInvalidState, jobID, thing, cur.Status)
 		}
-		before, err := t.thingExecs(thing)
+		before, err := t.execsAround(thing, jobID)
 		if err != nil {
 			return err
 		}
@@ -697,6 +697,9 @@ func (s *Service) DeleteExecution(jobID, thing string, number int64, force bool)
 			return err
 		}
 		if err := t.tx.Bucket(bucketExecs).Put(execKey(thing, jobID), b); err != nil {
+			return err
+		}
+		if err := setPending(t.tx, thing, jobID, isPending(prev.Status)); err != nil {
 			return err
 		}
 		t.execChanged(cur, true)

@@ -227,7 +227,7 @@ func (s *Service) serve(t iotjobs.Topic, client string, payload []byte, req any,
 var errRollback = errors.New("rejected: roll back")
 
 func (s *Service) getPending(x *txn, thing string, req *iotjobs.GetPendingRequest) (any, *iotjobs.ErrorResponse, error) {
-	execs, err := x.thingExecs(thing)
+	execs, err := x.pendingExecs(thing)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -260,7 +260,7 @@ func (s *Service) startNext(x *txn, thing string, req *iotjobs.StartNextRequest)
 	if r := validStepTimeout(req.StepTimeoutInMinutes, false); r != nil {
 		return nil, r, nil
 	}
-	execs, err := x.thingExecs(thing)
+	execs, err := x.pendingExecs(thing)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -288,7 +288,7 @@ func (s *Service) describe(x *txn, thing, jobID string, req *iotjobs.DescribeReq
 	resp := iotjobs.ExecutionResponse{Timestamp: x.now.Unix(), ClientToken: req.ClientToken}
 	var e Execution
 	if jobID == iotjobs.NextJobID {
-		execs, err := x.thingExecs(thing)
+		execs, err := x.pendingExecs(thing)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -75,6 +75,9 @@ func (f *fixture) open() {
 		f.t.Fatal(err)
 	}
 	f.t.Cleanup(func() { db.Close() })
+	// Every test leaves the pending index as the executions say (runs
+	// before the database closes).
+	f.t.Cleanup(func() { checkPendingIndex(f.t, db) })
 	s, err := Open(db, f.cfg)
 	if err != nil {
 		f.t.Fatal(err)

@@ -113,8 +113,12 @@ var (
 	bucketDeleting   = []byte("jobs.deleting")   // jobId of every DELETION_IN_PROGRESS job → nothing
 	bucketTemplates  = []byte("jobs.templates")  // jobTemplateId → JobTemplate
 	bucketConfig     = []byte("jobs.config")     // "events" → EventConfigurations, "changeSeq" → last change number
-	allBuckets       = [][]byte{bucketJobs, bucketJobState, bucketExecs, bucketByJob, bucketHistory, bucketWaiting,
-		bucketWaitThing, bucketTimers, bucketContinuous, bucketDeleting, bucketTemplates, bucketConfig}
+	// thing \x00 jobId of every latest execution QUEUED or IN_PROGRESS →
+	// nothing: what a device asks for when it connects, found without
+	// reading the thing's finished executions.
+	bucketPending = []byte("jobs.pending")
+	allBuckets    = [][]byte{bucketJobs, bucketJobState, bucketExecs, bucketByJob, bucketHistory, bucketWaiting,
+		bucketWaitThing, bucketTimers, bucketContinuous, bucketDeleting, bucketTemplates, bucketConfig, bucketPending}
 )
 
 // Timer kinds in bucketTimers.
@@ -161,8 +165,14 @@ func Open(db *bolt.DB, cfg Config) (*Service, error) {
 	}
 	var events EventConfigurations
 	err := db.Update(func(tx *bolt.Tx) error {
+		indexed := tx.Bucket(bucketPending) != nil
 		for _, b := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		if !indexed { // a data directory from before the index
+			if err := indexPending(tx); err != nil {
 				return err
 			}
 		}
@@ -424,6 +434,79 @@ func (t *txn) thingExecs(thing string) ([]Execution, error) {
 	return out, nil
 }
 
+// pendingExecs returns the thing's executions that are QUEUED or
+// IN_PROGRESS, found through bucketPending: the cost of a device's
+// get-pending, start-next or describe $next does not grow with the jobs it
+// has finished.
+func (t *txn) pendingExecs(thing string) ([]Execution, error) {
+	var out []Execution
+	prefix := []byte(thing + "\x00")
+	execs := t.tx.Bucket(bucketExecs)
+	c := t.tx.Bucket(bucketPending).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		v := execs.Get(k)
+		if v == nil {
+			return nil, fmt.Errorf("jobsvc: the pending index names execution %q, which is not stored", k)
+		}
+		var e Execution
+		if err := json.Unmarshal(v, &e); err != nil {
+			return nil, fmt.Errorf("jobsvc: stored execution %q: %w", k, err)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// execsAround returns what a change to a job's execution on a thing is
+// weighed against (changeThing): the thing's pending executions, which
+// notify and notify-next are about, and the job's latest execution
+// whatever its status.
+func (t *txn) execsAround(thing, jobID string) ([]Execution, error) {
+	out, err := t.pendingExecs(thing)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range out {
+		if e.JobID == jobID {
+			return out, nil
+		}
+	}
+	if e, ok := t.exec(thing, jobID); ok {
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// isPending reports whether an execution in this status is pending: what
+// get-pending lists and notify-next chooses from.
+func isPending(s iotjobs.Status) bool {
+	return s == iotjobs.StatusQueued || s == iotjobs.StatusInProgress
+}
+
+// setPending records in bucketPending whether a thing's latest execution
+// of a job is pending.
+func setPending(tx *bolt.Tx, thing, jobID string, pending bool) error {
+	if pending {
+		return tx.Bucket(bucketPending).Put(execKey(thing, jobID), nil)
+	}
+	return tx.Bucket(bucketPending).Delete(execKey(thing, jobID))
+}
+
+// indexPending fills bucketPending from the stored executions.
+func indexPending(tx *bolt.Tx) error {
+	p := tx.Bucket(bucketPending)
+	return tx.Bucket(bucketExecs).ForEach(func(k, v []byte) error {
+		var e struct{ Status iotjobs.Status }
+		if err := json.Unmarshal(v, &e); err != nil {
+			return fmt.Errorf("jobsvc: stored execution %q: %w", k, err)
+		}
+		if isPending(e.Status) {
+			return p.Put(bytes.Clone(k), nil)
+		}
+		return nil
+	})
+}
+
 func (t *txn) exec(thing, job string) (Execution, bool) {
 	var e Execution
 	b := t.tx.Bucket(bucketExecs).Get(execKey(thing, job))
@@ -498,6 +581,9 @@ func (t *txn) putExec(old *Execution, e Execution) error {
 		return err
 	}
 	t.execChanged(e, false)
+	if err := setPending(t.tx, e.Thing, e.JobID, isPending(e.Status)); err != nil {
+		return err
+	}
 	return t.tx.Bucket(bucketExecs).Put(execKey(e.Thing, e.JobID), b)
 }
 
@@ -545,6 +631,9 @@ func (t *txn) deleteExec(e Execution) error {
 		}
 	}
 	if err := t.tx.Bucket(bucketByJob).Delete([]byte(e.JobID + "\x00" + e.Thing)); err != nil {
+		return err
+	}
+	if err := setPending(t.tx, e.Thing, e.JobID, false); err != nil {
 		return err
 	}
 	return t.tx.Bucket(bucketExecs).Delete(execKey(e.Thing, e.JobID))
@@ -642,7 +731,7 @@ func (t *txn) notifyThing(thing string, before, after []Execution) {
 
 // setExec replaces one execution of a thing.
 func (t *txn) setExec(e Execution) error {
-	before, err := t.thingExecs(e.Thing)
+	before, err := t.execsAround(e.Thing, e.JobID)
 	if err != nil {
 		return err
 	}
