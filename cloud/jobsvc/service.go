@@ -581,8 +581,12 @@ func (t *txn) putExec(old *Execution, e Execution) error {
 		return err
 	}
 	t.execChanged(e, false)
-	if err := setPending(t.tx, e.Thing, e.JobID, isPending(e.Status)); err != nil {
-		return err
+	// The index is written when pending-ness changes (QUEUED to
+	// IN_PROGRESS and progress reports leave its pages clean).
+	if old == nil || isPending(old.Status) != isPending(e.Status) {
+		if err := setPending(t.tx, e.Thing, e.JobID, isPending(e.Status)); err != nil {
+			return err
+		}
 	}
 	return t.tx.Bucket(bucketExecs).Put(execKey(e.Thing, e.JobID), b)
 }
