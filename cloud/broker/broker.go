@@ -125,7 +125,7 @@ func Start(cfg Config) (*Broker, error) {
 		}
 	}
 	// No TCP keep-alive on the devices' sockets: MQTT's keep-alive, which
-	// the broker bounds as AWS does (keepAliveBounds), ends a silent
+	// the broker bounds as AWS does (OnConnect), ends a silent
 	// connection; Go's default would probe each device every 15 s of quiet
 	// (a cellular radio woken four times a minute), and sets four socket
 	// options on each connection accepted.
