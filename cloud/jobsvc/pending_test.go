@@ -9,6 +9,7 @@ import (
 
 	"github.com/awsfota/awsfota/iotjobs"
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // checkPendingIndex fails t unless bucketPending names exactly the stored
@@ -38,7 +39,7 @@ func checkPendingIndex(t *testing.T, db *bolt.DB) {
 			return nil
 		})
 	})
-	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		return // the test closed it (and reopened the file as another DB)
 	}
 	if err != nil {
