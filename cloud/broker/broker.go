@@ -319,12 +319,16 @@ func keepAlive(asked uint16) uint16 {
 
 // OnConnect bounds the client's keep-alive as AWS does: the connection
 // ends after 1.5 times it without a packet from the client, also for a
-// client that asked for none. An MQTT 5 client is told the value in the
-// CONNACK (Server Keep Alive) when it differs from its own.
+// client that asked for none. An MQTT 5 client that must ping sooner than
+// it asked (it asked for none, or for more than 1200 s) is told so in the
+// CONNACK (Server Keep Alive); one that asked for less than 30 s is not
+// told to ping less often: pinging more often than the broker needs costs
+// the broker nothing, and lets the device notice a dead link sooner.
 func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
-	if k := keepAlive(pk.Connect.Keepalive); k != pk.Connect.Keepalive {
+	asked := pk.Connect.Keepalive
+	if k := keepAlive(asked); k != asked {
 		cl.State.Keepalive = k
-		cl.State.ServerKeepalive = cl.Properties.ProtocolVersion >= 5
+		cl.State.ServerKeepalive = cl.Properties.ProtocolVersion >= 5 && (asked == 0 || asked > maxKeepAlive)
 	}
 	return nil
 }
