@@ -60,14 +60,11 @@ func wholePackets(b []byte) int {
 	n := 0
 	for n < len(b) {
 		size, ok := packetSize(b[n:])
-		if !ok {
+		switch {
+		case !ok || n+size > len(b):
 			return n
-		}
-		if size < 0 || n+size > len(b) {
-			if size < 0 {
-				return len(b)
-			}
-			return n
+		case size < 0:
+			return len(b)
 		}
 		n += size
 	}
