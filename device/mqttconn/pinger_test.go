@@ -3,7 +3,6 @@ package mqttconn
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"net"
 	"strings"
@@ -143,14 +142,5 @@ func TestNoTCPKeepAlive(t *testing.T) {
 	if !ok {
 		t.Fatal("client not registered")
 	}
-	on, err := tcpstate.KeepAlive(cl.Net.Remote, addr, 10*time.Second)
-	if errors.Is(err, tcpstate.ErrUnsupported) {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	if on {
-		t.Fatal("the device's socket runs a TCP keep-alive timer")
-	}
+	tcpstate.RequireNoKeepAlive(t, cl.Net.Remote, addr, "the device's socket")
 }

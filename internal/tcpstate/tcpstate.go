@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -62,4 +63,21 @@ func procAddr(hostport string) (string, error) {
 	}
 	a := ap.Addr().Unmap().As4()
 	return fmt.Sprintf("%02X%02X%02X%02X:%04X", a[3], a[2], a[1], a[0], ap.Port()), nil
+}
+
+// RequireNoKeepAlive fails t when the socket from local to remote (socket
+// says whose, for the message) runs TCP's keep-alive timer. Where there is
+// no /proc/net/tcp (not Linux) it skips t: nothing there can tell.
+func RequireNoKeepAlive(t testing.TB, local, remote, socket string) {
+	t.Helper()
+	on, err := KeepAlive(local, remote, 10*time.Second)
+	if errors.Is(err, ErrUnsupported) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if on {
+		t.Fatalf("%s runs a TCP keep-alive timer", socket)
+	}
 }
