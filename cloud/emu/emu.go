@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -90,6 +91,11 @@ type Config struct {
 	// requests (jobsvc.Config's); 0 is no limit.
 	DeviceRequestRate  float64
 	DeviceRequestBurst int
+	// DeferEndpoints keeps Start from writing <DataDir>/endpoints.json,
+	// the file that tells other processes the cloud is ready: the caller
+	// mounts what it serves besides (Mount), then calls WriteEndpoints, so
+	// that nothing reads the file before everything it points at answers.
+	DeferEndpoints bool
 }
 
 // Endpoints tell clients where the cloud is and how to sign in;
@@ -196,6 +202,11 @@ func Start(cfg Config) (_ *Cloud, err error) {
 		}
 		return nil, fmt.Errorf("emu: opening the database: %w", err)
 	}
+	// The directory is ours now. An endpoints file left by an earlier run
+	// names ports nobody listens on: gone until this run's is written.
+	if err := os.Remove(filepath.Join(cfg.DataDir, EndpointsFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("emu: %w", err)
+	}
 	if c.CA, err = pki.LoadOrCreate(filepath.Join(cfg.DataDir, "pki"), cfg.Clock.Now); err != nil {
 		return nil, err
 	}
@@ -290,8 +301,10 @@ func Start(cfg Config) (_ *Cloud, err error) {
 			c.runACL(tctx)
 		}()
 	}
-	if err := c.writeEndpoints(); err != nil {
-		return nil, err
+	if !cfg.DeferEndpoints {
+		if err := c.WriteEndpoints(); err != nil {
+			return nil, err
+		}
 	}
 	return c, nil
 }
@@ -447,7 +460,10 @@ func (c *Cloud) Endpoints() Endpoints {
 	}
 }
 
-func (c *Cloud) writeEndpoints() error {
+// WriteEndpoints writes <DataDir>/endpoints.json (atomically): the
+// signal other processes wait for. Start does it unless
+// Config.DeferEndpoints.
+func (c *Cloud) WriteEndpoints() error {
 	b, _ := json.MarshalIndent(c.Endpoints(), "", "  ")
 	return writeFile(filepath.Join(c.cfg.DataDir, EndpointsFile), append(b, '\n'))
 }

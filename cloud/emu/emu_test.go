@@ -4,14 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"crypto/x509"
 
 	"github.com/awsfota/awsfota/cloud/jobsvc"
 	"github.com/awsfota/awsfota/cloud/pki"
@@ -95,6 +96,31 @@ func TestStartWritesEndpointsAndSurvivesRestart(t *testing.T) {
 		t.Fatalf("object after restart: %q", body)
 	}
 	http.DefaultClient.CloseIdleConnections()
+}
+
+// TestDeferEndpoints: with DeferEndpoints, endpoints.json (the "ready"
+// signal) appears only when the caller writes it, and a file left by an
+// earlier run is gone from the moment the new cloud owns the directory.
+func TestDeferEndpoints(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, EndpointsFile)
+	if err := os.WriteFile(file, []byte(`{"mqtt":"127.0.0.1:1","http":"http://127.0.0.1:1"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Start(Config{DataDir: dir, MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", NoSync: true, DeferEndpoints: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := os.Stat(file); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("endpoints.json before WriteEndpoints: %v (the stale one must go, and no new one yet)", err)
+	}
+	if err := c.WriteEndpoints(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ReadEndpoints(dir); err != nil || got != c.Endpoints() {
+		t.Fatalf("endpoints.json %+v %v, want %+v", got, err, c.Endpoints())
+	}
 }
 
 func mustCA(t *testing.T, dir string) *x509Cert {

@@ -32,6 +32,10 @@ func cloudCmd(e *env) *cobra.Command {
 	return cmd
 }
 
+// beforeConsole, when set (by tests), runs in `cloud serve` after the cloud
+// started and before the console is mounted on its HTTP port.
+var beforeConsole func(dataDir string)
+
 func cloudServeCmd(e *env) *cobra.Command {
 	var cfg emu.Config
 	var policyFile, cpuProfile, pprofAddr string
@@ -91,6 +95,7 @@ a few percent more CPU (docs/scaling.md).`,
 					return usagef("--policy %s: %v", policyFile, err)
 				}
 			}
+			cfg.DeferEndpoints = true // written once the console answers too
 			c, err := emu.Start(cfg)
 			var le *emu.ListenError
 			if errors.As(err, &le) && errors.Is(err, syscall.EADDRINUSE) {
@@ -104,8 +109,16 @@ a few percent more CPU (docs/scaling.md).`,
 			for _, p := range c.Objects.LoadProblems() {
 				fmt.Fprintf(e.errOut, "warning: object store: a record could not be loaded and its object is not served: %s\n", p)
 			}
+			if beforeConsole != nil {
+				beforeConsole(cfg.DataDir)
+			}
 			consoleURL, stopConsole, err := mountConsole(e, c, cfg.ExternalMQTT == "")
 			if err != nil {
+				c.Close()
+				return err
+			}
+			if err := c.WriteEndpoints(); err != nil {
+				stopConsole()
 				c.Close()
 				return err
 			}

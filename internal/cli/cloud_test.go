@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -196,5 +197,28 @@ func TestEndpointsHoldAbsolutePaths(t *testing.T) {
 	os.WriteFile(filepath.Join(old, emu.EndpointsFile), []byte(`{"http":"http://127.0.0.1:1","caFile":"somewhere/pki/ca.pem"}`), 0o600)
 	if ep, err := emu.ReadEndpoints(old); err != nil || ep.CAFile != filepath.Join(old, "pki", "ca.pem") {
 		t.Fatalf("old endpoints.json: caFile %q, %v", ep.CAFile, err)
+	}
+}
+
+// TestCloudServeReadyMeansReady: endpoints.json, what scripts and the other
+// commands wait for, appears only once every part of the cloud answers:
+// not yet while the console is being mounted, and the console answers the
+// moment it is there (it once appeared first, and a request in the gap got
+// the S3 API's AccessDenied for /console/).
+func TestCloudServeReadyMeansReady(t *testing.T) {
+	dir := t.TempDir()
+	seen := make(chan error, 1)
+	beforeConsole = func(dataDir string) {
+		_, err := os.Stat(filepath.Join(dataDir, emu.EndpointsFile))
+		seen <- err
+	}
+	defer func() { beforeConsole = nil }()
+	ep, stop := serving(t, dir)
+	defer stop()
+	if err := <-seen; !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("endpoints.json before the console was mounted: stat says %v", err)
+	}
+	if code, body := fetch(t, ep.HTTP+"/console/jobs"); code != 200 {
+		t.Fatalf("GET /console/jobs as endpoints.json appeared: %d\n%s", code, body)
 	}
 }
