@@ -181,7 +181,7 @@ func pieces(msg string) []string {
 // notMessages start a code span that is a command, a file or code, not a
 // message.
 var notMessages = []string{"awsfota ", "./awsfota", "go ", "aws ", "imgtool", "xdelta3", "zstd", "bsdiff", "scripts/", "/usr/", "{", "$", "\"", "-",
-	"image ", "job ", "thing ", "device ", "cloud ", "delta ", "fetch ", "mosquitto", "head ", "rm ", "kill ", "operation:", "01 ", "rauc ", "systemctl ", "curl "}
+	"image ", "job ", "thing ", "device ", "cloud ", "delta ", "fetch ", "mosquitto", "head ", "rm ", "kill ", "operation:", "01 ", "rauc ", "systemctl ", "curl ", "perf "}
 
 // messageSpans returns the code spans of the documents that quote what
 // awsfota prints: in the first column of the troubleshooting table those
