@@ -68,6 +68,9 @@ func TestStartWritesEndpointsAndSurvivesRestart(t *testing.T) {
 	if _, err := Start(Config{DataDir: dir, MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0"}); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("second cloud on the same directory: %v", err)
 	}
+	if got, err := ReadEndpoints(dir); err != nil || got != ep {
+		t.Fatalf("after a second cloud failed to start on the directory, endpoints.json %+v %v, want the running one's", got, err)
+	}
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
