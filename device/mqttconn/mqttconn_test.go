@@ -101,19 +101,14 @@ func TestConnectSubscribePublish(t *testing.T) {
 	down := make(chan struct{}, 4)
 	msgs := make(chan string, 4)
 	ctx := context.Background()
-	c, err := Dial(ctx, Config{
+	c := dialUp(t, Config{
 		Endpoint: addr, ClientID: "dev-1", Certificate: p.client, RootCAs: p.pool, ServerName: "localhost",
 		Filters:    []string{"$aws/things/dev-1/jobs/#"},
 		OnMessage:  func(topic string, payload []byte) { msgs <- topic + " " + string(payload) },
 		OnUp:       func() { up <- struct{}{} },
 		OnDown:     func() { down <- struct{}{} },
 		BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	waitFor(t, up, "connection up")
+	}, up)
 
 	// The broker delivers to the subscription.
 	if err := srv.Publish("$aws/things/dev-1/jobs/notify-next", []byte(`{"timestamp":1}`), false, 1); err != nil {
@@ -137,11 +132,7 @@ func TestConnectSubscribePublish(t *testing.T) {
 	}
 
 	// The broker drops us: we reconnect and subscribe again.
-	cl, ok := srv.Clients.Get("dev-1")
-	if !ok {
-		t.Fatal("client not registered")
-	}
-	srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+	srv.DisconnectClient(brokerClient(t, srv, "dev-1"), packets.ErrServerShuttingDown)
 	waitFor(t, down, "connection down")
 	waitFor(t, up, "reconnected")
 	if err := srv.Publish("$aws/things/dev-1/jobs/notify", []byte(`{}`), false, 1); err != nil {
@@ -150,6 +141,29 @@ func TestConnectSubscribePublish(t *testing.T) {
 	if got := waitFor(t, msgs, "message after reconnect"); !strings.HasPrefix(got, "$aws/things/dev-1/jobs/notify ") {
 		t.Fatal(got)
 	}
+}
+
+// dialUp dials cfg, whose OnUp signals up, and waits for the connection;
+// the connection is closed when the test ends.
+func dialUp(t *testing.T, cfg Config, up <-chan struct{}) *Conn {
+	t.Helper()
+	c, err := Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	waitFor(t, up, "connection up")
+	return c
+}
+
+// brokerClient returns the broker's side of client id's connection.
+func brokerClient(t *testing.T, srv *mqtt.Server, id string) *mqtt.Client {
+	t.Helper()
+	cl, ok := srv.Clients.Get(id)
+	if !ok {
+		t.Fatalf("client %s not registered", id)
+	}
+	return cl
 }
 
 func waitFor[T any](t *testing.T, ch <-chan T, what string) T {
@@ -463,23 +477,14 @@ func TestTrustSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	up, msgs := make(chan struct{}, 4), make(chan string, 4)
-	c, err := Dial(context.Background(), Config{
+	dialUp(t, Config{
 		Endpoint: addr, ClientID: "dev-1", Certificate: p.client, RootCAs: p.pool, ServerName: "localhost",
 		Filters: []string{"$aws/things/dev-1/jobs/#"}, SessionExpiry: time.Hour, TrustSession: true,
 		OnMessage:  func(topic string, payload []byte) { msgs <- topic },
 		OnUp:       func() { up <- struct{}{} },
 		BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	waitFor(t, up, "connection up")
-	cl, ok := srv.Clients.Get("dev-1")
-	if !ok {
-		t.Fatal("client not registered")
-	}
-	srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+	}, up)
+	srv.DisconnectClient(brokerClient(t, srv, "dev-1"), packets.ErrServerShuttingDown)
 	waitFor(t, up, "reconnected")
 	if n := subscribes.Load(); n != 1 {
 		t.Errorf("%d SUBSCRIBEs; want 1, none after reconnecting to the kept session", n)

@@ -106,7 +106,7 @@ func TestPacketsAreOneRecordEach(t *testing.T) {
 	dialed := make(chan struct{})
 	up := make(chan struct{}, 1)
 	ctx := context.Background()
-	c, err := Dial(ctx, Config{
+	c := dialUp(t, Config{
 		Endpoint: addr, ClientID: "dev-1", Certificate: p.client, RootCAs: p.pool, ServerName: "localhost",
 		Filters: []string{"$aws/things/dev-1/jobs/notify-next", "$aws/things/dev-1/jobs/$next/get/+"},
 		OnUp:    func() { up <- struct{}{} },
@@ -120,12 +120,7 @@ func TestPacketsAreOneRecordEach(t *testing.T) {
 			close(dialed)
 			return raw, nil
 		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	waitFor(t, up, "connection up")
+	}, up)
 	seen := make(chan struct{}, 1)
 	if err := srv.Subscribe("probe/#", 2, func(*mqtt.Client, mpackets.Subscription, mpackets.Packet) { seen <- struct{}{} }); err != nil {
 		t.Fatal(err)

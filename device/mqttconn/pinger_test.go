@@ -129,18 +129,9 @@ func TestNoTCPKeepAlive(t *testing.T) {
 	p := newPKI(t)
 	srv, addr := broker(t, p)
 	up := make(chan struct{}, 1)
-	c, err := Dial(context.Background(), Config{
+	dialUp(t, Config{
 		Endpoint: addr, ClientID: "dev-1", Certificate: p.client, RootCAs: p.pool, ServerName: "localhost",
 		OnUp: func() { up <- struct{}{} },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	waitFor(t, up, "connection up")
-	cl, ok := srv.Clients.Get("dev-1")
-	if !ok {
-		t.Fatal("client not registered")
-	}
-	tcpstate.RequireNoKeepAlive(t, cl.Net.Remote, addr, "the device's socket")
+	}, up)
+	tcpstate.RequireNoKeepAlive(t, brokerClient(t, srv, "dev-1").Net.Remote, addr, "the device's socket")
 }
