@@ -39,6 +39,7 @@ var beforeConsole func(dataDir string)
 func cloudServeCmd(e *env) *cobra.Command {
 	var cfg emu.Config
 	var policyFile, cpuProfile, pprofAddr string
+	var hugePages bool
 	serve := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the local cloud (MQTT broker, AWS IoT Jobs and control plane, S3) until interrupted",
@@ -67,6 +68,7 @@ a few percent more CPU (docs/scaling.md).`,
 			if os.Getenv("GOGC") == "" {
 				debug.SetGCPercent(serveGCPercent)
 			}
+			defer startHugePages(e, hugePages)()
 			cfg.Logger = e.logger()
 			if cpuProfile != "" {
 				pf, err := os.Create(cpuProfile)
@@ -145,6 +147,7 @@ a few percent more CPU (docs/scaling.md).`,
 	serve.Flags().Float64Var(&cfg.DeviceRequestRate, "device-request-rate", 0, "answer RequestThrottled when a thing makes more than `N` Jobs requests a second (0: no limit)")
 	serve.Flags().IntVar(&cfg.DeviceRequestBurst, "device-request-burst", 0, "Jobs requests a thing may make at once under --device-request-rate (default: the rate)")
 	serve.Flags().DurationVar(&cfg.JobDeletionDelay, "job-deletion-delay", jobsvc.DefaultDeletionDelay, "how long DeleteJob takes (the job shows DELETION_IN_PROGRESS meanwhile)")
+	serve.Flags().BoolVar(&hugePages, "huge-pages", true, hugePagesUsage)
 	serve.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write the cloud's CPU profile to `FILE` when it stops (go tool pprof)")
 	serve.Flags().MarkHidden("cpuprofile")
 	serve.Flags().StringVar(&pprofAddr, "pprof", "", "serve Go's profiles (net/http/pprof) on `address`, for measuring the cloud")

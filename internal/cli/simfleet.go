@@ -56,6 +56,7 @@ type simFleetFlags struct {
 	settle         time.Duration
 	timeout        time.Duration
 	cpuProfile     string
+	hugePages      bool
 	pprofAddr      string
 }
 
@@ -152,6 +153,7 @@ settings; --offline-percent never connect.`,
 	fl.DurationVar(&f.settle, "settle", 0, "once every device is connected, wait this long before the job and measure the cloud's memory again (a settled, idle fleet)")
 	fl.IntVar(&f.downloading, "downloading", 1000, "devices downloading at once (the network they share; 0: no bound)")
 	fl.DurationVar(&f.timeout, "timeout", 10*time.Minute, "give up after this long (provisioning included)")
+	fl.BoolVar(&f.hugePages, "huge-pages", true, hugePagesUsage)
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write the fleet process's CPU profile to `FILE` (go tool pprof)")
 	fl.MarkHidden("cpuprofile")
 	fl.StringVar(&f.pprofAddr, "pprof", "", "serve the fleet process's profiles (net/http/pprof) on `ADDR`")
@@ -160,6 +162,7 @@ settings; --offline-percent never connect.`,
 }
 
 func runSimFleet(e *env, t *target, f simFleetFlags) error {
+	defer startHugePages(e, f.hugePages)()
 	if f.cpuProfile != "" {
 		pf, err := os.Create(f.cpuProfile)
 		if err != nil {

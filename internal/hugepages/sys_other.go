@@ -1,0 +1,7 @@
+//go:build !linux
+
+package hugepages
+
+func osSystem() (system, string) {
+	return system{}, "transparent huge pages are a Linux feature"
+}
