@@ -18,6 +18,7 @@ import (
 	"github.com/awsfota/awsfota/cloud/emu"
 	"github.com/awsfota/awsfota/delta"
 	"github.com/awsfota/awsfota/device/dfu/modem"
+	"github.com/awsfota/awsfota/iotjobs"
 	"github.com/awsfota/awsfota/mcuboot"
 	"go.uber.org/goleak"
 )
@@ -315,5 +316,57 @@ func TestPrepareRAUCBundle(t *testing.T) {
 		if _, err := c.Prepare(c2.o); err == nil || !strings.Contains(err.Error(), c2.want) {
 			t.Errorf("%s: %v, want %q", name, err, c2.want)
 		}
+	}
+}
+
+// A snapshot job rolled out one thing a minute is not done when its first
+// execution is: the other things have no execution yet. Done comes when the
+// service ends the job.
+func TestWatchRolloutNotDoneEarly(t *testing.T) {
+	cl, err := emu.Start(emu.Config{DataDir: t.TempDir(), MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ep := cl.Endpoints()
+	c := NewLocal(Endpoint{URL: ep.HTTP, Region: ep.Region, AccessKeyID: ep.AccessKeyID, SecretAccessKey: ep.SecretAccessKey, MQTT: ep.MQTT})
+	ctx := context.Background()
+	for _, n := range []string{"ro-1", "ro-2"} {
+		if _, err := c.CreateThing(ctx, n, "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	img := appImage(t, "2.0.0", bytes.Repeat([]byte{1}, 5000))
+	p, err := c.Prepare(JobOptions{Image: file(t, img), Things: []string{"ro-1", "ro-2"}, Bucket: "fw-bucket", CreateBucket: true, RolloutPerMinute: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Create(ctx, p, nil); err != nil {
+		t.Fatal(err)
+	}
+	w := c.Watch(p.JobID)
+	s, err := w.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Executions) != 1 {
+		t.Fatalf("executions %+v: want the one thing the rollout reached", s.Executions)
+	}
+	first := s.Executions[0].Thing
+	if _, rej, err := cl.Jobs.DeviceRequest(first, p.JobID, &iotjobs.UpdateRequest{Status: "SUCCEEDED"}); err != nil || rej != nil {
+		t.Fatalf("update: %v %+v", err, rej)
+	}
+	s, err = w.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Status != "IN_PROGRESS" || len(s.Executions) != 1 || s.Executions[0].Status != "SUCCEEDED" || s.Done || s.Succeeded {
+		t.Fatalf("after the first thing SUCCEEDED: %+v, want not done", s)
+	}
+	if err := c.CancelJob(ctx, p.JobID, false, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ = w.Snapshot(ctx); !s.Done || s.Status != "CANCELED" {
+		t.Fatalf("after the cancel: %+v, want done", s)
 	}
 }

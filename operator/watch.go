@@ -50,7 +50,8 @@ type Snapshot struct {
 	Description string         `json:"description,omitempty"`
 	Executions  []Execution    `json:"executions"`
 	Counts      map[string]int `json:"counts"` // by execution status
-	// Done: every execution is terminal (or the job ended).
+	// Done: the job ended (a snapshot job), or every execution is terminal
+	// (a continuous job).
 	Done bool `json:"done"`
 	// Succeeded: done, and every execution SUCCEEDED.
 	Succeeded bool      `json:"succeeded"`
@@ -131,6 +132,17 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 	if len(s.Executions) == 0 {
 		s.Succeeded = false
 		s.Done = iottypes.JobStatus(s.Status) != iottypes.JobStatusInProgress
+	}
+	// A snapshot job is over when the service says so (COMPLETED, CANCELED):
+	// the things a rollout rate has not reached yet have no execution to
+	// list, and an abort rule cancels the job only after the failure that
+	// sets it off is recorded. A continuous job stays IN_PROGRESS for the
+	// things that join its groups later: its executions tell.
+	if jd.Job.TargetSelection != iottypes.TargetSelectionContinuous {
+		switch iottypes.JobStatus(s.Status) {
+		case iottypes.JobStatusInProgress, iottypes.JobStatusScheduled:
+			s.Done = false
+		}
 	}
 	s.Succeeded = s.Succeeded && s.Done
 	return s, nil
