@@ -7,7 +7,6 @@ import (
 	"net/http"
 	httppprof "net/http/pprof"
 	"os"
-	"runtime/debug"
 	"runtime/pprof"
 	"syscall"
 	"time"
@@ -58,16 +57,9 @@ attaches to that broker (e.g. Mosquitto, configured by
 
 With --https the HTTP port serves TLS with a certificate of the local CA,
 as AWS serves only HTTPS: presigned URLs in job documents are https://, and
-clients trust the CA (endpoints.json caFile; the AWS CLI: AWS_CA_BUNDLE).
-
-The cloud collects garbage at GOGC=50 unless GOGC is set: a cloud holding
-thousands of idle device connections then needs a quarter less memory, for
-a few percent more CPU (docs/scaling.md).`,
+clients trust the CA (endpoints.json caFile; the AWS CLI: AWS_CA_BUNDLE).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if os.Getenv("GOGC") == "" {
-				debug.SetGCPercent(serveGCPercent)
-			}
 			defer startHugePages(e, hugePages)()
 			cfg.Logger = e.logger()
 			if cpuProfile != "" {
@@ -187,12 +179,6 @@ Then:
 	cmd.Flags().StringSliceVar(&names, "server-name", nil, "extra host `name` or IP Mosquitto's certificate is valid for")
 	return cmd
 }
-
-// serveGCPercent is the cloud's garbage collection target: its heap grows to
-// 1.5 times what is live rather than twice. With 10 000 devices connected
-// that was 69 KiB of RSS a device instead of 85 with mochi-mqtt as released;
-// about 45 with the broker's changes to it (docs/benchmarks.md).
-const serveGCPercent = 50
 
 // servePprof serves the runtime's profiles on addr until stop.
 func servePprof(addr string) (stop func(), err error) {
