@@ -133,7 +133,18 @@ func (c *Conn) run() {
 		if c.ctx.Err() != nil {
 			return
 		}
-		s, ca, err := c.connect(first && c.cfg.CleanStart)
+		// The attempt runs on a goroutine of its own, which ends with it: a
+		// TLS handshake grows a stack to 16–32 KiB, which then goes back to
+		// the runtime, while this goroutine, which reads the connection for
+		// hours, stays small.
+		attempt := make(chan connected, 1)
+		cleanStart := first && c.cfg.CleanStart
+		go func() {
+			s, ca, err := c.connect(cleanStart)
+			attempt <- connected{s, ca, err}
+		}()
+		a := <-attempt
+		s, ca, err := a.s, a.ca, a.err
 		if err != nil {
 			if c.ctx.Err() != nil {
 				return
@@ -151,6 +162,13 @@ func (c *Conn) run() {
 		failures, wait = 0, 0
 		c.serve(s, ca)
 	}
+}
+
+// connected is the outcome of a connection attempt.
+type connected struct {
+	s   *session
+	ca  connack
+	err error
 }
 
 // report explains a failed attempt and hands it to OnError.
