@@ -164,3 +164,23 @@ func TestWriterRunsWhileQueued(t *testing.T) {
 		require.Zero(t, cl.State.outboundQty)
 	}
 }
+
+// With nothing retained a subscription gets nothing, and once a message is
+// retained it gets that message (the shortcut must not hide it): the first
+// bytes the client receives are that message.
+func TestPublishRetainedOnlyWhenRetained(t *testing.T) {
+	s := newServer()
+	cl, r, w := newTestClient()
+	defer w.Close()
+	s.Clients.Add(cl)
+	require.True(t, s.Topics.Subscribe(cl.ID, packets.Subscription{Filter: "a/+/c", Qos: 1}))
+	require.Equal(t, 0, s.Topics.Retained.Len())
+	s.publishRetainedToClient(cl, packets.Subscription{Filter: "a/+/c"}, false)
+	s.Topics.RetainMessage(*packets.TPacketData[packets.Publish].Get(packets.TPublishRetainMqtt5).Packet)
+	s.publishRetainedToClient(cl, packets.Subscription{Filter: "a/+/c"}, false)
+	want := packets.TPacketData[packets.Publish].Get(packets.TPublishRetain).RawBytes
+	got := make([]byte, len(want))
+	_, err := io.ReadFull(r, got)
+	require.NoError(t, err)
+	require.Equal(t, want, got, "only the message retained before the second subscription")
+}

@@ -1162,6 +1162,10 @@ func (s *Server) publishRetainedToClient(cl *Client, sub packets.Subscription, e
 		return
 	}
 
+	if s.Topics.Retained.Len() == 0 {
+		return // nothing retained (awsfota: the scan's frames grew each new connection's stack)
+	}
+
 	sub.FwdRetainedFlag = true
 	for _, pkv := range s.Topics.Messages(sub.Filter) { // [MQTT-3.8.4-4]
 		_, err := s.publishToClient(cl, sub, pkv)
