@@ -13,7 +13,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func open(t *testing.T) *Registry {
+func open(t testing.TB) *Registry {
 	t.Helper()
 	db, err := bolt.Open(filepath.Join(t.TempDir(), "c.db"), 0o600, &bolt.Options{NoSync: true})
 	if err != nil {
@@ -267,5 +267,28 @@ func TestHasCertificate(t *testing.T) {
 	}
 	if r.HasCertificate("abc") {
 		t.Fatal("a deleted certificate is still registered")
+	}
+}
+
+// BenchmarkAuthorize is the registry's part of every device's CONNECT.
+func BenchmarkAuthorize(b *testing.B) {
+	r := open(b)
+	ca, err := pki.LoadOrCreate(b.TempDir(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	iss, _ := ca.IssueClient("dev-1")
+	r.CreateThing("dev-1", nil)
+	if _, err := r.AddCertificate(iss.ID, string(iss.CertPEM), StatusActive); err != nil {
+		b.Fatal(err)
+	}
+	if err := r.AttachThingPrincipal("dev-1", iss.ID); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := r.Authorize(iss.Cert, iss.ID, "dev-1"); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
