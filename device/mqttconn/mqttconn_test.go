@@ -508,3 +508,26 @@ func (h *countSubscribes) OnSubscribe(_ *mqtt.Client, pk packets.Packet) packets
 	h.n.Add(1)
 	return pk
 }
+
+// CleanStart is asked for on the first connection only: a reconnection
+// resumes the session it started.
+func TestCleanStartFirstOnly(t *testing.T) {
+	p := newPKI(t)
+	srv, addr := broker(t, p)
+	up := make(chan struct{}, 4)
+	dialUp(t, Config{
+		Endpoint: addr, ClientID: "dev-1", Certificate: p.client, RootCAs: p.pool, ServerName: "localhost",
+		CleanStart: true, SessionExpiry: time.Hour, Filters: []string{"a/b"},
+		OnUp:       func() { up <- struct{}{} },
+		BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
+	}, up)
+	first := brokerClient(t, srv, "dev-1")
+	if !first.Properties.Clean {
+		t.Fatal("the first CONNECT did not ask for a clean start")
+	}
+	srv.DisconnectClient(first, packets.ErrServerShuttingDown)
+	waitFor(t, up, "reconnected")
+	if brokerClient(t, srv, "dev-1").Properties.Clean {
+		t.Fatal("the reconnection asked for a clean start: the session would be lost")
+	}
+}
