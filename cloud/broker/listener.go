@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/awsfota/awsfota/internal/growstack"
 	"github.com/mochi-mqtt/server/v2/listeners"
 )
 
@@ -108,14 +109,16 @@ const handshakeTimeout = 30 * time.Second
 
 // handshake completes the TLS handshake of conn, within handshakeTimeout,
 // and serves it on a goroutine of its own. The handshake's goroutine ends
-// there: a TLS handshake needs a stack of 16–32 KiB, which then goes back
-// to the runtime for the next handshake, while the goroutine that serves
+// there: a TLS handshake needs a stack of 16–32 KiB (grown in one step
+// while it is shallow: growstack), which then goes back to the runtime for
+// the next handshake, while the goroutine that serves
 // the connection for hours starts small and stays so (in a storm of 10 000
 // connections, 10 000 stacks grown to 32 KiB were a tenth of the CPU:
 // copied as they grew, faulted in fresh, copied again as the collector
 // shrank them).
 func (l *listener) handshake(conn net.Conn, establish listeners.EstablishFn) {
 	if tc, ok := conn.(*tls.Conn); ok {
+		growstack.Grow()
 		tc.SetDeadline(time.Now().Add(handshakeTimeout))
 		err := tc.Handshake()
 		tc.SetDeadline(time.Time{})

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/awsfota/awsfota/internal/growstack"
 )
 
 // Conn is a managed connection. Publish is safe for concurrent use.
@@ -136,11 +138,12 @@ func (c *Conn) run() {
 			return
 		}
 		// The attempt runs on a goroutine of its own, which ends with it: a
-		// TLS handshake grows a stack to 16–32 KiB, which then goes back to
-		// the runtime, while this goroutine, which reads the connection for
-		// hours, stays small.
+		// TLS handshake grows a stack to 16–32 KiB (in one step, before it
+		// is deep: growstack), which then goes back to the runtime, while
+		// this goroutine, which reads the connection for hours, stays small.
 		attempt := make(chan connected, 1)
 		go func(cleanStart bool) {
+			growstack.Grow()
 			s, ca, err := c.connect(cleanStart)
 			attempt <- connected{s, ca, err}
 		}(cleanStart)
