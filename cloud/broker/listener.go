@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/awsfota/awsfota/internal/growstack"
+	"github.com/awsfota/awsfota/growstack"
 	"github.com/mochi-mqtt/server/v2/listeners"
 )
 

@@ -14,7 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/awsfota/awsfota/internal/growstack"
+	"github.com/awsfota/awsfota/growstack"
 )
 
 // Conn is a managed connection. Publish is safe for concurrent use.
