@@ -124,15 +124,22 @@ func TestPrepare(t *testing.T) {
 	}
 }
 
-func TestCreateAndWatchOnLocalCloud(t *testing.T) {
-	dir := t.TempDir()
-	cl, err := emu.Start(emu.Config{DataDir: dir, MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", NoSync: true})
+// localCloud starts an in-process local cloud for the test and returns it
+// with a client of its APIs.
+func localCloud(t *testing.T) (*emu.Cloud, *Client) {
+	t.Helper()
+	cl, err := emu.Start(emu.Config{DataDir: t.TempDir(), MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close()
+	t.Cleanup(func() { cl.Close() })
 	ep := cl.Endpoints()
-	c := NewLocal(Endpoint{URL: ep.HTTP, Region: ep.Region, AccessKeyID: ep.AccessKeyID, SecretAccessKey: ep.SecretAccessKey, MQTT: ep.MQTT})
+	return cl, NewLocal(Endpoint{URL: ep.HTTP, Region: ep.Region, AccessKeyID: ep.AccessKeyID, SecretAccessKey: ep.SecretAccessKey, MQTT: ep.MQTT})
+}
+
+func TestCreateAndWatchOnLocalCloud(t *testing.T) {
+	cl, c := localCloud(t)
+	ep := cl.Endpoints()
 	ctx := context.Background()
 	th, err := c.CreateThing(ctx, "op-thing", "", nil)
 	if err != nil {
@@ -323,13 +330,7 @@ func TestPrepareRAUCBundle(t *testing.T) {
 // execution is: the other things have no execution yet. Done comes when the
 // service ends the job.
 func TestWatchRolloutNotDoneEarly(t *testing.T) {
-	cl, err := emu.Start(emu.Config{DataDir: t.TempDir(), MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ep := cl.Endpoints()
-	c := NewLocal(Endpoint{URL: ep.HTTP, Region: ep.Region, AccessKeyID: ep.AccessKeyID, SecretAccessKey: ep.SecretAccessKey, MQTT: ep.MQTT})
+	cl, c := localCloud(t)
 	ctx := context.Background()
 	for _, n := range []string{"ro-1", "ro-2"} {
 		if _, err := c.CreateThing(ctx, n, "", nil); err != nil {
