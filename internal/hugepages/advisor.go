@@ -1,7 +1,9 @@
 package hugepages
 
 import (
+	"maps"
 	"runtime/metrics"
+	"slices"
 	"sync"
 	"time"
 
@@ -158,9 +160,11 @@ func (a *Advisor) run() {
 // come back larger: advising it again is harmless.
 func (a *Advisor) scan(advised map[Range]bool) {
 	rs, err := a.sys.maps()
-	var lastErr error
-	if err != nil {
-		lastErr = err
+	lastErr := err
+	if err == nil {
+		// Forget ranges that are no longer mappings of their own (merged
+		// into a larger one, or unmapped).
+		maps.DeleteFunc(advised, func(r Range, _ bool) bool { return !slices.Contains(rs, r) })
 	}
 	for _, r := range rs {
 		if advised[r] {
@@ -172,18 +176,8 @@ func (a *Advisor) scan(advised map[Range]bool) {
 		}
 		advised[r] = true
 	}
-	// Forget ranges that are no longer mappings of their own (merged into a
-	// larger one, or unmapped).
-	current := make(map[Range]bool, len(rs))
-	for _, r := range rs {
-		current[r] = true
-	}
 	var total uint64
 	for r := range advised {
-		if !current[r] && err == nil {
-			delete(advised, r)
-			continue
-		}
 		total += r.Len()
 	}
 	a.mu.Lock()
